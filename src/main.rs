@@ -2,6 +2,7 @@
 
 mod batch;
 mod generate;
+mod options;
 
 use clap::{Parser, Subcommand};
 

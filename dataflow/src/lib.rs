@@ -1,1 +1,24 @@
-//! x
+//! The timely/differential dataflow that keeps clickflow's views exactly up to date.
+//!
+//! Logical time is the watermark: an event enters the dataflow at a time no later than the
+//! largest event time admitted before it, and every view retracts state at the watermark
+//! where it falls out of retention. A view read at a frontier `F` therefore reflects
+//! exactly the events admitted before `F` with retention applied at `F`. There is no
+//! tokio, Kafka or gRPC in this crate: sources feed an input collection and results leave
+//! through [`ViewStore`].
+
+mod alerts;
+mod config;
+mod keyed;
+mod funnel;
+mod page_views;
+mod rows;
+mod sessions;
+mod store;
+mod views;
+
+pub use alerts::{AlertRule, Comparison, Metric, ViewName};
+pub use config::{FunnelStep, ViewConfig};
+pub use rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
+pub use store::{ViewSnapshot, ViewStore};
+pub use views::{ArrivedEvent, Time, Views, build_views};

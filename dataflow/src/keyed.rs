@@ -1,0 +1,185 @@
+//! A keyed incremental operator: per-key state that absorbs changes and derives the key's
+//! current rows, with retention built in.
+//!
+//! Updates are exchanged by key, stashed by logical time and applied once the input
+//! frontier has passed their time, in time order. After each applied time the operator
+//! emits the difference between the rows the key showed before and the rows it shows now,
+//! so the output is an ordinary differential collection. A key can also ask to be woken
+//! at a later time (when a window or session leaves retention); the wake-up emits the
+//! retraction at exactly that time, and [`KeyedView::retire`] drops state that no future
+//! input can reach, which bounds memory by the retention horizon.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::Hash;
+
+use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::Capability;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::views::Time;
+
+/// The logic of one keyed view.
+pub(crate) trait KeyedView: 'static {
+    /// What the input is partitioned and grouped by.
+    type Key: ExchangeData + Hash + Eq;
+    /// One input record of a key.
+    type Value: ExchangeData;
+    /// Everything the view remembers about one key.
+    type State: Default + 'static;
+    /// An output row.
+    type Row: ExchangeData;
+
+    /// Applies `diff` copies of `value` to the key's state.
+    fn apply(&self, state: &mut Self::State, value: Self::Value, diff: isize);
+    /// Appends the rows the key shows at logical time `time`.
+    fn rows(&self, key: &Self::Key, state: &Self::State, time: Time, rows: &mut Vec<Self::Row>);
+    /// Forgets what neither future input nor [`KeyedView::rows`] at `time` or later can
+    /// use; returns true when nothing is left to keep.
+    fn retire(&self, key: &Self::Key, state: &mut Self::State, time: Time) -> bool;
+    /// The first time after `time` at which the key's rows or state change with no input.
+    fn next_change(&self, key: &Self::Key, state: &Self::State, time: Time) -> Option<Time>;
+}
+
+/// What to do for a key at a time: apply an update, or just re-derive its rows.
+enum Work<V> {
+    Update(V, isize),
+    Wake,
+}
+
+struct Entry<S> {
+    state: S,
+    /// The time of the rows last emitted for this key.
+    emitted_at: Time,
+    /// The pending wake-up, if one is scheduled.
+    wake: Option<Time>,
+}
+
+/// Maintains `view` over `input`, exchanging records by key.
+pub(crate) fn maintain<'s, V: KeyedView>(
+    input: VecCollection<'s, Time, (V::Key, V::Value)>,
+    name: &str,
+    view: V,
+) -> VecCollection<'s, Time, V::Row> {
+    let exchange = Exchange::new(|update: &((V::Key, V::Value), Time, isize)| update.0.0.hashed());
+    input
+        .inner
+        .unary_frontier(exchange, name, move |_capability, _info| {
+            let mut operator = KeyedOperator { view, entries: HashMap::new(), pending: BTreeMap::new() };
+            let mut held: Option<Capability<Time>> = None;
+            let mut changes = Vec::new();
+            move |(input, frontier), output| {
+                input.for_each_stamp(|capability, containers| {
+                    for container in containers {
+                        for ((key, value), time, diff) in container.drain(..) {
+                            operator.pending.entry(time).or_default().push((key, Work::Update(value, diff)));
+                        }
+                    }
+                    if let Some(time) = capability.least()
+                        && held.as_ref().is_none_or(|cap| cap.time() > time)
+                    {
+                        held = Some(capability.delayed(time, 0));
+                    }
+                });
+                while let Some(time) = operator.pending.first_key_value().map(|(time, _)| *time) {
+                    let Some(cap) = held.as_mut() else { break };
+                    if frontier.less_equal(&time) {
+                        break;
+                    }
+                    operator.process(time, &mut changes);
+                    if !changes.is_empty() {
+                        output.session(&cap.delayed(&time)).give_iterator(changes.drain(..));
+                    }
+                }
+                match (operator.pending.first_key_value(), held.as_mut()) {
+                    (Some((time, _)), Some(cap)) => cap.downgrade(time),
+                    _ => held = None,
+                }
+            }
+        })
+        .as_collection()
+}
+
+struct KeyedOperator<V: KeyedView> {
+    view: V,
+    entries: HashMap<V::Key, Entry<V::State>>,
+    pending: BTreeMap<Time, Vec<(V::Key, Work<V::Value>)>>,
+}
+
+impl<V: KeyedView> KeyedOperator<V> {
+    /// Applies all work at `time` and appends the resulting row changes to `changes`.
+    fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
+        let mut by_key: HashMap<V::Key, Vec<Work<V::Value>>> = HashMap::new();
+        for (key, work) in self.pending.remove(&time).unwrap_or_default() {
+            by_key.entry(key).or_default().push(work);
+        }
+        let (mut before, mut after) = (Vec::new(), Vec::new());
+        for (key, work) in by_key {
+            let has_update = work.iter().any(|w| matches!(w, Work::Update(..)));
+            if !has_update && !self.entries.contains_key(&key) {
+                continue;
+            }
+            let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
+                state: V::State::default(),
+                emitted_at: time,
+                wake: None,
+            });
+            self.view.rows(&key, &entry.state, entry.emitted_at, &mut before);
+            for work in work {
+                if let Work::Update(value, diff) = work {
+                    self.view.apply(&mut entry.state, value, diff);
+                }
+            }
+            self.view.rows(&key, &entry.state, time, &mut after);
+            entry.emitted_at = time;
+            push_differences(&mut before, &mut after, time, changes);
+            if self.view.retire(&key, &mut entry.state, time) {
+                self.entries.remove(&key);
+                continue;
+            }
+            if let Some(next) = self.view.next_change(&key, &entry.state, time) {
+                let already_scheduled = entry.wake.is_some_and(|wake| wake > time && wake <= next);
+                if !already_scheduled {
+                    entry.wake = Some(next);
+                    self.pending.entry(next).or_default().push((key, Work::Wake));
+                }
+            }
+        }
+    }
+}
+
+/// Appends `after - before` as updates at `time`, leaving both vectors empty.
+fn push_differences<R: Ord>(before: &mut Vec<R>, after: &mut Vec<R>, time: Time, changes: &mut Vec<(R, Time, isize)>) {
+    before.sort();
+    after.sort();
+    let mut old = before.drain(..).peekable();
+    let mut new = after.drain(..).peekable();
+    loop {
+        let order = match (old.peek(), new.peek()) {
+            (Some(a), Some(b)) => a.cmp(b),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (None, None) => break,
+        };
+        match order {
+            Ordering::Equal => {
+                old.next();
+                new.next();
+            }
+            Ordering::Less => changes.extend(old.next().map(|row| (row, time, -1))),
+            Ordering::Greater => changes.extend(new.next().map(|row| (row, time, 1))),
+        }
+    }
+}
+
+/// Applies `diff` copies of `value` to a sorted multiset held as a vector.
+pub(crate) fn apply_to_sorted<T: Ord + Clone>(values: &mut Vec<T>, value: T, diff: isize) {
+    let position = values.partition_point(|v| v < &value);
+    if diff > 0 {
+        values.splice(position..position, std::iter::repeat_n(value, diff.unsigned_abs()));
+    } else {
+        let equal = values[position..].iter().take_while(|v| **v == value).count();
+        values.drain(position..position + equal.min(diff.unsigned_abs()));
+    }
+}

@@ -1,0 +1,115 @@
+//! `user_sessions`: gap-based sessionization of each user's events.
+//!
+//! Keyed by user; the state is the user's events sorted by (event time, arrival). Two
+//! consecutive events belong to one session when their times differ by at most the gap,
+//! so the view always equals sessionizing all counted events of the user: a late event
+//! may extend a session, merge two, or start a new one. A session shows a row while
+//! `session_end + retention` is after the watermark; its events are forgotten once
+//! `session_end + gap + retention` is before the watermark, when no admissible event can
+//! join it any more.
+
+use std::ops::Range;
+
+use compact_str::CompactString;
+use differential_dataflow::VecCollection;
+
+use crate::keyed::{KeyedView, apply_to_sorted, maintain};
+use crate::rows::SessionRow;
+use crate::views::{ArrivedEvent, Time};
+
+/// Maintains `user_sessions` over `events`.
+pub(crate) fn user_sessions<'s>(
+    events: VecCollection<'s, Time, ArrivedEvent>,
+    gap_ms: u64,
+    retention_ms: u64,
+) -> VecCollection<'s, Time, SessionRow> {
+    let keyed = events.map(|arrived| {
+        let event = arrived.event;
+        (event.user_id, SessionEvent { time: event.time, arrival: arrived.arrival, page: event.page })
+    });
+    maintain(keyed, "UserSessions", Sessions { gap_ms, retention_ms })
+}
+
+/// One event of a user, ordered by event time and then arrival.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub(crate) struct SessionEvent {
+    time: u64,
+    arrival: u64,
+    page: CompactString,
+}
+
+struct Sessions {
+    gap_ms: u64,
+    retention_ms: u64,
+}
+
+impl Sessions {
+    /// The index ranges of `events` that form sessions, in time order.
+    fn spans<'a>(&self, events: &'a [SessionEvent]) -> impl Iterator<Item = Range<usize>> + 'a {
+        let gap = self.gap_ms;
+        let mut start = 0;
+        (1..=events.len()).filter_map(move |end| {
+            let closes = end == events.len() || events[end].time - events[end - 1].time > gap;
+            closes.then(|| {
+                let span = start..end;
+                start = end;
+                span
+            })
+        })
+    }
+
+    fn expires_at(&self, session_end: u64) -> Time {
+        session_end + self.retention_ms
+    }
+
+    fn forgotten_at(&self, session_end: u64) -> Time {
+        session_end + self.gap_ms + self.retention_ms + 1
+    }
+}
+
+impl KeyedView for Sessions {
+    type Key = CompactString;
+    type Value = SessionEvent;
+    type State = Vec<SessionEvent>;
+    type Row = SessionRow;
+
+    fn apply(&self, events: &mut Vec<SessionEvent>, event: SessionEvent, diff: isize) {
+        apply_to_sorted(events, event, diff);
+    }
+
+    fn rows(&self, user: &CompactString, events: &Vec<SessionEvent>, time: Time, rows: &mut Vec<SessionRow>) {
+        for span in self.spans(events) {
+            let session = &events[span];
+            let (first, last) = (&session[0], &session[session.len() - 1]);
+            if time < self.expires_at(last.time) {
+                rows.push(SessionRow {
+                    user_id: user.clone(),
+                    session_start: first.time,
+                    session_end: last.time,
+                    pages_viewed: session.len() as u64,
+                    page_sequence: session.iter().map(|e| e.page.clone()).collect(),
+                });
+            }
+        }
+    }
+
+    fn retire(&self, _user: &CompactString, events: &mut Vec<SessionEvent>, time: Time) -> bool {
+        let forgotten = self
+            .spans(events)
+            .take_while(|span| self.forgotten_at(events[span.end - 1].time) <= time)
+            .last()
+            .map_or(0, |span| span.end);
+        events.drain(..forgotten);
+        events.is_empty()
+    }
+
+    fn next_change(&self, _user: &CompactString, events: &Vec<SessionEvent>, time: Time) -> Option<Time> {
+        self.spans(events)
+            .flat_map(|span| {
+                let end = events[span.end - 1].time;
+                [self.expires_at(end), self.forgotten_at(end)]
+            })
+            .filter(|&at| at > time)
+            .min()
+    }
+}

@@ -1,0 +1,165 @@
+//! Result export: the current rows of every view, kept on worker 0 at one shared `as_of`.
+//!
+//! Each view's updates are routed to worker 0 and stashed until the view's frontier has
+//! passed their time. The store's `as_of` is the least frontier over all views, and only
+//! updates before it are applied, so a snapshot shows every view at exactly the same
+//! logical time: the views are mutually consistent.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use differential_dataflow::{ExchangeData, VecCollection};
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
+use crate::views::{Time, Views};
+
+/// The current state of every view, shared with readers on other threads.
+#[derive(Clone, Default)]
+pub struct ViewStore {
+    inner: Arc<Mutex<StoreInner>>,
+}
+
+/// Every view's rows at one `as_of`, each sorted by key.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ViewSnapshot {
+    /// The rows reflect all updates at times before `as_of`; `None` once input has ended
+    /// and everything, including future retention, has been applied.
+    pub as_of: Option<Time>,
+    /// `page_views_per_minute`.
+    pub page_views: Vec<PageViewRow>,
+    /// `user_sessions`.
+    pub sessions: Vec<SessionRow>,
+    /// `checkout_funnel`.
+    pub funnel: Vec<FunnelRow>,
+    /// `alerts`.
+    pub alerts: Vec<AlertRow>,
+}
+
+struct StoreInner {
+    as_of: Option<Time>,
+    page_views: ViewState<PageViewRow>,
+    sessions: ViewState<SessionRow>,
+    funnel: ViewState<FunnelRow>,
+    alerts: ViewState<AlertRow>,
+}
+
+struct ViewState<R> {
+    rows: BTreeMap<R, isize>,
+    pending: Vec<(R, Time, isize)>,
+    /// The view's input frontier; `None` when the view is complete.
+    frontier: Option<Time>,
+}
+
+impl<R> Default for ViewState<R> {
+    fn default() -> Self {
+        Self { rows: BTreeMap::new(), pending: Vec::new(), frontier: Some(0) }
+    }
+}
+
+impl<R: Ord + Clone> ViewState<R> {
+    fn apply_before(&mut self, as_of: Option<Time>) {
+        let ready = |time: Time| as_of.is_none_or(|as_of| time < as_of);
+        let rows = &mut self.rows;
+        self.pending.retain(|(row, time, diff)| {
+            if !ready(*time) {
+                return true;
+            }
+            let count = rows.entry(row.clone()).or_default();
+            *count += diff;
+            if *count == 0 {
+                rows.remove(row);
+            }
+            false
+        });
+    }
+
+    fn snapshot(&self) -> Vec<R> {
+        self.rows
+            .iter()
+            .flat_map(|(row, &count)| std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0)))
+            .cloned()
+            .collect()
+    }
+}
+
+impl StoreInner {
+    fn advance(&mut self) {
+        let frontiers = [self.page_views.frontier, self.sessions.frontier, self.funnel.frontier, self.alerts.frontier];
+        let as_of = frontiers.into_iter().flatten().min();
+        self.as_of = as_of;
+        self.page_views.apply_before(as_of);
+        self.sessions.apply_before(as_of);
+        self.funnel.apply_before(as_of);
+        self.alerts.apply_before(as_of);
+    }
+}
+
+impl ViewStore {
+    /// The logical time the store's rows reflect (see [`ViewSnapshot::as_of`]); starts at 0.
+    pub fn as_of(&self) -> Option<Time> {
+        self.lock().as_of
+    }
+
+    /// Every view's rows at the store's current `as_of`.
+    pub fn snapshot(&self) -> ViewSnapshot {
+        let inner = self.lock();
+        ViewSnapshot {
+            as_of: inner.as_of,
+            page_views: inner.page_views.snapshot(),
+            sessions: inner.sessions.snapshot(),
+            funnel: inner.funnel.snapshot(),
+            alerts: inner.alerts.snapshot(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StoreInner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Default for StoreInner {
+    fn default() -> Self {
+        Self {
+            as_of: Some(0),
+            page_views: ViewState::default(),
+            sessions: ViewState::default(),
+            funnel: ViewState::default(),
+            alerts: ViewState::default(),
+        }
+    }
+}
+
+/// Installs one sink per view; only worker 0's sinks write to the store.
+pub(crate) fn export(views: Views<'_>, store: &ViewStore) {
+    let on_worker_zero = views.page_views.inner.scope().index() == 0;
+    let store = on_worker_zero.then(|| store.clone());
+    sink(views.page_views, store.clone(), |inner| &mut inner.page_views);
+    sink(views.sessions, store.clone(), |inner| &mut inner.sessions);
+    sink(views.funnel, store.clone(), |inner| &mut inner.funnel);
+    sink(views.alerts, store, |inner| &mut inner.alerts);
+}
+
+fn sink<R: ExchangeData>(
+    view: VecCollection<'_, Time, R>,
+    store: Option<ViewStore>,
+    select: fn(&mut StoreInner) -> &mut ViewState<R>,
+) {
+    let to_worker_zero = Exchange::new(|_: &(R, Time, isize)| 0);
+    view.inner.sink(to_worker_zero, "ExportView", move |(input, frontier)| {
+        let mut updates = Vec::new();
+        input.for_each_stamp(|_, containers| {
+            for container in containers {
+                updates.append(container);
+            }
+        });
+        if let Some(store) = &store {
+            let mut inner = store.lock();
+            let state = select(&mut inner);
+            state.pending.append(&mut updates);
+            state.frontier = frontier.frontier().first().copied();
+            inner.advance();
+        }
+    });
+}
