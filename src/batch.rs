@@ -12,13 +12,16 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use clickflow_dataflow::{AlertRule, ArrivedEvent, Time, ViewConfig, ViewSnapshot, ViewStore, build_views};
+use clickflow_dataflow::{
+    AlertRule, ArrivedEvent, Time, ViewConfig, ViewSnapshot, ViewStore, build_views,
+};
 use clickflow_events::{Admission, AdmissionConfig, DeadLetterReason, decode_event};
-use differential_dataflow::input::Input;
+use differential_dataflow::input::{Input, InputSession};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use timely::worker::Worker;
@@ -55,6 +58,14 @@ struct BatchJob {
     admission: AdmissionConfig,
     max_event_bytes: usize,
     high_traffic_threshold: u64,
+    /// Set by the reading worker once the views are written. With a single process the
+    /// other workers then drop the dataflow instead of running it to completion, which
+    /// would retract every window and session as their retention expires.
+    written: AtomicBool,
+    single_process: bool,
+    workers_per_process: usize,
+    /// The views' state, shared by this process's workers.
+    store: ViewStore,
 }
 
 /// What the reading worker saw.
@@ -77,18 +88,28 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         high_traffic_threshold: args.views.high_traffic_threshold,
         input: args.input,
         output: args.output,
+        written: AtomicBool::new(false),
+        single_process: args.cluster.processes == 1,
+        workers_per_process: args.cluster.workers as usize,
+        store: ViewStore::default(),
     });
     let reads_input = args.cluster.process == 0;
     if reads_input {
-        File::open(&job.input).with_context(|| format!("--input {}: cannot open", job.input.display()))?;
-        std::fs::create_dir_all(&job.output)
-            .with_context(|| format!("--output {}: cannot create directory", job.output.display()))?;
+        File::open(&job.input)
+            .with_context(|| format!("--input {}: cannot open", job.input.display()))?;
+        std::fs::create_dir_all(&job.output).with_context(|| {
+            format!("--output {}: cannot create directory", job.output.display())
+        })?;
     }
-    let guards = timely::execute(args.cluster.timely_config()?, move |worker| job.run_worker(worker))
-        .map_err(|error| anyhow!("cannot start workers: {error}"))?;
+    let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
+        job.run_worker(worker)
+    })
+    .map_err(|error| anyhow!("cannot start workers: {error}"))?;
     let mut summary = None;
     for result in guards.join() {
-        if let Some(worker_summary) = result.map_err(|panic| anyhow!("worker failed: {panic}"))?? {
+        if let Some(worker_summary) =
+            result.map_err(|panic| anyhow!("worker failed: {panic}"))??
+        {
             summary = Some(worker_summary);
         }
     }
@@ -100,19 +121,44 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
 
 impl BatchJob {
     fn run_worker(&self, worker: &mut Worker) -> anyhow::Result<Option<Summary>> {
-        let store = ViewStore::default();
-        let (mut events, mut rules) = worker.dataflow::<Time, _, _>(|scope| {
+        let store = &self.store;
+        let dataflow = worker.next_dataflow_index();
+        let (events, rules) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_input, events) = scope.new_collection::<ArrivedEvent, isize>();
             let (rules_input, rules) = scope.new_collection::<AlertRule, isize>();
-            build_views(events, rules, &self.views).export(&store);
+            build_views(events, rules, &self.views).export(store, self.workers_per_process);
             (events_input, rules_input)
         });
-        if worker.index() != 0 {
-            return Ok(None);
+        let summary = if worker.index() == 0 {
+            let summary = self.read_and_write(worker, events, rules, store);
+            self.written.store(true, Ordering::SeqCst);
+            Some(summary?)
+        } else {
+            drop((events, rules));
+            if self.single_process {
+                worker.step_while(|| !self.written.load(Ordering::SeqCst));
+            }
+            None
+        };
+        if self.single_process {
+            worker.drop_dataflow(dataflow);
         }
+        Ok(summary)
+    }
+
+    /// Feeds the file to the dataflow, writes dead letters as they are found, and writes
+    /// the views once they reflect the final watermark.
+    fn read_and_write(
+        &self,
+        worker: &mut Worker,
+        mut events: InputSession<Time, ArrivedEvent, isize>,
+        mut rules: InputSession<Time, AlertRule, isize>,
+        store: &ViewStore,
+    ) -> anyhow::Result<Summary> {
         rules.insert(AlertRule::high_traffic(self.high_traffic_threshold));
 
-        let file = File::open(&self.input).with_context(|| format!("--input {}: cannot open", self.input.display()))?;
+        let file = File::open(&self.input)
+            .with_context(|| format!("--input {}: cannot open", self.input.display()))?;
         let progress = progress_bar(file.metadata().map(|m| m.len()).unwrap_or(0));
         let mut reader = BufReader::with_capacity(1 << 20, file);
         let mut dead_letters = DeadLetterWriter::create(&self.output.join("dead_letters.jsonl"))?;
@@ -137,7 +183,10 @@ impl BatchJob {
             match admitted {
                 Ok(event) => {
                     summary.counted += 1;
-                    events.insert(ArrivedEvent { event, arrival: summary.lines });
+                    events.insert(ArrivedEvent {
+                        event,
+                        arrival: summary.lines,
+                    });
                 }
                 Err(reason) => {
                     summary.dead_letters[reason as usize] += 1;
@@ -167,7 +216,7 @@ impl BatchJob {
         worker.step_while(|| !reached(store.as_of(), end));
         let snapshot = store.snapshot();
         summary.rows = write_views(&self.output, &snapshot)?;
-        Ok(Some(summary))
+        Ok(summary)
     }
 }
 
@@ -185,8 +234,10 @@ fn strip_line_terminator(line: &[u8]) -> &[u8] {
 fn progress_bar(total_bytes: u64) -> ProgressBar {
     let progress = ProgressBar::new(total_bytes);
     progress.set_style(
-        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template(
+            "{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     progress
 }
@@ -205,13 +256,21 @@ struct DeadLetter<'a> {
 
 impl DeadLetterWriter {
     fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        Ok(Self { path: path.to_owned(), out: BufWriter::new(file) })
+        let file =
+            File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        Ok(Self {
+            path: path.to_owned(),
+            out: BufWriter::new(file),
+        })
     }
 
     fn write(&mut self, line: u64, reason: DeadLetterReason, record: &[u8]) -> anyhow::Result<()> {
         let raw = String::from_utf8_lossy(record);
-        let letter = DeadLetter { line, reason: reason.as_str(), raw: &raw };
+        let letter = DeadLetter {
+            line,
+            reason: reason.as_str(),
+            raw: &raw,
+        };
         serde_json::to_writer(&mut self.out, &letter)
             .map_err(std::io::Error::from)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -219,17 +278,27 @@ impl DeadLetterWriter {
     }
 
     fn finish(mut self) -> anyhow::Result<()> {
-        self.out.flush().with_context(|| format!("{}: write failed", self.path.display()))
+        self.out
+            .flush()
+            .with_context(|| format!("{}: write failed", self.path.display()))
     }
 }
 
 /// Writes the four view files and returns their row counts.
 fn write_views(dir: &Path, snapshot: &ViewSnapshot) -> anyhow::Result<[usize; 4]> {
-    write_rows(&dir.join("page_views_per_minute.jsonl"), &snapshot.page_views)?;
+    write_rows(
+        &dir.join("page_views_per_minute.jsonl"),
+        &snapshot.page_views,
+    )?;
     write_rows(&dir.join("user_sessions.jsonl"), &snapshot.sessions)?;
     write_rows(&dir.join("checkout_funnel.jsonl"), &snapshot.funnel)?;
     write_rows(&dir.join("alerts.jsonl"), &snapshot.alerts)?;
-    Ok([snapshot.page_views.len(), snapshot.sessions.len(), snapshot.funnel.len(), snapshot.alerts.len()])
+    Ok([
+        snapshot.page_views.len(),
+        snapshot.sessions.len(),
+        snapshot.funnel.len(),
+        snapshot.alerts.len(),
+    ])
 }
 
 fn write_rows<R: Serialize>(path: &Path, rows: &[R]) -> anyhow::Result<()> {
@@ -262,12 +331,17 @@ impl Summary {
             rate,
             self.counted,
             dead,
-            if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join(", ")) },
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", reasons.join(", "))
+            },
             self.rows[0],
             self.rows[1],
             self.rows[2],
             self.rows[3],
-            self.watermark.map_or_else(|| "none".to_owned(), |w| w.to_string()),
+            self.watermark
+                .map_or_else(|| "none".to_owned(), |w| w.to_string()),
         )
     }
 }

@@ -32,7 +32,10 @@ pub struct ViewArgs {
     #[arg(long, default_value_t = 1000)]
     pub high_traffic_threshold: u64,
     /// Funnel steps in order, as NAME=PAGE pairs separated by commas.
-    #[arg(long, default_value = "browse=/products,cart=/cart,checkout=/checkout,purchase=/confirmation")]
+    #[arg(
+        long,
+        default_value = "browse=/products,cart=/cart,checkout=/checkout,purchase=/confirmation"
+    )]
     pub funnel_steps: String,
 }
 
@@ -50,7 +53,10 @@ impl ViewArgs {
 
     /// The admission bounds.
     pub fn admission_config(&self) -> AdmissionConfig {
-        AdmissionConfig { retention_ms: self.retention_ms, max_future_ms: self.max_future_ms }
+        AdmissionConfig {
+            retention_ms: self.retention_ms,
+            max_future_ms: self.max_future_ms,
+        }
     }
 }
 
@@ -58,11 +64,16 @@ fn parse_funnel_steps(text: &str) -> anyhow::Result<Vec<FunnelStep>> {
     let steps = text
         .split(',')
         .map(|pair| {
-            let (name, page) = pair.split_once('=').with_context(|| format!("--funnel-steps: {pair:?} is not NAME=PAGE"))?;
+            let (name, page) = pair
+                .split_once('=')
+                .with_context(|| format!("--funnel-steps: {pair:?} is not NAME=PAGE"))?;
             if name.is_empty() || page.is_empty() {
                 bail!("--funnel-steps: {pair:?} has an empty name or page");
             }
-            Ok(FunnelStep { name: name.into(), page: page.into() })
+            Ok(FunnelStep {
+                name: name.into(),
+                page: page.into(),
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     if steps.len() > usize::from(u8::MAX) {
@@ -102,21 +113,41 @@ impl ClusterArgs {
                 Some(path) => {
                     let text = std::fs::read_to_string(path)
                         .with_context(|| format!("--hostfile {}: cannot read", path.display()))?;
-                    let addresses: Vec<String> =
-                        text.lines().map(str::trim).filter(|l| !l.is_empty()).take(processes).map(String::from).collect();
+                    let addresses: Vec<String> = text
+                        .lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .take(processes)
+                        .map(String::from)
+                        .collect();
                     if addresses.len() < processes {
-                        bail!("--hostfile {} lists {} addresses, --processes needs {processes}", path.display(), addresses.len());
+                        bail!(
+                            "--hostfile {} lists {} addresses, --processes needs {processes}",
+                            path.display(),
+                            addresses.len()
+                        );
                     }
                     addresses
                 }
-                None => (0..processes).map(|i| format!("127.0.0.1:{}", 2101 + i)).collect(),
+                None => (0..processes)
+                    .map(|i| format!("127.0.0.1:{}", 2101 + i))
+                    .collect(),
             };
-            timely::CommunicationConfig::Cluster { threads, process, addresses, report: false, zerocopy: false }
+            timely::CommunicationConfig::Cluster {
+                threads,
+                process,
+                addresses,
+                report: false,
+                zerocopy: false,
+            }
         } else if threads > 1 {
             timely::CommunicationConfig::Process(threads)
         } else {
             timely::CommunicationConfig::Thread
         };
-        Ok(timely::Config { communication, worker: timely::WorkerConfig::default() })
+        Ok(timely::Config {
+            communication,
+            worker: timely::WorkerConfig::default(),
+        })
     }
 }

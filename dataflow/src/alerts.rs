@@ -95,15 +95,15 @@ impl AlertRule {
             Metric::ViewCount => row.view_count,
             Metric::UniqueUsers => row.unique_users,
         };
-        (row.page.starts_with(self.page_prefix.as_str()) && self.comparison.holds(value, self.threshold)).then(|| {
-            AlertRow {
-                rule: self.rule_id.clone(),
-                page: row.page.clone(),
-                window_start: row.window_start,
-                window_end: row.window_end,
-                value,
-                threshold: self.threshold,
-            }
+        (row.page.starts_with(self.page_prefix.as_str())
+            && self.comparison.holds(value, self.threshold))
+        .then(|| AlertRow {
+            rule: self.rule_id.clone(),
+            page: row.page.clone(),
+            window_start: row.window_start,
+            window_end: row.window_end,
+            value,
+            threshold: self.threshold,
         })
     }
 }
@@ -115,5 +115,6 @@ pub(crate) fn alerts<'s>(
 ) -> VecCollection<'s, Time, AlertRow> {
     let rows = page_views.map(|row| (row.page.hashed() % BUCKETS, row));
     let rules = rules.flat_map(|rule| (0..BUCKETS).map(move |bucket| (bucket, rule.clone())));
-    rows.join_map(rules, |_bucket, row, rule| rule.evaluate(row)).flat_map(|alert| alert)
+    rows.join_map(rules, |_bucket, row, rule| rule.evaluate(row))
+        .flat_map(|alert| alert)
 }

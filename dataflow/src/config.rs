@@ -29,7 +29,10 @@ pub struct ViewConfig {
 
 impl Default for ViewConfig {
     fn default() -> Self {
-        let step = |name: &str, page: &str| FunnelStep { name: name.into(), page: page.into() };
+        let step = |name: &str, page: &str| FunnelStep {
+            name: name.into(),
+            page: page.into(),
+        };
         Self {
             page_window_ms: 60_000,
             funnel_window_ms: 300_000,

@@ -28,11 +28,25 @@ pub(crate) fn checkout_funnel<'s>(
     let visits = events.flat_map(move |arrived| {
         let event = arrived.event;
         let step = pages.iter().position(|page| *page == event.page)?;
-        Some(((window_start(event.time, window_ms), event.user_id), (event.time, step as u8)))
+        Some((
+            (window_start(event.time, window_ms), event.user_id),
+            (event.time, step as u8),
+        ))
     });
-    let marks = maintain(visits, "FunnelProgress", UserProgress { window_ms, retention_ms });
+    let marks = maintain(
+        visits,
+        "FunnelProgress",
+        UserProgress {
+            window_ms,
+            retention_ms,
+        },
+    );
     let names = steps.iter().map(|step| step.name.clone()).collect();
-    maintain(marks.map(|(step, start, mark)| ((step, start), mark)), "FunnelCounts", StepCounts { names, window_ms })
+    maintain(
+        marks.map(|(step, start, mark)| ((step, start), mark)),
+        "FunnelCounts",
+        StepCounts { names, window_ms },
+    )
 }
 
 /// What a user contributed to one step of one window.
@@ -65,7 +79,13 @@ impl KeyedView for UserProgress {
         apply_to_sorted(visits, visit, diff);
     }
 
-    fn rows(&self, (start, _): &Self::Key, visits: &Vec<(u64, u8)>, time: Time, rows: &mut Vec<Self::Row>) {
+    fn rows(
+        &self,
+        (start, _): &Self::Key,
+        visits: &Vec<(u64, u8)>,
+        time: Time,
+        rows: &mut Vec<Self::Row>,
+    ) {
         if time >= self.expiry(*start) || visits.is_empty() {
             return;
         }
@@ -79,7 +99,11 @@ impl KeyedView for UserProgress {
                 reached += 1;
             }
         }
-        rows.extend(visited.into_iter().map(|step| (step, *start, Mark::Visited)));
+        rows.extend(
+            visited
+                .into_iter()
+                .map(|step| (step, *start, Mark::Visited)),
+        );
         rows.extend((0..reached).map(|step| (step, *start, Mark::Converted)));
     }
 
@@ -87,7 +111,12 @@ impl KeyedView for UserProgress {
         time >= self.expiry(*start) || visits.is_empty()
     }
 
-    fn next_change(&self, (start, _): &Self::Key, _visits: &Vec<(u64, u8)>, time: Time) -> Option<Time> {
+    fn next_change(
+        &self,
+        (start, _): &Self::Key,
+        _visits: &Vec<(u64, u8)>,
+        time: Time,
+    ) -> Option<Time> {
         let expiry = self.expiry(*start);
         (time < expiry).then_some(expiry)
     }
@@ -112,7 +141,13 @@ impl KeyedView for StepCounts {
         }
     }
 
-    fn rows(&self, &(step, start): &Self::Key, &(visited, converted): &(isize, isize), _time: Time, rows: &mut Vec<FunnelRow>) {
+    fn rows(
+        &self,
+        &(step, start): &Self::Key,
+        &(visited, converted): &(isize, isize),
+        _time: Time,
+        rows: &mut Vec<FunnelRow>,
+    ) {
         if visited > 0 {
             rows.push(FunnelRow {
                 funnel_step: self.names[usize::from(step)].clone(),
@@ -124,7 +159,12 @@ impl KeyedView for StepCounts {
         }
     }
 
-    fn retire(&self, _key: &Self::Key, &mut (visited, converted): &mut (isize, isize), _time: Time) -> bool {
+    fn retire(
+        &self,
+        _key: &Self::Key,
+        &mut (visited, converted): &mut (isize, isize),
+        _time: Time,
+    ) -> bool {
         visited == 0 && converted == 0
     }
 

@@ -10,8 +10,10 @@
 //! input can reach, which bounds memory by the retention horizon.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::Hash;
+
+use foldhash::{HashMap, HashMapExt};
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -66,14 +68,22 @@ pub(crate) fn maintain<'s, V: KeyedView>(
     input
         .inner
         .unary_frontier(exchange, name, move |_capability, _info| {
-            let mut operator = KeyedOperator { view, entries: HashMap::new(), pending: BTreeMap::new() };
+            let mut operator = KeyedOperator {
+                view,
+                entries: HashMap::new(),
+                pending: BTreeMap::new(),
+            };
             let mut held: Option<Capability<Time>> = None;
             let mut changes = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|capability, containers| {
                     for container in containers {
                         for ((key, value), time, diff) in container.drain(..) {
-                            operator.pending.entry(time).or_default().push((key, Work::Update(value, diff)));
+                            operator
+                                .pending
+                                .entry(time)
+                                .or_default()
+                                .push((key, Work::Update(value, diff)));
                         }
                     }
                     if let Some(time) = capability.least()
@@ -89,7 +99,9 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                     }
                     operator.process(time, &mut changes);
                     if !changes.is_empty() {
-                        output.session(&cap.delayed(&time)).give_iterator(changes.drain(..));
+                        output
+                            .session(&cap.delayed(&time))
+                            .give_iterator(changes.drain(..));
                     }
                 }
                 match (operator.pending.first_key_value(), held.as_mut()) {
@@ -101,10 +113,13 @@ pub(crate) fn maintain<'s, V: KeyedView>(
         .as_collection()
 }
 
+/// Work waiting for the frontier to pass its time.
+type Pending<K, V> = BTreeMap<Time, Vec<(K, Work<V>)>>;
+
 struct KeyedOperator<V: KeyedView> {
     view: V,
     entries: HashMap<V::Key, Entry<V::State>>,
-    pending: BTreeMap<Time, Vec<(V::Key, Work<V::Value>)>>,
+    pending: Pending<V::Key, V::Value>,
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
@@ -125,7 +140,8 @@ impl<V: KeyedView> KeyedOperator<V> {
                 emitted_at: time,
                 wake: None,
             });
-            self.view.rows(&key, &entry.state, entry.emitted_at, &mut before);
+            self.view
+                .rows(&key, &entry.state, entry.emitted_at, &mut before);
             for work in work {
                 if let Work::Update(value, diff) = work {
                     self.view.apply(&mut entry.state, value, diff);
@@ -142,7 +158,10 @@ impl<V: KeyedView> KeyedOperator<V> {
                 let already_scheduled = entry.wake.is_some_and(|wake| wake > time && wake <= next);
                 if !already_scheduled {
                     entry.wake = Some(next);
-                    self.pending.entry(next).or_default().push((key, Work::Wake));
+                    self.pending
+                        .entry(next)
+                        .or_default()
+                        .push((key, Work::Wake));
                 }
             }
         }
@@ -150,7 +169,12 @@ impl<V: KeyedView> KeyedOperator<V> {
 }
 
 /// Appends `after - before` as updates at `time`, leaving both vectors empty.
-fn push_differences<R: Ord>(before: &mut Vec<R>, after: &mut Vec<R>, time: Time, changes: &mut Vec<(R, Time, isize)>) {
+fn push_differences<R: Ord>(
+    before: &mut Vec<R>,
+    after: &mut Vec<R>,
+    time: Time,
+    changes: &mut Vec<(R, Time, isize)>,
+) {
     before.sort();
     after.sort();
     let mut old = before.drain(..).peekable();
@@ -177,9 +201,15 @@ fn push_differences<R: Ord>(before: &mut Vec<R>, after: &mut Vec<R>, time: Time,
 pub(crate) fn apply_to_sorted<T: Ord + Clone>(values: &mut Vec<T>, value: T, diff: isize) {
     let position = values.partition_point(|v| v < &value);
     if diff > 0 {
-        values.splice(position..position, std::iter::repeat_n(value, diff.unsigned_abs()));
+        values.splice(
+            position..position,
+            std::iter::repeat_n(value, diff.unsigned_abs()),
+        );
     } else {
-        let equal = values[position..].iter().take_while(|v| **v == value).count();
+        let equal = values[position..]
+            .iter()
+            .take_while(|v| **v == value)
+            .count();
         values.drain(position..position + equal.min(diff.unsigned_abs()));
     }
 }

@@ -9,8 +9,8 @@
 
 mod alerts;
 mod config;
-mod keyed;
 mod funnel;
+mod keyed;
 mod page_views;
 mod rows;
 mod sessions;

@@ -4,8 +4,9 @@
 //! its users. A window `[start, end)` shows a row while `end + retention` is after the
 //! watermark, and is dropped at that watermark: no admissible event can reach it then.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+
+use foldhash::HashMap;
 
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
@@ -23,9 +24,19 @@ pub(crate) fn page_views_per_minute<'s>(
 ) -> VecCollection<'s, Time, PageViewRow> {
     let keyed = events.map(move |arrived| {
         let event = arrived.event;
-        ((event.page, window_start(event.time, window_ms)), event.user_id)
+        (
+            (event.page, window_start(event.time, window_ms)),
+            event.user_id,
+        )
     });
-    maintain(keyed, "PageViewsPerMinute", PageWindows { window_ms, retention_ms })
+    maintain(
+        keyed,
+        "PageViewsPerMinute",
+        PageWindows {
+            window_ms,
+            retention_ms,
+        },
+    )
 }
 
 struct PageWindows {
@@ -66,7 +77,13 @@ impl KeyedView for PageWindows {
         }
     }
 
-    fn rows(&self, (page, start): &Self::Key, state: &WindowState, time: Time, rows: &mut Vec<PageViewRow>) {
+    fn rows(
+        &self,
+        (page, start): &Self::Key,
+        state: &WindowState,
+        time: Time,
+        rows: &mut Vec<PageViewRow>,
+    ) {
         if state.views > 0 && time < self.expiry(*start) {
             rows.push(PageViewRow {
                 page: page.clone(),
@@ -82,7 +99,12 @@ impl KeyedView for PageWindows {
         time >= self.expiry(*start) || (state.views == 0 && state.users.is_empty())
     }
 
-    fn next_change(&self, (_, start): &Self::Key, _state: &WindowState, time: Time) -> Option<Time> {
+    fn next_change(
+        &self,
+        (_, start): &Self::Key,
+        _state: &WindowState,
+        time: Time,
+    ) -> Option<Time> {
         let expiry = self.expiry(*start);
         (time < expiry).then_some(expiry)
     }

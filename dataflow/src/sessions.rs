@@ -25,9 +25,23 @@ pub(crate) fn user_sessions<'s>(
 ) -> VecCollection<'s, Time, SessionRow> {
     let keyed = events.map(|arrived| {
         let event = arrived.event;
-        (event.user_id, SessionEvent { time: event.time, arrival: arrived.arrival, page: event.page })
+        (
+            event.user_id,
+            SessionEvent {
+                time: event.time,
+                arrival: arrived.arrival,
+                page: event.page,
+            },
+        )
     });
-    maintain(keyed, "UserSessions", Sessions { gap_ms, retention_ms })
+    maintain(
+        keyed,
+        "UserSessions",
+        Sessions {
+            gap_ms,
+            retention_ms,
+        },
+    )
 }
 
 /// One event of a user, ordered by event time and then arrival.
@@ -77,7 +91,13 @@ impl KeyedView for Sessions {
         apply_to_sorted(events, event, diff);
     }
 
-    fn rows(&self, user: &CompactString, events: &Vec<SessionEvent>, time: Time, rows: &mut Vec<SessionRow>) {
+    fn rows(
+        &self,
+        user: &CompactString,
+        events: &Vec<SessionEvent>,
+        time: Time,
+        rows: &mut Vec<SessionRow>,
+    ) {
         for span in self.spans(events) {
             let session = &events[span];
             let (first, last) = (&session[0], &session[session.len() - 1]);
@@ -103,7 +123,12 @@ impl KeyedView for Sessions {
         events.is_empty()
     }
 
-    fn next_change(&self, _user: &CompactString, events: &Vec<SessionEvent>, time: Time) -> Option<Time> {
+    fn next_change(
+        &self,
+        _user: &CompactString,
+        events: &Vec<SessionEvent>,
+        time: Time,
+    ) -> Option<Time> {
         self.spans(events)
             .flat_map(|span| {
                 let end = events[span.end - 1].time;

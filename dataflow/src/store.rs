@@ -1,11 +1,12 @@
-//! Result export: the current rows of every view, kept on worker 0 at one shared `as_of`.
+//! Result export: the current rows of every view, kept in process 0 at one shared `as_of`.
 //!
-//! Each view's updates are routed to worker 0 and stashed until the view's frontier has
+//! Each view's updates are routed to one worker of process 0 and stashed until the view's frontier has
 //! passed their time. The store's `as_of` is the least frontier over all views, and only
 //! updates before it are applied, so a snapshot shows every view at exactly the same
 //! logical time: the views are mutually consistent.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use differential_dataflow::{ExchangeData, VecCollection};
@@ -47,32 +48,41 @@ struct StoreInner {
 
 struct ViewState<R> {
     rows: BTreeMap<R, isize>,
-    pending: Vec<(R, Time, isize)>,
+    pending: BTreeMap<Time, Vec<(R, isize)>>,
     /// The view's input frontier; `None` when the view is complete.
     frontier: Option<Time>,
 }
 
 impl<R> Default for ViewState<R> {
     fn default() -> Self {
-        Self { rows: BTreeMap::new(), pending: Vec::new(), frontier: Some(0) }
+        Self {
+            rows: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            frontier: Some(0),
+        }
     }
 }
 
 impl<R: Ord + Clone> ViewState<R> {
     fn apply_before(&mut self, as_of: Option<Time>) {
-        let ready = |time: Time| as_of.is_none_or(|as_of| time < as_of);
-        let rows = &mut self.rows;
-        self.pending.retain(|(row, time, diff)| {
-            if !ready(*time) {
-                return true;
+        while let Some(entry) = self.pending.first_entry() {
+            if as_of.is_some_and(|as_of| *entry.key() >= as_of) {
+                break;
             }
-            let count = rows.entry(row.clone()).or_default();
-            *count += diff;
-            if *count == 0 {
-                rows.remove(row);
+            for (row, diff) in entry.remove() {
+                match self.rows.entry(row) {
+                    Entry::Occupied(mut count) => {
+                        *count.get_mut() += diff;
+                        if *count.get() == 0 {
+                            count.remove();
+                        }
+                    }
+                    Entry::Vacant(slot) => {
+                        slot.insert(diff);
+                    }
+                }
             }
-            false
-        });
+        }
     }
 
     fn snapshot(&self) -> Vec<R> {
@@ -86,7 +96,12 @@ impl<R: Ord + Clone> ViewState<R> {
 
 impl StoreInner {
     fn advance(&mut self) {
-        let frontiers = [self.page_views.frontier, self.sessions.frontier, self.funnel.frontier, self.alerts.frontier];
+        let frontiers = [
+            self.page_views.frontier,
+            self.sessions.frontier,
+            self.funnel.frontier,
+            self.alerts.frontier,
+        ];
         let as_of = frontiers.into_iter().flatten().min();
         self.as_of = as_of;
         self.page_views.apply_before(as_of);
@@ -131,35 +146,48 @@ impl Default for StoreInner {
     }
 }
 
-/// Installs one sink per view; only worker 0's sinks write to the store.
-pub(crate) fn export(views: Views<'_>, store: &ViewStore) {
-    let on_worker_zero = views.page_views.inner.scope().index() == 0;
-    let store = on_worker_zero.then(|| store.clone());
-    sink(views.page_views, store.clone(), |inner| &mut inner.page_views);
-    sink(views.sessions, store.clone(), |inner| &mut inner.sessions);
-    sink(views.funnel, store.clone(), |inner| &mut inner.funnel);
-    sink(views.alerts, store, |inner| &mut inner.alerts);
+/// Installs one sink per view. Every update goes to one worker of process 0, the last
+/// one, so that with several workers the store's upkeep stays off worker 0, which feeds
+/// the input in batch mode; only that worker's sinks write to the store.
+pub(crate) fn export(views: Views<'_>, store: &ViewStore, workers_per_process: usize) {
+    let keeper = workers_per_process - 1;
+    let keeps_store = views.page_views.inner.scope().index() == keeper;
+    let store = keeps_store.then(|| store.clone());
+    sink(views.page_views, keeper, store.clone(), |inner| {
+        &mut inner.page_views
+    });
+    sink(views.sessions, keeper, store.clone(), |inner| {
+        &mut inner.sessions
+    });
+    sink(views.funnel, keeper, store.clone(), |inner| {
+        &mut inner.funnel
+    });
+    sink(views.alerts, keeper, store, |inner| &mut inner.alerts);
 }
 
 fn sink<R: ExchangeData>(
     view: VecCollection<'_, Time, R>,
+    keeper: usize,
     store: Option<ViewStore>,
     select: fn(&mut StoreInner) -> &mut ViewState<R>,
 ) {
-    let to_worker_zero = Exchange::new(|_: &(R, Time, isize)| 0);
-    view.inner.sink(to_worker_zero, "ExportView", move |(input, frontier)| {
-        let mut updates = Vec::new();
-        input.for_each_stamp(|_, containers| {
-            for container in containers {
-                updates.append(container);
+    let to_keeper = Exchange::new(move |_: &(R, Time, isize)| keeper as u64);
+    view.inner
+        .sink(to_keeper, "ExportView", move |(input, frontier)| {
+            let mut updates = Vec::new();
+            input.for_each_stamp(|_, containers| {
+                for container in containers {
+                    updates.append(container);
+                }
+            });
+            if let Some(store) = &store {
+                let mut inner = store.lock();
+                let state = select(&mut inner);
+                for (row, time, diff) in updates.drain(..) {
+                    state.pending.entry(time).or_default().push((row, diff));
+                }
+                state.frontier = frontier.frontier().first().copied();
+                inner.advance();
             }
         });
-        if let Some(store) = &store {
-            let mut inner = store.lock();
-            let state = select(&mut inner);
-            state.pending.append(&mut updates);
-            state.frontier = frontier.frontier().first().copied();
-            inner.advance();
-        }
-    });
 }

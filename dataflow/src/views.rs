@@ -42,16 +42,28 @@ pub fn build_views<'s>(
     rules: VecCollection<'s, Time, AlertRule>,
     config: &ViewConfig,
 ) -> Views<'s> {
-    let page_views = page_views_per_minute(events.clone(), config.page_window_ms, config.retention_ms);
+    let page_views =
+        page_views_per_minute(events.clone(), config.page_window_ms, config.retention_ms);
     let sessions = user_sessions(events.clone(), config.session_gap_ms, config.retention_ms);
-    let funnel = checkout_funnel(events, &config.funnel_steps, config.funnel_window_ms, config.retention_ms);
+    let funnel = checkout_funnel(
+        events,
+        &config.funnel_steps,
+        config.funnel_window_ms,
+        config.retention_ms,
+    );
     let alerts = alerts(page_views.clone(), rules);
-    Views { page_views, sessions, funnel, alerts }
+    Views {
+        page_views,
+        sessions,
+        funnel,
+        alerts,
+    }
 }
 
 impl Views<'_> {
-    /// Routes every view to worker 0 and keeps its current state in `store` there.
-    pub fn export(self, store: &ViewStore) {
-        export(self, store);
+    /// Routes every view to process 0 and keeps its current state in `store` there.
+    /// `workers_per_process` is the number of worker threads of each process.
+    pub fn export(self, store: &ViewStore, workers_per_process: usize) {
+        export(self, store, workers_per_process);
     }
 }

@@ -19,7 +19,10 @@ pub struct AdmissionConfig {
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
-        Self { retention_ms: 24 * 3_600_000, max_future_ms: 3_600_000 }
+        Self {
+            retention_ms: 24 * 3_600_000,
+            max_future_ms: 3_600_000,
+        }
     }
 }
 
@@ -33,7 +36,10 @@ pub struct Admission {
 impl Admission {
     /// An admission with no events seen yet.
     pub fn new(config: AdmissionConfig) -> Self {
-        Self { config, watermark: None }
+        Self {
+            config,
+            watermark: None,
+        }
     }
 
     /// The largest admitted event time, if any event was admitted.
@@ -61,7 +67,10 @@ mod tests {
     use super::*;
 
     fn admission() -> Admission {
-        Admission::new(AdmissionConfig { retention_ms: 100, max_future_ms: 10 })
+        Admission::new(AdmissionConfig {
+            retention_ms: 100,
+            max_future_ms: 10,
+        })
     }
 
     #[test]
@@ -75,9 +84,17 @@ mod tests {
     fn retention_boundary_is_inclusive() {
         let mut a = admission();
         a.admit(1000).unwrap();
-        assert_eq!(a.admit(900), Ok(()), "exactly watermark - retention is kept");
+        assert_eq!(
+            a.admit(900),
+            Ok(()),
+            "exactly watermark - retention is kept"
+        );
         assert_eq!(a.admit(899), Err(DeadLetterReason::TooLate));
-        assert_eq!(a.watermark(), Some(1000), "late events do not move the watermark");
+        assert_eq!(
+            a.watermark(),
+            Some(1000),
+            "late events do not move the watermark"
+        );
     }
 
     #[test]

@@ -62,7 +62,11 @@ impl RawFields<'_> {
             _ => None,
         }
         .ok_or(DeadLetterReason::InvalidTimestamp)?;
-        Ok(Event { user_id, page, time })
+        Ok(Event {
+            user_id,
+            page,
+            time,
+        })
     }
 }
 
@@ -83,7 +87,11 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = RawFields { user_id: Value::Absent, page: Value::Absent, timestamp: Value::Absent };
+        let mut fields = RawFields {
+            user_id: Value::Absent,
+            page: Value::Absent,
+            timestamp: Value::Absent,
+        };
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             let slot = match key.as_ref() {
                 "user_id" => &mut fields.user_id,
@@ -105,7 +113,10 @@ struct ValueSeed;
 impl<'de> DeserializeSeed<'de> for ValueSeed {
     type Value = Value<'de>;
 
-    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(ValueVisitor)
     }
 }
@@ -169,18 +180,37 @@ mod tests {
                 "event_type":null,"referrer":{"nested":[1,2,{"a":null}]},"user_agent":"x"}"#,
         )
         .unwrap();
-        assert_eq!(event, Event { user_id: "u1".into(), page: "/cart".into(), time: 1_795_521_600_123 });
+        assert_eq!(
+            event,
+            Event {
+                user_id: "u1".into(),
+                page: "/cart".into(),
+                time: 1_795_521_600_123
+            }
+        );
     }
 
     #[test]
     fn integer_timestamps_are_epoch_millis() {
-        assert_eq!(decode(r#"{"user_id":"u","page":"p","timestamp":1795521600123}"#).unwrap().time, 1_795_521_600_123);
-        assert_eq!(decode(r#"{"user_id":"u","page":"p","timestamp":0}"#).unwrap().time, 0);
+        assert_eq!(
+            decode(r#"{"user_id":"u","page":"p","timestamp":1795521600123}"#)
+                .unwrap()
+                .time,
+            1_795_521_600_123
+        );
+        assert_eq!(
+            decode(r#"{"user_id":"u","page":"p","timestamp":0}"#)
+                .unwrap()
+                .time,
+            0
+        );
     }
 
     #[test]
     fn escapes_are_decoded_and_last_duplicate_wins() {
-        let event = decode(r#"{"user_id":"a","user_\u0069d":"b\"c","page":"/caf\u00e9","timestamp":5}"#).unwrap();
+        let event =
+            decode(r#"{"user_id":"a","user_\u0069d":"b\"c","page":"/caf\u00e9","timestamp":5}"#)
+                .unwrap();
         assert_eq!(event.user_id, "b\"c");
         assert_eq!(event.page, "/café");
     }
@@ -193,37 +223,79 @@ mod tests {
             ("not json", InvalidJson),
             (r#"["user_id","page"]"#, InvalidJson),
             (r#""just a string""#, InvalidJson),
-            (r#"{"user_id":"u","page":"p","timestamp":5} trailing"#, InvalidJson),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":5} trailing"#,
+                InvalidJson,
+            ),
             (r#"{"user_id":"u","page":"p","timestamp":5"#, InvalidJson),
             (r#"{"page":"p","timestamp":5}"#, MissingField),
             (r#"{"user_id":null,"page":"p","timestamp":5}"#, MissingField),
             (r#"{"user_id":"u","timestamp":5}"#, MissingField),
             (r#"{"user_id":"u","page":"p"}"#, MissingField),
-            (r#"{"user_id":"u","page":"p","timestamp":null}"#, MissingField),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":null}"#,
+                MissingField,
+            ),
             (r#"{"user_id":7,"page":"p","timestamp":5}"#, InvalidField),
             (r#"{"user_id":"","page":"p","timestamp":5}"#, InvalidField),
-            (r#"{"user_id":"u","page":["p"],"timestamp":5}"#, InvalidField),
+            (
+                r#"{"user_id":"u","page":["p"],"timestamp":5}"#,
+                InvalidField,
+            ),
             (r#"{"user_id":"u","page":"","timestamp":5}"#, InvalidField),
-            (r#"{"user_id":"u","page":"p","timestamp":"yesterday"}"#, InvalidTimestamp),
-            (r#"{"user_id":"u","page":"p","timestamp":-1}"#, InvalidTimestamp),
-            (r#"{"user_id":"u","page":"p","timestamp":1.5}"#, InvalidTimestamp),
-            (r#"{"user_id":"u","page":"p","timestamp":true}"#, InvalidTimestamp),
-            (r#"{"user_id":"u","page":"p","timestamp":253402300800000}"#, InvalidTimestamp),
-            (r#"{"user_id":"u","page":"p","timestamp":99999999999999999999999}"#, InvalidTimestamp),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":"yesterday"}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":-1}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":1.5}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":true}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":253402300800000}"#,
+                InvalidTimestamp,
+            ),
+            (
+                r#"{"user_id":"u","page":"p","timestamp":99999999999999999999999}"#,
+                InvalidTimestamp,
+            ),
         ];
         for (text, reason) in cases {
             assert_eq!(decode(text), Err(reason), "{text:?}");
         }
-        assert_eq!(decode_event(b"{\"user_id\":\"\xff\",\"page\":\"p\",\"timestamp\":5}", 1024), Err(InvalidJson));
+        assert_eq!(
+            decode_event(
+                b"{\"user_id\":\"\xff\",\"page\":\"p\",\"timestamp\":5}",
+                1024
+            ),
+            Err(InvalidJson)
+        );
     }
 
     #[test]
     fn missing_wins_over_invalid_and_size_is_checked_first() {
-        assert_eq!(decode(r#"{"user_id":7,"timestamp":"bad"}"#), Err(MissingField));
-        assert_eq!(decode(r#"{"user_id":"","page":"p","timestamp":"bad"}"#), Err(InvalidField));
+        assert_eq!(
+            decode(r#"{"user_id":7,"timestamp":"bad"}"#),
+            Err(MissingField)
+        );
+        assert_eq!(
+            decode(r#"{"user_id":"","page":"p","timestamp":"bad"}"#),
+            Err(InvalidField)
+        );
         let record = r#"{"user_id":"u","page":"p","timestamp":5}"#;
         assert!(decode_event(record.as_bytes(), record.len()).is_ok());
-        assert_eq!(decode_event(record.as_bytes(), record.len() - 1), Err(TooLarge));
+        assert_eq!(
+            decode_event(record.as_bytes(), record.len() - 1),
+            Err(TooLarge)
+        );
         assert_eq!(decode_event(b"not json at all", 3), Err(TooLarge));
     }
 }

@@ -15,7 +15,10 @@ const MS_PER_DAY: i64 = 86_400_000;
 /// Parses an ISO-8601 date-time into epoch milliseconds, or `None` if it is malformed or
 /// outside `0..=MAX_EVENT_TIME`.
 pub fn parse_iso8601(text: &str) -> Option<EventTime> {
-    let mut cursor = Cursor { bytes: text.as_bytes(), pos: 0 };
+    let mut cursor = Cursor {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
     let year = cursor.digits(4)? as i64;
     cursor.expect(b'-')?;
     let month = cursor.digits(2)?;
@@ -58,7 +61,9 @@ pub fn parse_iso8601(text: &str) -> Option<EventTime> {
         + i64::from(second) * 1000
         + i64::from(millis);
     let utc_ms = local_ms - offset_minutes * 60_000;
-    u64::try_from(utc_ms).ok().filter(|&ms| ms <= MAX_EVENT_TIME)
+    u64::try_from(utc_ms)
+        .ok()
+        .filter(|&ms| ms <= MAX_EVENT_TIME)
 }
 
 /// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -172,7 +177,8 @@ fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let era = year.div_euclid(400);
     let year_of_era = year - era * 400;
     let month = i64::from(month);
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let day_of_year =
+        (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
 }
@@ -182,7 +188,8 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let mp = (5 * day_of_year + 2) / 153;
     let day = (day_of_year - (153 * mp + 2) / 5 + 1) as u32;
@@ -201,8 +208,14 @@ mod tests {
     fn accepts_every_documented_form() {
         assert_eq!(parse_iso8601("2026-11-24T12:00:00Z"), Some(NOON));
         assert_eq!(parse_iso8601("2026-11-24T12:00:00"), Some(NOON));
-        assert_eq!(parse_iso8601("2026-11-24T12:00:00.123456"), Some(NOON + 123));
-        assert_eq!(parse_iso8601("2026-11-24T12:00:00.123456789Z"), Some(NOON + 123));
+        assert_eq!(
+            parse_iso8601("2026-11-24T12:00:00.123456"),
+            Some(NOON + 123)
+        );
+        assert_eq!(
+            parse_iso8601("2026-11-24T12:00:00.123456789Z"),
+            Some(NOON + 123)
+        );
         assert_eq!(parse_iso8601("2026-11-24T12:00:00.5"), Some(NOON + 500));
         assert_eq!(parse_iso8601("2026-11-24T13:00:00+01:00"), Some(NOON));
         assert_eq!(parse_iso8601("2026-11-24T07:30:00-0430"), Some(NOON));
@@ -215,7 +228,10 @@ mod tests {
     fn agrees_with_known_epochs() {
         assert_eq!(parse_iso8601("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(parse_iso8601("2000-02-29T00:00:00Z"), Some(951_782_400_000));
-        assert_eq!(parse_iso8601("9999-12-31T23:59:59.999999Z"), Some(MAX_EVENT_TIME));
+        assert_eq!(
+            parse_iso8601("9999-12-31T23:59:59.999999Z"),
+            Some(MAX_EVENT_TIME)
+        );
     }
 
     #[test]
