@@ -1,0 +1,116 @@
+//! Two processes with two workers each give byte-identical `batch` output to one worker:
+//! the cluster options really spread the work over processes and route results back.
+
+
+#![allow(clippy::unwrap_used)]
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_clickflow");
+const OUTPUT_FILES: [&str; 5] = [
+    "page_views_per_minute.jsonl",
+    "user_sessions.jsonl",
+    "checkout_funnel.jsonl",
+    "alerts.jsonl",
+    "dead_letters.jsonl",
+];
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("clickflow-processes-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn check(output: Output, what: &str) {
+    assert!(
+        output.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Two loopback addresses whose ports were free a moment ago.
+fn free_addresses() -> Vec<String> {
+    let listeners: Vec<TcpListener> = (0..2)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect()
+}
+
+fn batch(input: &Path, output: &Path, cluster: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(["batch", "--input"])
+        .arg(input)
+        .arg("--output")
+        .arg(output);
+    command
+        .args(["--high-traffic-threshold", "20"])
+        .args(cluster);
+    command
+}
+
+#[test]
+fn two_processes_match_one_worker() {
+    let dir = scratch_dir("two");
+    let input = dir.join("events.jsonl");
+    check(
+        Command::new(BINARY)
+            .args([
+                "generate", "--events", "30000", "--users", "500", "--pages", "50", "--seed", "11",
+            ])
+            .args(["--duration-ms", "3600000", "--output"])
+            .arg(&input)
+            .output()
+            .unwrap(),
+        "generate",
+    );
+
+    let single = dir.join("single");
+    check(
+        batch(&input, &single, &["-w", "1"]).output().unwrap(),
+        "batch -w 1",
+    );
+
+    let hostfile = dir.join("hosts.txt");
+    std::fs::write(&hostfile, free_addresses().join("\n")).unwrap();
+    let cluster = dir.join("cluster");
+    let hosts = hostfile.to_str().unwrap();
+    let second = batch(
+        &input,
+        &cluster,
+        &["-w", "2", "-n", "2", "-p", "1", "-h", hosts],
+    )
+    .spawn()
+    .unwrap();
+    let first = batch(
+        &input,
+        &cluster,
+        &["-w", "2", "-n", "2", "-p", "0", "-h", hosts],
+    )
+    .output()
+    .unwrap();
+    check(second.wait_with_output().unwrap(), "batch process 1");
+    check(first, "batch process 0");
+
+    let mut rows = 0;
+    for file in OUTPUT_FILES {
+        let expected = std::fs::read_to_string(single.join(file)).unwrap();
+        let actual = std::fs::read_to_string(cluster.join(file)).unwrap();
+        assert_eq!(
+            actual, expected,
+            "{file} differs between 1 worker and 2 processes x 2 workers"
+        );
+        rows += expected.lines().count();
+    }
+    assert!(
+        rows > 1000,
+        "the input should produce a substantial output, got {rows} rows"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
