@@ -1,8 +1,8 @@
 //! Two processes with two workers each give byte-identical `batch` output to one worker:
 //! the cluster options really spread the work over processes and route results back.
 
-
 #![allow(clippy::unwrap_used)]
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

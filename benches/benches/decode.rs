@@ -6,7 +6,10 @@ use clickflow_ingest::generator::{Generator, GeneratorConfig, Record};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 
 fn records(count: u64) -> Vec<Vec<u8>> {
-    let config = GeneratorConfig { events: count, ..GeneratorConfig::default() };
+    let config = GeneratorConfig {
+        events: count,
+        ..GeneratorConfig::default()
+    };
     let mut generator = Generator::new(config).expect("default generator config is valid");
     let mut record = Record::new();
     let mut records = Vec::new();
@@ -21,7 +24,12 @@ fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode_event");
     group.throughput(Throughput::Elements(records.len() as u64));
     group.bench_function("generated_records", |b| {
-        b.iter(|| records.iter().filter(|r| decode_event(r, DEFAULT_MAX_EVENT_BYTES).is_ok()).count())
+        b.iter(|| {
+            records
+                .iter()
+                .filter(|r| decode_event(r, DEFAULT_MAX_EVENT_BYTES).is_ok())
+                .count()
+        })
     });
     group.finish();
 }

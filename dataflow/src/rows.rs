@@ -1,5 +1,7 @@
 //! The rows of each view. Field order is key order, so the derived `Ord` sorts rows by key.
 
+use std::hash::{Hash, Hasher};
+
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +21,7 @@ pub struct PageViewRow {
 }
 
 /// A row of `user_sessions`, keyed by `(user_id, session_start)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The user.
     pub user_id: CompactString,
@@ -31,6 +33,20 @@ pub struct SessionRow {
     pub pages_viewed: u64,
     /// Pages in event-time order, ties in arrival order.
     pub page_sequence: Vec<CompactString>,
+}
+
+/// Hashes the key and the counts but not the page sequence, which is long and nearly
+/// always implied by them: equal rows still hash equally.
+impl Hash for SessionRow {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (
+            &self.user_id,
+            self.session_start,
+            self.session_end,
+            self.pages_viewed,
+        )
+            .hash(state);
+    }
 }
 
 /// A row of `checkout_funnel`, keyed by `(funnel_step, window_start)`.

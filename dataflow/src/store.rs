@@ -6,10 +6,12 @@
 //! logical time: the views are mutually consistent.
 
 use std::collections::BTreeMap;
-use std::collections::btree_map::Entry;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use differential_dataflow::{ExchangeData, VecCollection};
+use foldhash::{HashMap, HashMapExt};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
@@ -47,7 +49,8 @@ struct StoreInner {
 }
 
 struct ViewState<R> {
-    rows: BTreeMap<R, isize>,
+    /// Current rows and their multiplicities (sorted only when read).
+    rows: HashMap<R, isize>,
     pending: BTreeMap<Time, Vec<(R, isize)>>,
     /// The view's input frontier; `None` when the view is complete.
     frontier: Option<Time>,
@@ -56,14 +59,14 @@ struct ViewState<R> {
 impl<R> Default for ViewState<R> {
     fn default() -> Self {
         Self {
-            rows: BTreeMap::new(),
+            rows: HashMap::new(),
             pending: BTreeMap::new(),
             frontier: Some(0),
         }
     }
 }
 
-impl<R: Ord + Clone> ViewState<R> {
+impl<R: Ord + Hash + Clone> ViewState<R> {
     fn apply_before(&mut self, as_of: Option<Time>) {
         while let Some(entry) = self.pending.first_entry() {
             if as_of.is_some_and(|as_of| *entry.key() >= as_of) {
@@ -86,11 +89,14 @@ impl<R: Ord + Clone> ViewState<R> {
     }
 
     fn snapshot(&self) -> Vec<R> {
-        self.rows
+        let mut rows: Vec<R> = self
+            .rows
             .iter()
             .flat_map(|(row, &count)| std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0)))
             .cloned()
-            .collect()
+            .collect();
+        rows.sort_unstable();
+        rows
     }
 }
 
@@ -165,7 +171,7 @@ pub(crate) fn export(views: Views<'_>, store: &ViewStore, workers_per_process: u
     sink(views.alerts, keeper, store, |inner| &mut inner.alerts);
 }
 
-fn sink<R: ExchangeData>(
+fn sink<R: ExchangeData + Hash>(
     view: VecCollection<'_, Time, R>,
     keeper: usize,
     store: Option<ViewStore>,

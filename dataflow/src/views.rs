@@ -3,6 +3,7 @@
 use clickflow_events::Event;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
+use timely::dataflow::ProbeHandle;
 
 use crate::alerts::{AlertRule, alerts};
 use crate::config::ViewConfig;
@@ -61,6 +62,16 @@ pub fn build_views<'s>(
 }
 
 impl Views<'_> {
+    /// Attaches `probe` to every view, so a worker can tell when they have caught up.
+    pub fn probe_with(self, probe: &ProbeHandle<Time>) -> Self {
+        Views {
+            page_views: self.page_views.probe_with(probe),
+            sessions: self.sessions.probe_with(probe),
+            funnel: self.funnel.probe_with(probe),
+            alerts: self.alerts.probe_with(probe),
+        }
+    }
+
     /// Routes every view to process 0 and keeps its current state in `store` there.
     /// `workers_per_process` is the number of worker threads of each process.
     pub fn export(self, store: &ViewStore, workers_per_process: usize) {

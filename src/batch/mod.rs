@@ -1,35 +1,33 @@
 //! `clickflow batch`: every view over a JSONL file, written as JSON lines sorted by key.
 //!
-//! Process 0's first worker reads the file line by line (the line number is the arrival
-//! order), decodes and admits each record against the file's watermark, and feeds the
-//! admitted events to the same dataflow `serve` runs; dead letters are written as they
-//! are found. Lines are fed in chunks, each at the watermark reached before it, so the
-//! views' logical time is the watermark. At the end the input advances just past the
-//! final watermark and the views are read at that `as_of`: exactly the final state, with
-//! retention applied at the final watermark.
+//! The workers of process 0 take the file in chunks of whole lines and decode them in
+//! parallel; admission against the watermark is sequential, chunk by chunk in file order
+//! (line numbers are the arrival order), and writes dead letters as it finds them. Each
+//! worker then feeds its admitted events to the same dataflow `serve` runs, at the
+//! watermark reached before its chunk, so the views' logical time is the watermark. At
+//! the end the input advances just past the final watermark and the views are read at that
+//! `as_of`: exactly the final state, with retention applied at the final watermark.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod chunks;
+mod output;
+
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 use clap::Args;
-use clickflow_dataflow::{
-    AlertRule, ArrivedEvent, Time, ViewConfig, ViewSnapshot, ViewStore, build_views,
-};
-use clickflow_events::{Admission, AdmissionConfig, DeadLetterReason, decode_event};
+use clickflow_dataflow::{AlertRule, ArrivedEvent, Time, ViewConfig, ViewStore, build_views};
+use clickflow_events::{Admission, DeadLetterReason, Event, decode_event};
 use differential_dataflow::input::{Input, InputSession};
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
+use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use crate::options::{ClusterArgs, ViewArgs};
-
-/// Lines fed to the dataflow between two advances of its logical time.
-const LINES_PER_STEP: u64 = 50_000;
+use chunks::{Chunk, ChunkReader};
+use output::{DeadLetterWriter, write_views};
 
 /// Arguments of `clickflow batch`.
 #[derive(Args, Debug)]
@@ -50,26 +48,36 @@ pub struct BatchArgs {
     help: Option<bool>,
 }
 
-/// Everything each worker needs, shared read-only.
+/// Everything this process's workers share.
 struct BatchJob {
-    input: PathBuf,
     output: PathBuf,
     views: ViewConfig,
-    admission: AdmissionConfig,
     max_event_bytes: usize,
     high_traffic_threshold: u64,
-    /// Set by the reading worker once the views are written. With a single process the
-    /// other workers then drop the dataflow instead of running it to completion, which
-    /// would retract every window and session as their retention expires.
-    written: AtomicBool,
-    single_process: bool,
     workers_per_process: usize,
-    /// The views' state, shared by this process's workers.
+    single_process: bool,
+    /// The input file; `None` in processes other than 0, which read nothing.
+    reader: Option<Mutex<ChunkReader>>,
+    admitter: Mutex<Admitter>,
+    progress: ProgressBar,
+    /// The views' state, kept by one worker of this process.
     store: ViewStore,
+    /// Set once worker 0 has written the views (or failed).
+    done: AtomicBool,
+    /// Set when a worker fails, so that the others stop waiting for it.
+    failed: AtomicBool,
 }
 
-/// What the reading worker saw.
-#[derive(Default)]
+/// Sequential admission of decoded chunks, in file order.
+struct Admitter {
+    next_chunk: u64,
+    admission: Admission,
+    dead_letters: Option<DeadLetterWriter>,
+    summary: Summary,
+}
+
+/// What process 0 saw.
+#[derive(Clone, Default)]
 struct Summary {
     lines: u64,
     counted: u64,
@@ -81,37 +89,48 @@ struct Summary {
 /// Runs `clickflow batch`.
 pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let job = Arc::new(BatchJob {
+    let reads_input = args.cluster.process == 0;
+    let (reader, dead_letters, total_bytes) = if reads_input {
+        let reader = ChunkReader::open(&args.input)?;
+        let total_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+        std::fs::create_dir_all(&args.output).with_context(|| {
+            format!(
+                "--output {}: cannot create directory",
+                args.output.display()
+            )
+        })?;
+        let dead_letters = DeadLetterWriter::create(&args.output.join("dead_letters.jsonl"))?;
+        (Some(Mutex::new(reader)), Some(dead_letters), total_bytes)
+    } else {
+        (None, None, 0)
+    };
+    let job = BatchJob {
         views: args.views.view_config()?,
-        admission: args.views.admission_config(),
         max_event_bytes: args.views.max_event_bytes,
         high_traffic_threshold: args.views.high_traffic_threshold,
-        input: args.input,
-        output: args.output,
-        written: AtomicBool::new(false),
-        single_process: args.cluster.processes == 1,
         workers_per_process: args.cluster.workers as usize,
+        single_process: args.cluster.processes == 1,
+        reader,
+        admitter: Mutex::new(Admitter {
+            next_chunk: 0,
+            admission: Admission::new(args.views.admission_config()),
+            dead_letters,
+            summary: Summary::default(),
+        }),
+        progress: progress_bar(total_bytes),
         store: ViewStore::default(),
-    });
-    let reads_input = args.cluster.process == 0;
-    if reads_input {
-        File::open(&job.input)
-            .with_context(|| format!("--input {}: cannot open", job.input.display()))?;
-        std::fs::create_dir_all(&job.output).with_context(|| {
-            format!("--output {}: cannot create directory", job.output.display())
-        })?;
-    }
+        done: AtomicBool::new(false),
+        failed: AtomicBool::new(false),
+        output: args.output,
+    };
     let guards = timely::execute(args.cluster.timely_config()?, move |worker| {
         job.run_worker(worker)
     })
     .map_err(|error| anyhow!("cannot start workers: {error}"))?;
     let mut summary = None;
     for result in guards.join() {
-        if let Some(worker_summary) =
-            result.map_err(|panic| anyhow!("worker failed: {panic}"))??
-        {
-            summary = Some(worker_summary);
-        }
+        let worker_summary = result.map_err(|panic| anyhow!("worker failed: {panic}"))??;
+        summary = summary.or(worker_summary);
     }
     if let Some(summary) = summary {
         eprintln!("{}", summary.line(started.elapsed()));
@@ -121,114 +140,168 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
 
 impl BatchJob {
     fn run_worker(&self, worker: &mut Worker) -> anyhow::Result<Option<Summary>> {
-        let store = &self.store;
+        let probe = ProbeHandle::new();
         let dataflow = worker.next_dataflow_index();
-        let (events, rules) = worker.dataflow::<Time, _, _>(|scope| {
+        let (mut events, mut rules) = worker.dataflow::<Time, _, _>(|scope| {
             let (events_input, events) = scope.new_collection::<ArrivedEvent, isize>();
             let (rules_input, rules) = scope.new_collection::<AlertRule, isize>();
-            build_views(events, rules, &self.views).export(store, self.workers_per_process);
+            build_views(events, rules, &self.views)
+                .probe_with(&probe)
+                .export(&self.store, self.workers_per_process);
             (events_input, rules_input)
         });
-        let summary = if worker.index() == 0 {
-            let summary = self.read_and_write(worker, events, rules, store);
-            self.written.store(true, Ordering::SeqCst);
-            Some(summary?)
-        } else {
-            drop((events, rules));
-            if self.single_process {
-                worker.step_while(|| !self.written.load(Ordering::SeqCst));
-            }
-            None
+        // The rules of a batch are fixed: inserted once, then the input closes.
+        if worker.index() == 0 {
+            rules.insert(AlertRule::high_traffic(self.high_traffic_threshold));
+        }
+        drop(rules);
+
+        let result = match &self.reader {
+            Some(reader) => self
+                .feed(worker, reader, &mut events, &probe)
+                .and_then(|()| self.finish(worker, reader, events)),
+            None => Ok(None),
         };
+        if result.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if result.is_err() || worker.index() == 0 {
+            self.done.store(true, Ordering::SeqCst);
+        }
         if self.single_process {
+            worker.step_while(|| !self.done.load(Ordering::SeqCst));
+            // Running on would only retract every row as its retention expires.
             worker.drop_dataflow(dataflow);
         }
-        Ok(summary)
+        result
     }
 
-    /// Feeds the file to the dataflow, writes dead letters as they are found, and writes
-    /// the views once they reflect the final watermark.
-    fn read_and_write(
+    /// Takes, decodes, admits and inserts chunks until the file is exhausted.
+    fn feed(
         &self,
         worker: &mut Worker,
-        mut events: InputSession<Time, ArrivedEvent, isize>,
-        mut rules: InputSession<Time, AlertRule, isize>,
-        store: &ViewStore,
-    ) -> anyhow::Result<Summary> {
-        rules.insert(AlertRule::high_traffic(self.high_traffic_threshold));
-
-        let file = File::open(&self.input)
-            .with_context(|| format!("--input {}: cannot open", self.input.display()))?;
-        let progress = progress_bar(file.metadata().map(|m| m.len()).unwrap_or(0));
-        let mut reader = BufReader::with_capacity(1 << 20, file);
-        let mut dead_letters = DeadLetterWriter::create(&self.output.join("dead_letters.jsonl"))?;
-        let mut admission = Admission::new(self.admission);
-        let mut summary = Summary::default();
-        let mut line = Vec::new();
-        let mut bytes_read = 0;
-        let mut previous_step_time = 0;
+        reader: &Mutex<ChunkReader>,
+        events: &mut InputSession<Time, ArrivedEvent, isize>,
+        probe: &ProbeHandle<Time>,
+    ) -> anyhow::Result<()> {
+        let mut previous_start = 0;
         loop {
-            line.clear();
-            let read = reader
-                .read_until(b'\n', &mut line)
-                .with_context(|| format!("--input {}: read failed", self.input.display()))?;
-            if read == 0 {
+            let chunk = {
+                let mut reader = lock(reader);
+                let chunk = reader.next_chunk().context("--input: read failed")?;
+                self.progress.set_position(reader.bytes_read());
+                chunk
+            };
+            let Some(chunk) = chunk else { return Ok(()) };
+            let decoded: Vec<_> = chunk
+                .records()
+                .map(|record| decode_event(record, self.max_event_bytes))
+                .collect();
+            while lock(&self.admitter).next_chunk != chunk.index {
+                self.step_unless_stopped(worker)?;
+            }
+            let (start, end, admitted) = lock(&self.admitter).admit(&chunk, decoded)?;
+            events.advance_to(start);
+            for event in admitted {
+                events.insert(event);
+            }
+            events.advance_to(end);
+            events.flush();
+            // Keep at most about one chunk per worker in flight.
+            while probe.less_than(&previous_start) {
+                self.step_unless_stopped(worker)?;
+            }
+            previous_start = start;
+        }
+    }
+
+    /// Waits until every chunk is admitted; worker 0 then reads the views at the final
+    /// watermark and writes them.
+    fn finish(
+        &self,
+        worker: &mut Worker,
+        reader: &Mutex<ChunkReader>,
+        mut events: InputSession<Time, ArrivedEvent, isize>,
+    ) -> anyhow::Result<Option<Summary>> {
+        if worker.index() != 0 {
+            return Ok(None);
+        }
+        loop {
+            let taken = {
+                let reader = lock(reader);
+                reader.at_end().then(|| reader.chunks_taken())
+            };
+            let admitter = lock(&self.admitter);
+            events.advance_to(admitter.admission.watermark().unwrap_or(0));
+            if taken == Some(admitter.next_chunk) {
                 break;
             }
-            bytes_read += read as u64;
-            summary.lines += 1;
-            let record = strip_line_terminator(&line);
-            let admitted = decode_event(record, self.max_event_bytes)
-                .and_then(|event| admission.admit(event.time).map(|()| event));
-            match admitted {
+            drop(admitter);
+            self.step_unless_stopped(worker)?;
+        }
+        let mut summary = {
+            let mut admitter = lock(&self.admitter);
+            if let Some(dead_letters) = admitter.dead_letters.as_mut() {
+                dead_letters.finish()?;
+            }
+            admitter.summary.watermark = admitter.admission.watermark();
+            admitter.summary.clone()
+        };
+        self.progress.finish_and_clear();
+        let end = summary.watermark.map_or(0, |watermark| watermark + 1);
+        events.advance_to(end);
+        events.flush();
+        while self.store.as_of().is_some_and(|as_of| as_of < end) {
+            self.step_unless_stopped(worker)?;
+        }
+        summary.rows = write_views(&self.output, &self.store.snapshot())?;
+        Ok(Some(summary))
+    }
+
+    fn step_unless_stopped(&self, worker: &mut Worker) -> anyhow::Result<()> {
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(anyhow!("stopped because another worker failed"));
+        }
+        worker.step();
+        std::thread::yield_now();
+        Ok(())
+    }
+}
+
+impl Admitter {
+    /// Admits a decoded chunk; returns the watermark before and after it and the events.
+    fn admit(
+        &mut self,
+        chunk: &Chunk,
+        decoded: Vec<Result<Event, DeadLetterReason>>,
+    ) -> anyhow::Result<(Time, Time, Vec<ArrivedEvent>)> {
+        let start = self.admission.watermark().unwrap_or(0);
+        let mut admitted = Vec::with_capacity(decoded.len());
+        for ((line, record), decoded) in (chunk.first_line..).zip(chunk.records()).zip(decoded) {
+            self.summary.lines += 1;
+            match decoded.and_then(|event| self.admission.admit(event.time).map(|()| event)) {
                 Ok(event) => {
-                    summary.counted += 1;
-                    events.insert(ArrivedEvent {
+                    self.summary.counted += 1;
+                    admitted.push(ArrivedEvent {
                         event,
-                        arrival: summary.lines,
+                        arrival: line,
                     });
                 }
                 Err(reason) => {
-                    summary.dead_letters[reason as usize] += 1;
-                    dead_letters.write(summary.lines, reason, record)?;
+                    self.summary.dead_letters[reason as usize] += 1;
+                    if let Some(dead_letters) = self.dead_letters.as_mut() {
+                        dead_letters.write(line, reason, record)?;
+                    }
                 }
             }
-            if summary.lines % LINES_PER_STEP == 0 {
-                let time = admission.watermark().unwrap_or(0);
-                events.advance_to(time);
-                rules.advance_to(time);
-                events.flush();
-                rules.flush();
-                worker.step_while(|| !reached(store.as_of(), previous_step_time));
-                previous_step_time = time;
-                progress.set_position(bytes_read);
-            }
         }
-        dead_letters.finish()?;
-        progress.finish_and_clear();
-
-        summary.watermark = admission.watermark();
-        let end = summary.watermark.map_or(0, |watermark| watermark + 1);
-        events.advance_to(end);
-        rules.advance_to(end);
-        events.flush();
-        rules.flush();
-        worker.step_while(|| !reached(store.as_of(), end));
-        let snapshot = store.snapshot();
-        summary.rows = write_views(&self.output, &snapshot)?;
-        Ok(summary)
+        self.next_chunk += 1;
+        Ok((start, self.admission.watermark().unwrap_or(0), admitted))
     }
 }
 
-/// Whether a store at `as_of` reflects every update before `time`.
-fn reached(as_of: Option<Time>, time: Time) -> bool {
-    as_of.is_none_or(|as_of| as_of >= time)
-}
-
-/// The record on a line: without its `\n`, and without a `\r` before it.
-fn strip_line_terminator(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn progress_bar(total_bytes: u64) -> ProgressBar {
@@ -240,77 +313,6 @@ fn progress_bar(total_bytes: u64) -> ProgressBar {
         .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     progress
-}
-
-struct DeadLetterWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-#[derive(Serialize)]
-struct DeadLetter<'a> {
-    line: u64,
-    reason: &'static str,
-    raw: &'a str,
-}
-
-impl DeadLetterWriter {
-    fn create(path: &Path) -> anyhow::Result<Self> {
-        let file =
-            File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        Ok(Self {
-            path: path.to_owned(),
-            out: BufWriter::new(file),
-        })
-    }
-
-    fn write(&mut self, line: u64, reason: DeadLetterReason, record: &[u8]) -> anyhow::Result<()> {
-        let raw = String::from_utf8_lossy(record);
-        let letter = DeadLetter {
-            line,
-            reason: reason.as_str(),
-            raw: &raw,
-        };
-        serde_json::to_writer(&mut self.out, &letter)
-            .map_err(std::io::Error::from)
-            .and_then(|()| self.out.write_all(b"\n"))
-            .with_context(|| format!("{}: write failed", self.path.display()))
-    }
-
-    fn finish(mut self) -> anyhow::Result<()> {
-        self.out
-            .flush()
-            .with_context(|| format!("{}: write failed", self.path.display()))
-    }
-}
-
-/// Writes the four view files and returns their row counts.
-fn write_views(dir: &Path, snapshot: &ViewSnapshot) -> anyhow::Result<[usize; 4]> {
-    write_rows(
-        &dir.join("page_views_per_minute.jsonl"),
-        &snapshot.page_views,
-    )?;
-    write_rows(&dir.join("user_sessions.jsonl"), &snapshot.sessions)?;
-    write_rows(&dir.join("checkout_funnel.jsonl"), &snapshot.funnel)?;
-    write_rows(&dir.join("alerts.jsonl"), &snapshot.alerts)?;
-    Ok([
-        snapshot.page_views.len(),
-        snapshot.sessions.len(),
-        snapshot.funnel.len(),
-        snapshot.alerts.len(),
-    ])
-}
-
-fn write_rows<R: Serialize>(path: &Path, rows: &[R]) -> anyhow::Result<()> {
-    let write = || -> std::io::Result<()> {
-        let mut out = BufWriter::new(File::create(path)?);
-        for row in rows {
-            serde_json::to_writer(&mut out, row)?;
-            out.write_all(b"\n")?;
-        }
-        out.flush()
-    };
-    write().with_context(|| format!("{}: write failed", path.display()))
 }
 
 impl Summary {
