@@ -1,16 +1,17 @@
 //! Result export: the current rows of every view, kept in process 0 at one shared `as_of`.
 //!
-//! Each view's updates are routed to one worker of process 0 and stashed until the view's frontier has
-//! passed their time. The store's `as_of` is the least frontier over all views, and only
-//! updates before it are applied, so a snapshot shows every view at exactly the same
-//! logical time: the views are mutually consistent.
+//! Each view's updates are routed, by a hash of the row, to one of process 0's workers,
+//! which keeps that partition of the rows; an update is stashed until it is before the
+//! store's `as_of`, the least frontier over all views and partitions. Only then is it
+//! applied, so a snapshot shows every view at exactly the same logical time: the views are
+//! mutually consistent. Partitioning spreads the upkeep over all of process 0's workers.
 
 use std::collections::BTreeMap;
 use std::collections::hash_map::Entry;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use differential_dataflow::{ExchangeData, VecCollection};
+use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use foldhash::{HashMap, HashMapExt};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -19,9 +20,9 @@ use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::{Time, Views};
 
 /// The current state of every view, shared with readers on other threads.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ViewStore {
-    inner: Arc<Mutex<StoreInner>>,
+    partitions: Arc<Vec<Mutex<Partition>>>,
 }
 
 /// Every view's rows at one `as_of`, each sorted by key.
@@ -40,8 +41,9 @@ pub struct ViewSnapshot {
     pub alerts: Vec<AlertRow>,
 }
 
-struct StoreInner {
-    as_of: Option<Time>,
+/// One worker's share of every view.
+#[derive(Default)]
+struct Partition {
     page_views: ViewState<PageViewRow>,
     sessions: ViewState<SessionRow>,
     funnel: ViewState<FunnelRow>,
@@ -88,28 +90,34 @@ impl<R: Ord + Hash + Clone> ViewState<R> {
         }
     }
 
-    fn snapshot(&self) -> Vec<R> {
-        let mut rows: Vec<R> = self
-            .rows
-            .iter()
-            .flat_map(|(row, &count)| std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0)))
-            .cloned()
-            .collect();
-        rows.sort_unstable();
-        rows
+    /// Appends the current rows, each as often as its multiplicity.
+    fn read_into(&self, rows: &mut Vec<R>) {
+        rows.extend(
+            self.rows
+                .iter()
+                .flat_map(|(row, &count)| {
+                    std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
+                })
+                .cloned(),
+        );
     }
 }
 
-impl StoreInner {
-    fn advance(&mut self) {
-        let frontiers = [
+impl Partition {
+    /// The least frontier of the partition's views; `None` when all are complete.
+    fn frontier(&self) -> Option<Time> {
+        [
             self.page_views.frontier,
             self.sessions.frontier,
             self.funnel.frontier,
             self.alerts.frontier,
-        ];
-        let as_of = frontiers.into_iter().flatten().min();
-        self.as_of = as_of;
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn apply_before(&mut self, as_of: Option<Time>) {
         self.page_views.apply_before(as_of);
         self.sessions.apply_before(as_of);
         self.funnel.apply_before(as_of);
@@ -118,82 +126,97 @@ impl StoreInner {
 }
 
 impl ViewStore {
+    /// An empty store kept by `partitions` workers: pass the number of worker threads per
+    /// process, so that process 0's workers keep it.
+    pub fn new(partitions: usize) -> Self {
+        let partitions = (0..partitions.max(1))
+            .map(|_| Mutex::new(Partition::default()))
+            .collect();
+        Self {
+            partitions: Arc::new(partitions),
+        }
+    }
+
     /// The logical time the store's rows reflect (see [`ViewSnapshot::as_of`]); starts at 0.
     pub fn as_of(&self) -> Option<Time> {
-        self.lock().as_of
+        self.partitions
+            .iter()
+            .filter_map(|partition| lock(partition).frontier())
+            .min()
     }
 
     /// Every view's rows at the store's current `as_of`.
     pub fn snapshot(&self) -> ViewSnapshot {
-        let inner = self.lock();
-        ViewSnapshot {
-            as_of: inner.as_of,
-            page_views: inner.page_views.snapshot(),
-            sessions: inner.sessions.snapshot(),
-            funnel: inner.funnel.snapshot(),
-            alerts: inner.alerts.snapshot(),
+        let mut partitions: Vec<_> = self.partitions.iter().map(lock).collect();
+        let as_of = partitions
+            .iter()
+            .filter_map(|partition| partition.frontier())
+            .min();
+        let mut snapshot = ViewSnapshot {
+            as_of,
+            ..ViewSnapshot::default()
+        };
+        for partition in &mut partitions {
+            partition.apply_before(as_of);
+            partition.page_views.read_into(&mut snapshot.page_views);
+            partition.sessions.read_into(&mut snapshot.sessions);
+            partition.funnel.read_into(&mut snapshot.funnel);
+            partition.alerts.read_into(&mut snapshot.alerts);
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, StoreInner> {
-        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+        snapshot.page_views.sort_unstable();
+        snapshot.sessions.sort_unstable();
+        snapshot.funnel.sort_unstable();
+        snapshot.alerts.sort_unstable();
+        snapshot
     }
 }
 
-impl Default for StoreInner {
-    fn default() -> Self {
-        Self {
-            as_of: Some(0),
-            page_views: ViewState::default(),
-            sessions: ViewState::default(),
-            funnel: ViewState::default(),
-            alerts: ViewState::default(),
-        }
-    }
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Installs one sink per view. Every update goes to one worker of process 0, the last
-/// one, so that with several workers the store's upkeep stays off worker 0, which feeds
-/// the input in batch mode; only that worker's sinks write to the store.
-pub(crate) fn export(views: Views<'_>, store: &ViewStore, workers_per_process: usize) {
-    let keeper = workers_per_process - 1;
-    let keeps_store = views.page_views.inner.scope().index() == keeper;
-    let store = keeps_store.then(|| store.clone());
-    sink(views.page_views, keeper, store.clone(), |inner| {
-        &mut inner.page_views
+/// Installs one sink per view on every worker; the first workers, one per partition of
+/// the store (process 0's workers), each keep one partition.
+pub(crate) fn export(views: Views<'_>, store: &ViewStore) {
+    let index = views.page_views.inner.scope().index();
+    let keeper = (index < store.partitions.len()).then(|| (store.clone(), index));
+    let partitions = store.partitions.len() as u64;
+    sink(views.page_views, partitions, keeper.clone(), |p| {
+        &mut p.page_views
     });
-    sink(views.sessions, keeper, store.clone(), |inner| {
-        &mut inner.sessions
+    sink(views.sessions, partitions, keeper.clone(), |p| {
+        &mut p.sessions
     });
-    sink(views.funnel, keeper, store.clone(), |inner| {
-        &mut inner.funnel
-    });
-    sink(views.alerts, keeper, store, |inner| &mut inner.alerts);
+    sink(views.funnel, partitions, keeper.clone(), |p| &mut p.funnel);
+    sink(views.alerts, partitions, keeper, |p| &mut p.alerts);
 }
 
 fn sink<R: ExchangeData + Hash>(
     view: VecCollection<'_, Time, R>,
-    keeper: usize,
-    store: Option<ViewStore>,
-    select: fn(&mut StoreInner) -> &mut ViewState<R>,
+    partitions: u64,
+    keeper: Option<(ViewStore, usize)>,
+    select: fn(&mut Partition) -> &mut ViewState<R>,
 ) {
-    let to_keeper = Exchange::new(move |_: &(R, Time, isize)| keeper as u64);
+    let by_row = Exchange::new(move |(row, _, _): &(R, Time, isize)| row.hashed() % partitions);
     view.inner
-        .sink(to_keeper, "ExportView", move |(input, frontier)| {
+        .sink(by_row, "ExportView", move |(input, frontier)| {
             let mut updates = Vec::new();
             input.for_each_stamp(|_, containers| {
                 for container in containers {
                     updates.append(container);
                 }
             });
-            if let Some(store) = &store {
-                let mut inner = store.lock();
-                let state = select(&mut inner);
-                for (row, time, diff) in updates.drain(..) {
-                    state.pending.entry(time).or_default().push((row, diff));
+            if let Some((store, index)) = &keeper {
+                {
+                    let mut partition = lock(&store.partitions[*index]);
+                    let state = select(&mut partition);
+                    for (row, time, diff) in updates.drain(..) {
+                        state.pending.entry(time).or_default().push((row, diff));
+                    }
+                    state.frontier = frontier.frontier().first().copied();
                 }
-                state.frontier = frontier.frontier().first().copied();
-                inner.advance();
+                let as_of = store.as_of();
+                lock(&store.partitions[*index]).apply_before(as_of);
             }
         });
 }

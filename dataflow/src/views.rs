@@ -73,8 +73,7 @@ impl Views<'_> {
     }
 
     /// Routes every view to process 0 and keeps its current state in `store` there.
-    /// `workers_per_process` is the number of worker threads of each process.
-    pub fn export(self, store: &ViewStore, workers_per_process: usize) {
-        export(self, store, workers_per_process);
+    pub fn export(self, store: &ViewStore) {
+        export(self, store);
     }
 }

@@ -54,7 +54,6 @@ struct BatchJob {
     views: ViewConfig,
     max_event_bytes: usize,
     high_traffic_threshold: u64,
-    workers_per_process: usize,
     single_process: bool,
     /// The input file; `None` in processes other than 0, which read nothing.
     reader: Option<Mutex<ChunkReader>>,
@@ -108,7 +107,6 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         views: args.views.view_config()?,
         max_event_bytes: args.views.max_event_bytes,
         high_traffic_threshold: args.views.high_traffic_threshold,
-        workers_per_process: args.cluster.workers as usize,
         single_process: args.cluster.processes == 1,
         reader,
         admitter: Mutex::new(Admitter {
@@ -118,7 +116,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             summary: Summary::default(),
         }),
         progress: progress_bar(total_bytes),
-        store: ViewStore::default(),
+        store: ViewStore::new(args.cluster.workers as usize),
         done: AtomicBool::new(false),
         failed: AtomicBool::new(false),
         output: args.output,
@@ -147,7 +145,7 @@ impl BatchJob {
             let (rules_input, rules) = scope.new_collection::<AlertRule, isize>();
             build_views(events, rules, &self.views)
                 .probe_with(&probe)
-                .export(&self.store, self.workers_per_process);
+                .export(&self.store);
             (events_input, rules_input)
         });
         // The rules of a batch are fixed: inserted once, then the input closes.
