@@ -10,7 +10,7 @@
 //! input can reach, which bounds memory by the retention horizon.
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::Hash;
 
 use foldhash::{HashMap, HashMapExt};
@@ -44,12 +44,6 @@ pub(crate) trait KeyedView: 'static {
     fn next_change(&self, key: &Self::Key, state: &Self::State, time: Time) -> Option<Time>;
 }
 
-/// What to do for a key at a time: apply an update, or just re-derive its rows.
-enum Work<V> {
-    Update(V, isize),
-    Wake,
-}
-
 struct Entry<S> {
     state: S,
     /// The time of the rows last emitted for this key.
@@ -71,7 +65,8 @@ pub(crate) fn maintain<'s, V: KeyedView>(
             let mut operator = KeyedOperator {
                 view,
                 entries: HashMap::new(),
-                pending: BTreeMap::new(),
+                updates: BTreeMap::new(),
+                wakes: BTreeSet::new(),
             };
             let mut held: Option<Capability<Time>> = None;
             let mut changes = Vec::new();
@@ -80,10 +75,10 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                     for container in containers {
                         for ((key, value), time, diff) in container.drain(..) {
                             operator
-                                .pending
+                                .updates
                                 .entry(time)
                                 .or_default()
-                                .push((key, Work::Update(value, diff)));
+                                .push((key, value, diff));
                         }
                     }
                     if let Some(time) = capability.least()
@@ -92,7 +87,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                         held = Some(capability.delayed(time, 0));
                     }
                 });
-                while let Some(time) = operator.pending.first_key_value().map(|(time, _)| *time) {
+                while let Some(time) = operator.next_time() {
                     let Some(cap) = held.as_mut() else { break };
                     if frontier.less_equal(&time) {
                         break;
@@ -104,8 +99,8 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                             .give_iterator(changes.drain(..));
                     }
                 }
-                match (operator.pending.first_key_value(), held.as_mut()) {
-                    (Some((time, _)), Some(cap)) => cap.downgrade(time),
+                match (operator.next_time(), held.as_mut()) {
+                    (Some(time), Some(cap)) => cap.downgrade(&time),
                     _ => held = None,
                 }
             }
@@ -113,28 +108,40 @@ pub(crate) fn maintain<'s, V: KeyedView>(
         .as_collection()
 }
 
-/// Work waiting for the frontier to pass its time.
-type Pending<K, V> = BTreeMap<Time, Vec<(K, Work<V>)>>;
+/// Updates waiting for the frontier to pass their time.
+type Updates<K, V> = BTreeMap<Time, Vec<(K, V, isize)>>;
 
 struct KeyedOperator<V: KeyedView> {
     view: V,
     entries: HashMap<V::Key, Entry<V::State>>,
-    pending: Pending<V::Key, V::Value>,
+    updates: Updates<V::Key, V::Value>,
+    /// Keys to re-derive at a time with no input of their own.
+    wakes: BTreeSet<(Time, V::Key)>,
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
+    /// The earliest time with work waiting.
+    fn next_time(&self) -> Option<Time> {
+        let update = self.updates.first_key_value().map(|(time, _)| *time);
+        let wake = self.wakes.first().map(|(time, _)| *time);
+        update.into_iter().chain(wake).min()
+    }
+
     /// Applies all work at `time` and appends the resulting row changes to `changes`.
     fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
-        let mut by_key: HashMap<V::Key, Vec<Work<V::Value>>> = HashMap::new();
-        for (key, work) in self.pending.remove(&time).unwrap_or_default() {
-            by_key.entry(key).or_default().push(work);
+        let mut by_key: HashMap<V::Key, Vec<(V::Value, isize)>> = HashMap::new();
+        for (key, value, diff) in self.updates.remove(&time).unwrap_or_default() {
+            by_key.entry(key).or_default().push((value, diff));
+        }
+        while self.wakes.first().is_some_and(|(wake, _)| *wake == time) {
+            if let Some((_, key)) = self.wakes.pop_first()
+                && self.entries.contains_key(&key)
+            {
+                by_key.entry(key).or_default();
+            }
         }
         let (mut before, mut after) = (Vec::new(), Vec::new());
-        for (key, work) in by_key {
-            let has_update = work.iter().any(|w| matches!(w, Work::Update(..)));
-            if !has_update && !self.entries.contains_key(&key) {
-                continue;
-            }
+        for (key, updates) in by_key {
             let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
                 state: V::State::default(),
                 emitted_at: time,
@@ -142,10 +149,8 @@ impl<V: KeyedView> KeyedOperator<V> {
             });
             self.view
                 .rows(&key, &entry.state, entry.emitted_at, &mut before);
-            for work in work {
-                if let Work::Update(value, diff) = work {
-                    self.view.apply(&mut entry.state, value, diff);
-                }
+            for (value, diff) in updates {
+                self.view.apply(&mut entry.state, value, diff);
             }
             self.view.rows(&key, &entry.state, time, &mut after);
             entry.emitted_at = time;
@@ -158,10 +163,7 @@ impl<V: KeyedView> KeyedOperator<V> {
                 let already_scheduled = entry.wake.is_some_and(|wake| wake > time && wake <= next);
                 if !already_scheduled {
                     entry.wake = Some(next);
-                    self.pending
-                        .entry(next)
-                        .or_default()
-                        .push((key, Work::Wake));
+                    self.wakes.insert((next, key));
                 }
             }
         }
