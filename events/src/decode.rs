@@ -25,7 +25,9 @@ pub fn decode_event(record: &[u8], max_event_bytes: usize) -> Result<Event, Dead
     if record.len() > max_event_bytes {
         return Err(DeadLetterReason::TooLarge);
     }
-    let mut deserializer = serde_json::Deserializer::from_slice(record);
+    // Validated up front: values that are skipped unread must be UTF-8 too.
+    let text = std::str::from_utf8(record).map_err(|_| DeadLetterReason::InvalidJson)?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let fields = deserializer
         .deserialize_map(FieldsVisitor)
         .and_then(|fields| deserializer.end().map(|()| fields))
@@ -277,6 +279,12 @@ mod tests {
                 1024
             ),
             Err(InvalidJson)
+        );
+        let skipped = b"{\"user_id\":\"u\",\"page\":\"p\",\"timestamp\":5,\"x\":[\"\xc3\"]}";
+        assert_eq!(
+            decode_event(skipped, 1024),
+            Err(InvalidJson),
+            "bytes in values that are skipped must be UTF-8 too"
         );
     }
 
