@@ -14,9 +14,11 @@ use support::reference::reference;
 use support::run::{compare, run_batch, slow_config};
 use support::{Config, Outputs};
 
+/// `workers` workers; with several, small chunks so that every worker decodes some.
 fn with_workers(cfg: &Config, workers: u64) -> Config {
     Config {
         workers: Some(workers),
+        chunk_bytes: (workers > 1).then_some(256),
         ..cfg.clone()
     }
 }

@@ -6,9 +6,6 @@ use std::path::Path;
 
 use anyhow::Context;
 
-/// Bytes read per chunk (the chunk then ends at the last line break in them).
-const CHUNK_BYTES: usize = 1 << 20;
-
 /// A run of consecutive lines.
 pub struct Chunk {
     /// Position of the chunk in the file, from 0.
@@ -30,6 +27,8 @@ impl Chunk {
 /// Reads a file chunk by chunk.
 pub struct ChunkReader {
     file: File,
+    /// Bytes read per chunk; the chunk then ends at the last line break in them.
+    chunk_bytes: usize,
     carry: Vec<u8>,
     next_index: u64,
     next_line: u64,
@@ -38,12 +37,13 @@ pub struct ChunkReader {
 }
 
 impl ChunkReader {
-    /// Opens `path` for chunked reading.
-    pub fn open(path: &Path) -> anyhow::Result<Self> {
+    /// Opens `path` for reading in chunks of about `chunk_bytes`.
+    pub fn open(path: &Path, chunk_bytes: usize) -> anyhow::Result<Self> {
         let file =
             File::open(path).with_context(|| format!("--input {}: cannot open", path.display()))?;
         Ok(Self {
             file,
+            chunk_bytes: chunk_bytes.max(1),
             carry: Vec::new(),
             next_index: 0,
             next_line: 1,
@@ -73,9 +73,9 @@ impl ChunkReader {
         // The carry is what followed the last line break, so it holds none.
         let mut data = std::mem::take(&mut self.carry);
         let mut has_line_break = false;
-        while !self.at_end && (data.len() < CHUNK_BYTES || !has_line_break) {
+        while !self.at_end && (data.len() < self.chunk_bytes || !has_line_break) {
             let start = data.len();
-            data.resize(start + CHUNK_BYTES, 0);
+            data.resize(start + self.chunk_bytes, 0);
             let read = self.file.read(&mut data[start..])?;
             data.truncate(start + read);
             self.bytes_read += read as u64;
@@ -109,6 +109,9 @@ impl ChunkReader {
 mod tests {
     use super::*;
 
+    /// Small chunks, so that short test files span many of them.
+    const CHUNK_BYTES: usize = 4096;
+
     fn records_of(content: &[u8]) -> Vec<(u64, Vec<u8>)> {
         let path = std::env::temp_dir().join(format!(
             "clickflow-chunks-{}-{}",
@@ -116,7 +119,7 @@ mod tests {
             content.len()
         ));
         std::fs::write(&path, content).unwrap();
-        let mut reader = ChunkReader::open(&path).unwrap();
+        let mut reader = ChunkReader::open(&path, CHUNK_BYTES).unwrap();
         let mut records = Vec::new();
         while let Some(chunk) = reader.next_chunk().unwrap() {
             for (offset, record) in chunk.records().enumerate() {

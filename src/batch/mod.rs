@@ -43,6 +43,11 @@ pub struct BatchArgs {
     views: ViewArgs,
     #[command(flatten)]
     cluster: ClusterArgs,
+    /// Bytes of input per chunk. A chunk's events enter the dataflow at one logical time,
+    /// so large chunks let each key absorb many events per update of its rows; about two
+    /// chunks per worker are in flight.
+    #[arg(long, default_value_t = 64 << 20, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
+    chunk_bytes: u64,
     /// Print help.
     #[arg(long, action = clap::ArgAction::Help)]
     help: Option<bool>,
@@ -90,7 +95,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let reads_input = args.cluster.process == 0;
     let (reader, dead_letters, total_bytes) = if reads_input {
-        let reader = ChunkReader::open(&args.input)?;
+        let reader = ChunkReader::open(&args.input, args.chunk_bytes as usize)?;
         let total_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
         std::fs::create_dir_all(&args.output).with_context(|| {
             format!(

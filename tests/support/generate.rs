@@ -597,9 +597,10 @@ pub fn config() -> BoxedStrategy<Config> {
         option(&[None, None, Some(1), Some(60_000), Some(1_800_000)]),
         option(&[None, None, None, None, Some(70), Some(100), Some(160)]),
         option(&[None, Some(3), Some(3), Some(0), Some(1), Some(2)]),
+        option(&[None, Some(1), Some(64), Some(300), Some(4096)]),
     )
         .prop_map(
-            |(workers, window, funnel, gap, retention, future, bytes, threshold)| Config {
+            |(workers, window, funnel, gap, retention, future, bytes, threshold, chunk)| Config {
                 workers,
                 window_ms: window,
                 funnel_window_ms: funnel,
@@ -608,6 +609,7 @@ pub fn config() -> BoxedStrategy<Config> {
                 max_future_ms: future,
                 max_event_bytes: bytes,
                 high_traffic_threshold: threshold,
+                chunk_bytes: chunk,
             },
         )
         .boxed()

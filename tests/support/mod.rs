@@ -31,6 +31,9 @@ pub struct Config {
     pub max_event_bytes: Option<u64>,
     /// `--high-traffic-threshold` (default 1000).
     pub high_traffic_threshold: Option<u64>,
+    /// `--chunk-bytes`: input bytes per chunk; small chunks spread a small file over all
+    /// workers, so that parallel decoding and ordered admission are exercised.
+    pub chunk_bytes: Option<u64>,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             ("--max-future-ms", self.max_future_ms),
             ("--max-event-bytes", self.max_event_bytes),
             ("--high-traffic-threshold", self.high_traffic_threshold),
+            ("--chunk-bytes", self.chunk_bytes),
         ]
         .into_iter()
         .filter_map(|(flag, value)| Some([flag.to_owned(), value?.to_string()]))
