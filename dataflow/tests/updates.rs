@@ -1,0 +1,191 @@
+//! The views' exact `(row, time, diff)` updates: late corrections, session merges,
+//! retention at exactly `end + retention`, and alert rules added and removed at run time.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use clickflow_dataflow::{
+    AlertRow, AlertRule, ArrivedEvent, PageViewRow, SessionRow, Time, ViewConfig, build_views,
+};
+use clickflow_events::Event;
+use differential_dataflow::consolidation::consolidate_updates;
+use differential_dataflow::input::Input;
+use timely::dataflow::ProbeHandle;
+
+const MINUTE: u64 = 60_000;
+const RETENTION: u64 = 60 * MINUTE;
+const GAP: u64 = 30 * MINUTE;
+
+/// Something to do at an input time.
+enum Step {
+    Event(&'static str, &'static str, u64),
+    AddRule(AlertRule),
+    RemoveRule(AlertRule),
+}
+
+#[derive(Default)]
+struct Updates {
+    page_views: Vec<(PageViewRow, Time, isize)>,
+    sessions: Vec<(SessionRow, Time, isize)>,
+    alerts: Vec<(AlertRow, Time, isize)>,
+}
+
+/// Feeds `steps` (each at its input time, in order; input times respect admission: no
+/// event is older than its input time minus the retention) and runs until every time before
+/// `until` is complete; returns each view's consolidated updates.
+fn run(steps: Vec<(Time, Step)>, until: Time) -> Updates {
+    timely::execute_directly(move |worker| {
+        let updates = Rc::new(RefCell::new(Updates::default()));
+        let probe = ProbeHandle::new();
+        let config = ViewConfig {
+            retention_ms: RETENTION,
+            session_gap_ms: GAP,
+            ..ViewConfig::default()
+        };
+        let (mut events, mut rules) = worker.dataflow::<Time, _, _>(|scope| {
+            let (events_input, events) = scope.new_collection::<ArrivedEvent, isize>();
+            let (rules_input, rules) = scope.new_collection::<AlertRule, isize>();
+            let views = build_views(events, rules, &config).probe_with(&probe);
+            let sink = Rc::clone(&updates);
+            views
+                .page_views
+                .inspect(move |update| sink.borrow_mut().page_views.push(update.clone()));
+            let sink = Rc::clone(&updates);
+            views
+                .sessions
+                .inspect(move |update| sink.borrow_mut().sessions.push(update.clone()));
+            let sink = Rc::clone(&updates);
+            views
+                .alerts
+                .inspect(move |update| sink.borrow_mut().alerts.push(update.clone()));
+            (events_input, rules_input)
+        });
+        for (arrival, (time, step)) in (1..).zip(steps) {
+            events.advance_to(time);
+            rules.advance_to(time);
+            match step {
+                Step::Event(user, page, at) => {
+                    let event = Event {
+                        user_id: user.into(),
+                        page: page.into(),
+                        time: at,
+                    };
+                    events.insert(ArrivedEvent { event, arrival });
+                }
+                Step::AddRule(rule) => rules.insert(rule),
+                Step::RemoveRule(rule) => rules.remove(rule),
+            }
+        }
+        events.advance_to(until);
+        rules.advance_to(until);
+        events.flush();
+        rules.flush();
+        worker.step_while(|| probe.less_than(&until));
+        let mut updates = updates.take();
+        consolidate_updates(&mut updates.page_views);
+        consolidate_updates(&mut updates.sessions);
+        consolidate_updates(&mut updates.alerts);
+        updates
+    })
+}
+
+fn page_row(page: &str, start: u64, views: u64, users: u64) -> PageViewRow {
+    PageViewRow {
+        page: page.into(),
+        window_start: start,
+        window_end: start + MINUTE,
+        view_count: views,
+        unique_users: users,
+    }
+}
+
+fn session(user: &str, start: u64, end: u64, pages: &[&str]) -> SessionRow {
+    SessionRow {
+        user_id: user.into(),
+        session_start: start,
+        session_end: end,
+        pages_viewed: pages.len() as u64,
+        page_sequence: pages.iter().map(|&p| p.into()).collect(),
+    }
+}
+
+#[test]
+fn a_late_event_corrects_its_window_and_retention_retracts_at_end_plus_retention() {
+    let t0 = 100 * MINUTE;
+    let updates = run(
+        vec![
+            (t0, Step::Event("a", "/p", t0 + 5)),
+            (t0 + 5, Step::Event("b", "/p", t0 + 2 * MINUTE)),
+            // Late by two minutes, still inside retention: corrects the first window.
+            (t0 + 2 * MINUTE, Step::Event("b", "/p", t0 + 10)),
+        ],
+        t0 + 2 * RETENTION,
+    );
+    let corrected = page_row("/p", t0, 2, 2);
+    let mut expected = vec![
+        (page_row("/p", t0, 1, 1), t0, 1),
+        (page_row("/p", t0, 1, 1), t0 + 2 * MINUTE, -1),
+        (corrected.clone(), t0 + 2 * MINUTE, 1),
+        (corrected, t0 + MINUTE + RETENTION, -1),
+        (page_row("/p", t0 + 2 * MINUTE, 1, 1), t0 + 5, 1),
+        (
+            page_row("/p", t0 + 2 * MINUTE, 1, 1),
+            t0 + 3 * MINUTE + RETENTION,
+            -1,
+        ),
+    ];
+    consolidate_updates(&mut expected);
+    assert_eq!(updates.page_views, expected);
+}
+
+#[test]
+fn a_late_event_merges_two_sessions_and_sessions_expire_at_end_plus_retention() {
+    let t0 = 1000 * MINUTE;
+    let later = t0 + GAP + 20 * MINUTE;
+    let updates = run(
+        vec![
+            (t0, Step::Event("u", "/a", t0)),
+            (t0 + 1, Step::Event("u", "/c", later)),
+            // Within the gap of both: joins them into one session.
+            (later, Step::Event("u", "/b", t0 + GAP)),
+        ],
+        later + RETENTION + 1,
+    );
+    let merged = session("u", t0, later, &["/a", "/b", "/c"]);
+    let mut expected = vec![
+        (session("u", t0, t0, &["/a"]), t0, 1),
+        (session("u", t0, t0, &["/a"]), later, -1),
+        (session("u", later, later, &["/c"]), t0 + 1, 1),
+        (session("u", later, later, &["/c"]), later, -1),
+        (merged.clone(), later, 1),
+        (merged, later + RETENTION, -1),
+    ];
+    consolidate_updates(&mut expected);
+    assert_eq!(updates.sessions, expected);
+}
+
+#[test]
+fn rules_added_at_run_time_fire_for_existing_windows_and_clear_when_removed() {
+    let t0 = 50 * MINUTE;
+    let rule = AlertRule::high_traffic(1);
+    let steps = vec![
+        (t0, Step::Event("a", "/hot", t0)),
+        (t0, Step::Event("b", "/hot", t0 + 1)),
+        (t0, Step::Event("c", "/cold", t0 + 2)),
+        (t0 + 10, Step::AddRule(rule.clone())),
+        (t0 + 20, Step::RemoveRule(rule)),
+    ];
+    let updates = run(steps, t0 + 30);
+    let alert = AlertRow {
+        rule: "high_traffic".into(),
+        page: "/hot".into(),
+        window_start: t0,
+        window_end: t0 + MINUTE,
+        value: 2,
+        threshold: 1,
+    };
+    assert_eq!(
+        updates.alerts,
+        vec![(alert.clone(), t0 + 10, 1), (alert, t0 + 20, -1)]
+    );
+}
