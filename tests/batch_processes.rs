@@ -81,20 +81,24 @@ fn two_processes_match_one_worker() {
     std::fs::write(&hostfile, free_addresses().join("\n")).unwrap();
     let cluster = dir.join("cluster");
     let hosts = hostfile.to_str().unwrap();
-    let second = batch(
-        &input,
-        &cluster,
-        &["-w", "2", "-n", "2", "-p", "1", "-h", hosts],
-    )
-    .spawn()
-    .unwrap();
-    let first = batch(
-        &input,
-        &cluster,
-        &["-w", "2", "-n", "2", "-p", "0", "-h", hosts],
-    )
-    .output()
-    .unwrap();
+    let cluster_args = |process| {
+        [
+            "-w",
+            "2",
+            "-n",
+            "2",
+            "-p",
+            process,
+            "-h",
+            hosts,
+            "--chunk-bytes",
+            "65536",
+        ]
+    };
+    let second = batch(&input, &cluster, &cluster_args("1")).spawn().unwrap();
+    let first = batch(&input, &cluster, &cluster_args("0"))
+        .output()
+        .unwrap();
     check(second.wait_with_output().unwrap(), "batch process 1");
     check(first, "batch process 0");
 

@@ -13,7 +13,8 @@ use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{FunnelStep, window_start};
-use crate::keyed::{KeyedView, apply_to_sorted, maintain};
+use crate::keyed::{KeyedView, maintain};
+use crate::multiset::apply_to_sorted;
 use crate::rows::FunnelRow;
 use crate::views::{ArrivedEvent, Time};
 

@@ -198,20 +198,3 @@ fn push_differences<R: Ord>(
         }
     }
 }
-
-/// Applies `diff` copies of `value` to a sorted multiset held as a vector.
-pub(crate) fn apply_to_sorted<T: Ord + Clone>(values: &mut Vec<T>, value: T, diff: isize) {
-    let position = values.partition_point(|v| v < &value);
-    if diff > 0 {
-        values.splice(
-            position..position,
-            std::iter::repeat_n(value, diff.unsigned_abs()),
-        );
-    } else {
-        let equal = values[position..]
-            .iter()
-            .take_while(|v| **v == value)
-            .count();
-        values.drain(position..position + equal.min(diff.unsigned_abs()));
-    }
-}

@@ -11,6 +11,7 @@ mod alerts;
 mod config;
 mod funnel;
 mod keyed;
+mod multiset;
 mod page_views;
 mod rows;
 mod sessions;

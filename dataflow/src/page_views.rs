@@ -4,8 +4,6 @@
 //! its users. A window `[start, end)` shows a row while `end + retention` is after the
 //! watermark, and is dropped at that watermark: no admissible event can reach it then.
 
-use std::collections::hash_map::Entry;
-
 use foldhash::HashMap;
 
 use compact_str::CompactString;
@@ -13,6 +11,7 @@ use differential_dataflow::VecCollection;
 
 use crate::config::window_start;
 use crate::keyed::{KeyedView, maintain};
+use crate::multiset::add_to_counts;
 use crate::rows::PageViewRow;
 use crate::views::{ArrivedEvent, Time};
 
@@ -64,17 +63,7 @@ impl KeyedView for PageWindows {
 
     fn apply(&self, state: &mut WindowState, user: CompactString, diff: isize) {
         state.views += diff;
-        match state.users.entry(user) {
-            Entry::Occupied(mut count) => {
-                *count.get_mut() += diff;
-                if *count.get() == 0 {
-                    count.remove();
-                }
-            }
-            Entry::Vacant(slot) => {
-                slot.insert(diff);
-            }
-        }
+        add_to_counts(&mut state.users, user, diff);
     }
 
     fn rows(

@@ -13,7 +13,8 @@ use std::ops::Range;
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 
-use crate::keyed::{KeyedView, apply_to_sorted, maintain};
+use crate::keyed::{KeyedView, maintain};
+use crate::multiset::apply_to_sorted;
 use crate::rows::SessionRow;
 use crate::views::{ArrivedEvent, Time};
 

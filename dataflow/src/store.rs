@@ -7,7 +7,6 @@
 //! mutually consistent. Partitioning spreads the upkeep over all of process 0's workers.
 
 use std::collections::BTreeMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -16,6 +15,7 @@ use foldhash::{HashMap, HashMapExt};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::multiset::add_to_counts;
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::{Time, Views};
 
@@ -75,17 +75,7 @@ impl<R: Ord + Hash + Clone> ViewState<R> {
                 break;
             }
             for (row, diff) in entry.remove() {
-                match self.rows.entry(row) {
-                    Entry::Occupied(mut count) => {
-                        *count.get_mut() += diff;
-                        if *count.get() == 0 {
-                            count.remove();
-                        }
-                    }
-                    Entry::Vacant(slot) => {
-                        slot.insert(diff);
-                    }
-                }
+                add_to_counts(&mut self.rows, row, diff);
             }
         }
     }
