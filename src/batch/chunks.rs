@@ -41,6 +41,9 @@ impl ChunkReader {
     pub fn open(path: &Path, chunk_bytes: usize) -> anyhow::Result<Self> {
         let file =
             File::open(path).with_context(|| format!("--input {}: cannot open", path.display()))?;
+        if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
+            anyhow::bail!("--input {}: is a directory, not a file of events", path.display());
+        }
         Ok(Self {
             file,
             chunk_bytes: chunk_bytes.max(1),
