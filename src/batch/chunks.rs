@@ -42,7 +42,10 @@ impl ChunkReader {
         let file =
             File::open(path).with_context(|| format!("--input {}: cannot open", path.display()))?;
         if file.metadata().is_ok_and(|metadata| metadata.is_dir()) {
-            anyhow::bail!("--input {}: is a directory, not a file of events", path.display());
+            anyhow::bail!(
+                "--input {}: is a directory, not a file of events",
+                path.display()
+            );
         }
         Ok(Self {
             file,
