@@ -53,6 +53,11 @@ pub struct BatchArgs {
     help: Option<bool>,
 }
 
+/// A worker gave up because another worker failed.
+#[derive(Debug, thiserror::Error)]
+#[error("stopped because another worker failed")]
+struct StoppedByFailure;
+
 /// Everything this process's workers share.
 struct BatchJob {
     output: PathBuf,
@@ -131,9 +136,21 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     })
     .map_err(|error| anyhow!("cannot start workers: {error}"))?;
     let mut summary = None;
+    let (mut first_error, mut stopped) = (None, None);
     for result in guards.join() {
-        let worker_summary = result.map_err(|panic| anyhow!("worker failed: {panic}"))??;
-        summary = summary.or(worker_summary);
+        match result
+            .map_err(|panic| anyhow!("worker failed: {panic}"))
+            .and_then(|result| result)
+        {
+            Ok(worker_summary) => summary = summary.or(worker_summary),
+            // A worker that stopped because another failed is not the cause: report the cause.
+            Err(error) if error.is::<StoppedByFailure>() => stopped = Some(error),
+            Err(error) => first_error = first_error.or(Some(error)),
+        }
+    }
+    let first_error = first_error.or(stopped);
+    if let Some(error) = first_error {
+        return Err(error);
     }
     if let Some(summary) = summary {
         eprintln!("{}", summary.line(started.elapsed()));
@@ -263,7 +280,7 @@ impl BatchJob {
 
     fn step_unless_stopped(&self, worker: &mut Worker) -> anyhow::Result<()> {
         if self.failed.load(Ordering::SeqCst) {
-            return Err(anyhow!("stopped because another worker failed"));
+            return Err(StoppedByFailure.into());
         }
         worker.step();
         std::thread::yield_now();
