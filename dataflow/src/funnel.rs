@@ -64,7 +64,7 @@ struct UserProgress {
 
 impl UserProgress {
     fn expiry(&self, window_start: u64) -> Time {
-        window_start + self.window_ms + self.retention_ms
+        (window_start + self.window_ms).saturating_add(self.retention_ms)
     }
 }
 

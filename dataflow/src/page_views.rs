@@ -51,7 +51,7 @@ struct WindowState {
 
 impl PageWindows {
     fn expiry(&self, window_start: u64) -> Time {
-        window_start + self.window_ms + self.retention_ms
+        (window_start + self.window_ms).saturating_add(self.retention_ms)
     }
 }
 

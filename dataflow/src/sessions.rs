@@ -74,11 +74,14 @@ impl Sessions {
     }
 
     fn expires_at(&self, session_end: u64) -> Time {
-        session_end + self.retention_ms
+        session_end.saturating_add(self.retention_ms)
     }
 
     fn forgotten_at(&self, session_end: u64) -> Time {
-        session_end + self.gap_ms + self.retention_ms + 1
+        session_end
+            .saturating_add(self.gap_ms)
+            .saturating_add(self.retention_ms)
+            .saturating_add(1)
     }
 }
 

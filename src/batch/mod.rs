@@ -176,6 +176,8 @@ impl BatchJob {
         }
         drop(rules);
 
+        // A panic must release the other workers too, or they would wait for it forever.
+        let _on_panic = ReleaseOnPanic(self);
         let result = match &self.reader {
             Some(reader) => self
                 .feed(worker, reader, &mut events, &probe)
@@ -285,6 +287,18 @@ impl BatchJob {
         worker.step();
         std::thread::yield_now();
         Ok(())
+    }
+}
+
+/// Marks the job failed and done if the worker holding it unwinds.
+struct ReleaseOnPanic<'a>(&'a BatchJob);
+
+impl Drop for ReleaseOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.failed.store(true, Ordering::SeqCst);
+            self.0.done.store(true, Ordering::SeqCst);
+        }
     }
 }
 
