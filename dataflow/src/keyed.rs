@@ -67,6 +67,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                 entries: HashMap::new(),
                 updates: BTreeMap::new(),
                 wakes: BTreeSet::new(),
+                by_key: HashMap::new(),
             };
             let mut held: Option<Capability<Time>> = None;
             let mut changes = Vec::new();
@@ -117,6 +118,8 @@ struct KeyedOperator<V: KeyedView> {
     updates: Updates<V::Key, V::Value>,
     /// Keys to re-derive at a time with no input of their own.
     wakes: BTreeSet<(Time, V::Key)>,
+    /// The work of one time, grouped by key.
+    by_key: HashMap<V::Key, Vec<(V::Value, isize)>>,
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
@@ -129,7 +132,9 @@ impl<V: KeyedView> KeyedOperator<V> {
 
     /// Applies all work at `time` and appends the resulting row changes to `changes`.
     fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
-        let mut by_key: HashMap<V::Key, Vec<(V::Value, isize)>> = HashMap::new();
+        // Kept between calls: a large map freed and allocated again each time costs more
+        // in page faults than all the work done with it.
+        let mut by_key = std::mem::take(&mut self.by_key);
         for (key, value, diff) in self.updates.remove(&time).unwrap_or_default() {
             by_key.entry(key).or_default().push((value, diff));
         }
@@ -141,7 +146,7 @@ impl<V: KeyedView> KeyedOperator<V> {
             }
         }
         let (mut before, mut after) = (Vec::new(), Vec::new());
-        for (key, updates) in by_key {
+        for (key, updates) in by_key.drain() {
             let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
                 state: V::State::default(),
                 emitted_at: time,
@@ -167,6 +172,7 @@ impl<V: KeyedView> KeyedOperator<V> {
                 }
             }
         }
+        self.by_key = by_key;
     }
 }
 

@@ -30,6 +30,9 @@ pub struct ChunkReader {
     /// Bytes read per chunk; the chunk then ends at the last line break in them.
     chunk_bytes: usize,
     carry: Vec<u8>,
+    /// Buffers of chunks already processed, reused so that big buffers are not allocated
+    /// (and their pages zeroed by the kernel) for every chunk.
+    spare: Vec<Vec<u8>>,
     next_index: u64,
     next_line: u64,
     bytes_read: u64,
@@ -51,6 +54,7 @@ impl ChunkReader {
             file,
             chunk_bytes: chunk_bytes.max(1),
             carry: Vec::new(),
+            spare: Vec::new(),
             next_index: 0,
             next_line: 1,
             bytes_read: 0,
@@ -68,6 +72,13 @@ impl ChunkReader {
         self.bytes_read
     }
 
+    /// Takes back a processed chunk's buffer for reuse.
+    pub fn recycle(&mut self, chunk: Chunk) {
+        if self.spare.len() < 4 {
+            self.spare.push(chunk.data);
+        }
+    }
+
     /// Whether every chunk has been handed out.
     pub fn at_end(&self) -> bool {
         self.at_end && self.carry.is_empty()
@@ -77,13 +88,16 @@ impl ChunkReader {
     /// without a line break is a line of its own.
     pub fn next_chunk(&mut self) -> std::io::Result<Option<Chunk>> {
         // The carry is what followed the last line break, so it holds none.
-        let mut data = std::mem::take(&mut self.carry);
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.append(&mut self.carry);
         let mut has_line_break = false;
         while !self.at_end && (data.len() < self.chunk_bytes || !has_line_break) {
             let start = data.len();
-            data.resize(start + self.chunk_bytes, 0);
-            let read = self.file.read(&mut data[start..])?;
-            data.truncate(start + read);
+            data.reserve(self.chunk_bytes);
+            let read = (&mut self.file)
+                .take(self.chunk_bytes as u64)
+                .read_to_end(&mut data)?;
             self.bytes_read += read as u64;
             has_line_break |= data[start..].contains(&b'\n');
             self.at_end = read == 0;

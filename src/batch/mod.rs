@@ -223,6 +223,7 @@ impl BatchJob {
                 self.step_unless_stopped(worker)?;
             }
             let (start, end, admitted) = lock(&self.admitter).admit(&chunk, decoded)?;
+            lock(reader).recycle(chunk);
             events.advance_to(start);
             for event in admitted {
                 events.insert(event);
