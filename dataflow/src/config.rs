@@ -2,6 +2,8 @@
 
 use compact_str::CompactString;
 
+use crate::views::Time;
+
 /// One step of the checkout funnel: a name and the page that counts as a visit.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FunnelStep {
@@ -48,7 +50,33 @@ impl Default for ViewConfig {
     }
 }
 
-/// The start of the tumbling window of size `size` that holds `time` (epoch-aligned).
-pub(crate) fn window_start(time: u64, size: u64) -> u64 {
-    time - time % size
+/// Epoch-aligned tumbling windows of one size, and the watermark at which each leaves
+/// retention: the first watermark `w` with `window_end <= w - retention`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Windows {
+    pub(crate) size_ms: u64,
+    pub(crate) retention_ms: u64,
+}
+
+impl Windows {
+    /// The start of the window that holds `time`.
+    pub(crate) fn start(self, time: u64) -> u64 {
+        time - time % self.size_ms
+    }
+
+    /// The end (exclusive) of the window starting at `start`.
+    pub(crate) fn end(self, start: u64) -> u64 {
+        start + self.size_ms
+    }
+
+    /// The watermark at which the window starting at `start` leaves the views.
+    pub(crate) fn expiry(self, start: u64) -> Time {
+        self.end(start).saturating_add(self.retention_ms)
+    }
+
+    /// The window's expiry, if it is still after `time`.
+    pub(crate) fn next_expiry(self, start: u64, time: Time) -> Option<Time> {
+        let expiry = self.expiry(start);
+        (time < expiry).then_some(expiry)
+    }
 }

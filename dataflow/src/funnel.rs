@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{FunnelStep, window_start};
+use crate::config::{FunnelStep, Windows};
 use crate::keyed::{KeyedView, maintain};
 use crate::multiset::apply_to_sorted;
 use crate::rows::FunnelRow;
@@ -22,31 +22,23 @@ use crate::views::{ArrivedEvent, Time};
 pub(crate) fn checkout_funnel<'s>(
     events: VecCollection<'s, Time, ArrivedEvent>,
     steps: &[FunnelStep],
-    window_ms: u64,
-    retention_ms: u64,
+    windows: Windows,
 ) -> VecCollection<'s, Time, FunnelRow> {
     let pages: Vec<CompactString> = steps.iter().map(|step| step.page.clone()).collect();
     let visits = events.flat_map(move |arrived| {
         let event = arrived.event;
         let step = pages.iter().position(|page| *page == event.page)?;
         Some((
-            (window_start(event.time, window_ms), event.user_id),
+            (windows.start(event.time), event.user_id),
             (event.time, step as u8),
         ))
     });
-    let marks = maintain(
-        visits,
-        "FunnelProgress",
-        UserProgress {
-            window_ms,
-            retention_ms,
-        },
-    );
+    let marks = maintain(visits, "FunnelProgress", UserProgress { windows });
     let names = steps.iter().map(|step| step.name.clone()).collect();
     maintain(
         marks.map(|(step, start, mark)| ((step, start), mark)),
         "FunnelCounts",
-        StepCounts { names, window_ms },
+        StepCounts { names, windows },
     )
 }
 
@@ -58,14 +50,7 @@ enum Mark {
 }
 
 struct UserProgress {
-    window_ms: u64,
-    retention_ms: u64,
-}
-
-impl UserProgress {
-    fn expiry(&self, window_start: u64) -> Time {
-        (window_start + self.window_ms).saturating_add(self.retention_ms)
-    }
+    windows: Windows,
 }
 
 impl KeyedView for UserProgress {
@@ -87,7 +72,7 @@ impl KeyedView for UserProgress {
         time: Time,
         rows: &mut Vec<Self::Row>,
     ) {
-        if time >= self.expiry(*start) || visits.is_empty() {
+        if time >= self.windows.expiry(*start) || visits.is_empty() {
             return;
         }
         let mut visited = Vec::new();
@@ -109,7 +94,7 @@ impl KeyedView for UserProgress {
     }
 
     fn retire(&self, (start, _): &Self::Key, visits: &mut Vec<(u64, u8)>, time: Time) -> bool {
-        time >= self.expiry(*start) || visits.is_empty()
+        time >= self.windows.expiry(*start) || visits.is_empty()
     }
 
     fn next_change(
@@ -118,14 +103,13 @@ impl KeyedView for UserProgress {
         _visits: &Vec<(u64, u8)>,
         time: Time,
     ) -> Option<Time> {
-        let expiry = self.expiry(*start);
-        (time < expiry).then_some(expiry)
+        self.windows.next_expiry(*start, time)
     }
 }
 
 struct StepCounts {
     names: Vec<CompactString>,
-    window_ms: u64,
+    windows: Windows,
 }
 
 impl KeyedView for StepCounts {
@@ -153,7 +137,7 @@ impl KeyedView for StepCounts {
             rows.push(FunnelRow {
                 funnel_step: self.names[usize::from(step)].clone(),
                 window_start: start,
-                window_end: start + self.window_ms,
+                window_end: self.windows.end(start),
                 unique_users: visited.unsigned_abs() as u64,
                 converted_users: converted.max(0).unsigned_abs() as u64,
             });

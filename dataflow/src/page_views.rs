@@ -9,7 +9,7 @@ use foldhash::HashMap;
 use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 
-use crate::config::window_start;
+use crate::config::Windows;
 use crate::keyed::{KeyedView, maintain};
 use crate::multiset::add_to_counts;
 use crate::rows::PageViewRow;
@@ -18,41 +18,23 @@ use crate::views::{ArrivedEvent, Time};
 /// Maintains `page_views_per_minute` over `events`.
 pub(crate) fn page_views_per_minute<'s>(
     events: VecCollection<'s, Time, ArrivedEvent>,
-    window_ms: u64,
-    retention_ms: u64,
+    windows: Windows,
 ) -> VecCollection<'s, Time, PageViewRow> {
     let keyed = events.map(move |arrived| {
         let event = arrived.event;
-        (
-            (event.page, window_start(event.time, window_ms)),
-            event.user_id,
-        )
+        ((event.page, windows.start(event.time)), event.user_id)
     });
-    maintain(
-        keyed,
-        "PageViewsPerMinute",
-        PageWindows {
-            window_ms,
-            retention_ms,
-        },
-    )
+    maintain(keyed, "PageViewsPerMinute", PageWindows { windows })
 }
 
 struct PageWindows {
-    window_ms: u64,
-    retention_ms: u64,
+    windows: Windows,
 }
 
 #[derive(Default)]
 struct WindowState {
     views: isize,
     users: HashMap<CompactString, isize>,
-}
-
-impl PageWindows {
-    fn expiry(&self, window_start: u64) -> Time {
-        (window_start + self.window_ms).saturating_add(self.retention_ms)
-    }
 }
 
 impl KeyedView for PageWindows {
@@ -73,11 +55,11 @@ impl KeyedView for PageWindows {
         time: Time,
         rows: &mut Vec<PageViewRow>,
     ) {
-        if state.views > 0 && time < self.expiry(*start) {
+        if state.views > 0 && time < self.windows.expiry(*start) {
             rows.push(PageViewRow {
                 page: page.clone(),
                 window_start: *start,
-                window_end: start + self.window_ms,
+                window_end: self.windows.end(*start),
                 view_count: state.views.unsigned_abs() as u64,
                 unique_users: state.users.len() as u64,
             });
@@ -85,7 +67,7 @@ impl KeyedView for PageWindows {
     }
 
     fn retire(&self, (_, start): &Self::Key, state: &mut WindowState, time: Time) -> bool {
-        time >= self.expiry(*start) || (state.views == 0 && state.users.is_empty())
+        time >= self.windows.expiry(*start) || (state.views == 0 && state.users.is_empty())
     }
 
     fn next_change(
@@ -94,7 +76,6 @@ impl KeyedView for PageWindows {
         _state: &WindowState,
         time: Time,
     ) -> Option<Time> {
-        let expiry = self.expiry(*start);
-        (time < expiry).then_some(expiry)
+        self.windows.next_expiry(*start, time)
     }
 }

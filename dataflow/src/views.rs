@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use timely::dataflow::ProbeHandle;
 
 use crate::alerts::{AlertRule, alerts};
-use crate::config::ViewConfig;
+use crate::config::{ViewConfig, Windows};
 use crate::funnel::checkout_funnel;
 use crate::page_views::page_views_per_minute;
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
@@ -43,14 +43,16 @@ pub fn build_views<'s>(
     rules: VecCollection<'s, Time, AlertRule>,
     config: &ViewConfig,
 ) -> Views<'s> {
-    let page_views =
-        page_views_per_minute(events.clone(), config.page_window_ms, config.retention_ms);
+    let windows = |size_ms| Windows {
+        size_ms,
+        retention_ms: config.retention_ms,
+    };
+    let page_views = page_views_per_minute(events.clone(), windows(config.page_window_ms));
     let sessions = user_sessions(events.clone(), config.session_gap_ms, config.retention_ms);
     let funnel = checkout_funnel(
         events,
         &config.funnel_steps,
-        config.funnel_window_ms,
-        config.retention_ms,
+        windows(config.funnel_window_ms),
     );
     let alerts = alerts(page_views.clone(), rules);
     Views {
