@@ -20,24 +20,33 @@ pub struct GenerateArgs {
     /// File to write, one JSON record per line (replaced if it exists).
     #[arg(long, short)]
     output: PathBuf,
-    /// Seed: the same seed and parameters give a byte-identical file on any machine.
-    #[arg(long, default_value_t = GeneratorConfig::default().seed)]
-    seed: u64,
     /// Number of records (lines) to write.
     #[arg(long, default_value_t = GeneratorConfig::default().events)]
     events: u64,
-    /// Number of distinct `/page/<rank>` pages (the four funnel pages come on top).
-    #[arg(long, default_value_t = GeneratorConfig::default().pages)]
-    pages: u32,
-    /// Number of distinct users.
-    #[arg(long, default_value_t = GeneratorConfig::default().users)]
-    users: u64,
     /// Event time of the first record, in epoch milliseconds.
     #[arg(long, default_value_t = GeneratorConfig::default().start_ms)]
     start_ms: u64,
     /// Event-time span of the file, in milliseconds.
     #[arg(long, default_value_t = GeneratorConfig::default().duration_ms)]
     duration_ms: u64,
+    #[command(flatten)]
+    generator: GeneratorArgs,
+}
+
+/// The generator's parameters that `clickflow generate` and `clickflow produce` share:
+/// the seed, the population and the mix of records. Defaults are
+/// [`GeneratorConfig::default`]'s.
+#[derive(Debug, clap::Args)]
+pub struct GeneratorArgs {
+    /// Seed: the same seed and parameters give byte-identical records on any machine.
+    #[arg(long, default_value_t = GeneratorConfig::default().seed)]
+    seed: u64,
+    /// Number of distinct `/page/<rank>` pages (the four funnel pages come on top).
+    #[arg(long, default_value_t = GeneratorConfig::default().pages)]
+    pages: u32,
+    /// Number of distinct users.
+    #[arg(long, default_value_t = GeneratorConfig::default().users)]
+    users: u64,
     /// Share of records up to 5 minutes behind the watermark (still counted).
     #[arg(long, default_value_t = GeneratorConfig::default().out_of_order)]
     out_of_order: f64,
@@ -72,15 +81,17 @@ pub struct GenerateArgs {
     max_event_bytes: usize,
 }
 
-impl GenerateArgs {
-    fn config(&self) -> GeneratorConfig {
+impl GeneratorArgs {
+    /// The generator's configuration: `events` records from `start_ms` over `duration_ms`
+    /// of event time, with these parameters.
+    pub fn config(&self, events: u64, start_ms: u64, duration_ms: u64) -> GeneratorConfig {
         GeneratorConfig {
             seed: self.seed,
-            events: self.events,
+            events,
             pages: self.pages,
             users: self.users,
-            start_ms: self.start_ms,
-            duration_ms: self.duration_ms,
+            start_ms,
+            duration_ms,
             out_of_order: self.out_of_order,
             late: self.late,
             future: self.future,
@@ -99,7 +110,10 @@ impl GenerateArgs {
 
 /// Writes the file and prints a one-line summary on stderr.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
-    let mut generator = Generator::new(args.config()).context("invalid generator parameters")?;
+    let config = args
+        .generator
+        .config(args.events, args.start_ms, args.duration_ms);
+    let mut generator = Generator::new(config).context("invalid generator parameters")?;
     let path = &args.output;
     let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
     let mut out = BufWriter::with_capacity(1 << 20, file);

@@ -1,8 +1,12 @@
 //! The `clickflow` binary: parses the command line and runs one subcommand.
 
 mod batch;
+mod demo;
 mod generate;
 mod options;
+mod produce;
+mod serve;
+mod topics;
 
 use clap::{Parser, Subcommand};
 
@@ -25,17 +29,38 @@ enum Command {
     Batch(batch::BatchArgs),
     /// Write a deterministic synthetic event file (JSONL).
     Generate(generate::GenerateArgs),
+    /// Run everything with nothing installed: an in-process Kafka, the generator, the
+    /// service, and the live views in the terminal.
+    Demo(demo::DemoArgs),
+    /// Run the service: Kafka in, live views, Kafka out, metrics.
+    Serve(serve::ServeArgs),
+    /// Create the reference topics (input, dead letters, counts, alerts).
+    Topics(topics::TopicsArgs),
+    /// Send generated page views to Kafka with the reference producer's settings.
+    Produce(produce::ProduceArgs),
 }
 
 fn main() -> anyhow::Result<()> {
+    let command = Cli::parse().command;
+    // The demo draws on the terminal: only warnings may interrupt it, unless RUST_LOG says.
+    let default_level = if matches!(command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
+    match command {
         Command::Batch(args) => batch::run(args),
         Command::Generate(args) => generate::run(args),
+        Command::Serve(args) => serve::run(args),
+        Command::Demo(args) => demo::run(args),
+        Command::Topics(args) => topics::run(args),
+        Command::Produce(args) => produce::run(args),
     }
 }

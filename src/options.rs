@@ -3,12 +3,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::Args;
+use clap::{Args, FromArgMatches};
 use clickflow_dataflow::{FunnelStep, ViewConfig};
 use clickflow_events::{AdmissionConfig, DEFAULT_MAX_EVENT_BYTES};
+use serde::Deserialize;
 
-/// Sizes of the views and the admission bounds.
-#[derive(Args, Clone, Debug)]
+/// Sizes of the views and the admission bounds: flags of `batch`, the `[views]` section
+/// of `serve`'s configuration file.
+#[derive(Args, Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ViewArgs {
     /// Tumbling window of page_views_per_minute, in milliseconds.
     #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -39,9 +42,21 @@ pub struct ViewArgs {
     pub funnel_steps: String,
 }
 
+/// The flags' defaults, so that the file and the flags have one set of defaults.
+impl Default for ViewArgs {
+    fn default() -> Self {
+        let command = ViewArgs::augment_args(clap::Command::new("defaults"));
+        let matches = command.get_matches_from(["defaults"]);
+        ViewArgs::from_arg_matches(&matches).unwrap_or_else(|error| unreachable!("{error}"))
+    }
+}
+
 impl ViewArgs {
     /// The views' configuration.
     pub fn view_config(&self) -> anyhow::Result<ViewConfig> {
+        if self.window_ms == 0 || self.funnel_window_ms == 0 {
+            bail!("window_ms and funnel_window_ms must be at least 1");
+        }
         Ok(ViewConfig {
             page_window_ms: self.window_ms,
             funnel_window_ms: self.funnel_window_ms,

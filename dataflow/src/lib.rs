@@ -14,12 +14,16 @@ mod keyed;
 mod multiset;
 mod page_views;
 mod rows;
+mod rules;
 mod sessions;
+mod steps;
 mod store;
 mod views;
 
 pub use alerts::{AlertRule, Comparison, Metric, ViewName};
 pub use config::{FunnelStep, ViewConfig};
 pub use rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
+pub use rules::{RuleChanges, alert_rules};
+pub use steps::{Step, publish_steps};
 pub use store::{ViewSnapshot, ViewStore};
 pub use views::{ArrivedEvent, Time, Views, build_views};

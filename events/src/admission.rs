@@ -49,13 +49,21 @@ impl Admission {
 
     /// Admits `time` (advancing the watermark) or says why it is refused.
     pub fn admit(&mut self, time: EventTime) -> Result<(), DeadLetterReason> {
-        if let Some(watermark) = self.watermark {
-            if time.saturating_add(self.config.retention_ms) < watermark {
-                return Err(DeadLetterReason::TooLate);
-            }
-            if time > watermark.saturating_add(self.config.max_future_ms) {
-                return Err(DeadLetterReason::FutureTimestamp);
-            }
+        self.admit_at(time, 0)
+    }
+
+    /// Admits `time` into a dataflow whose inputs are already at logical time `floor`
+    /// (a watermark reached elsewhere, such as other partitions): the event is also too
+    /// late when it is older than `floor - retention`, since its state would have expired.
+    pub fn admit_at(&mut self, time: EventTime, floor: EventTime) -> Result<(), DeadLetterReason> {
+        let horizon = self.watermark.unwrap_or(0).max(floor);
+        if time.saturating_add(self.config.retention_ms) < horizon {
+            return Err(DeadLetterReason::TooLate);
+        }
+        if let Some(watermark) = self.watermark
+            && time > watermark.saturating_add(self.config.max_future_ms)
+        {
+            return Err(DeadLetterReason::FutureTimestamp);
         }
         self.watermark = Some(self.watermark.map_or(time, |w| w.max(time)));
         Ok(())
@@ -94,6 +102,24 @@ mod tests {
             a.watermark(),
             Some(1000),
             "late events do not move the watermark"
+        );
+    }
+
+    #[test]
+    fn the_floor_makes_old_events_late_even_before_the_first() {
+        let mut a = admission();
+        assert_eq!(a.admit_at(899, 1000), Err(DeadLetterReason::TooLate));
+        assert_eq!(a.watermark(), None);
+        assert_eq!(a.admit_at(900, 1000), Ok(()));
+        assert_eq!(
+            a.admit_at(799, 0),
+            Err(DeadLetterReason::TooLate),
+            "own watermark 900 is the horizon"
+        );
+        assert_eq!(
+            a.admit_at(900, 1500),
+            Err(DeadLetterReason::TooLate),
+            "the floor beats the own watermark"
         );
     }
 

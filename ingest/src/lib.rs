@@ -1,6 +1,11 @@
-//! Where clickflow's events come from and where its results go: event sources and sinks
-//! outside the dataflow.
+//! Where clickflow's events come from and where its results go: Kafka in and out, and
+//! the load generator.
 //!
+//! - [`source`]: the Kafka source inside the dataflow, one consumer per worker, with the
+//!   partition map of [`partitions`];
+//! - [`dead_letters`]: refused records, to the dead-letter topic;
+//! - [`output`]: the transactional writer of the output topics;
+//! - [`status`]: offsets, lag, counters and freshness, for metrics and status;
 //! - [`generator`]: a deterministic, seeded generator of synthetic page-view records
 //!   (sessions, Zipf-popular pages, the checkout funnel, and every kind of record that
 //!   ends in the dead letters), used by `clickflow generate` and the load generators.
@@ -8,4 +13,31 @@
 //! Records are decoded and admitted with [`clickflow_events`], the same way for every
 //! source.
 
+pub mod admin;
+pub mod dead_letters;
 pub mod generator;
+pub mod output;
+pub mod partitions;
+pub mod producer;
+pub mod source;
+pub mod status;
+
+/// A Kafka client failed.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// librdkafka refused or failed an operation.
+    #[error("{what}: {source}")]
+    Client {
+        /// Which client or operation.
+        what: &'static str,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    /// A thread could not be started.
+    #[error("cannot start the output writer thread: {0}")]
+    Thread(#[source] std::io::Error),
+    /// The output writer panicked.
+    #[error("the output writer panicked")]
+    WriterPanicked,
+}

@@ -6,8 +6,10 @@
 #![allow(dead_code)]
 
 pub mod generate;
+pub mod kafka;
 pub mod reference;
 pub mod run;
+pub mod serve;
 pub mod timestamp;
 
 use serde_json::Value;

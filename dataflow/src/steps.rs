@@ -1,0 +1,91 @@
+//! Completed steps: the updates of the published views, handed over frontier step by
+//! frontier step.
+//!
+//! The page-view and alert updates of every worker are routed to worker 0, stashed, and
+//! released once the least frontier of both views has passed their times. A [`Step`]
+//! therefore holds every update at times in `[from, to)` and nothing else: a consumer that
+//! applies steps in order sees each view exactly as it is at `to`, never a partial step.
+//! Steps with no updates are released too, so that progress is visible.
+
+use differential_dataflow::VecCollection;
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Exchange;
+use timely::dataflow::operators::generic::Operator;
+
+use crate::rows::{AlertRow, PageViewRow};
+use crate::views::Time;
+
+/// The updates of one frontier step.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Step {
+    /// The frontier before the step.
+    pub from: Time,
+    /// The frontier after the step; `None` once the views are complete.
+    pub to: Option<Time>,
+    /// `page_views_per_minute` updates at times in `[from, to)`, ordered by time.
+    pub page_views: Vec<(PageViewRow, Time, isize)>,
+    /// `alerts` updates at times in `[from, to)`, ordered by time.
+    pub alerts: Vec<(AlertRow, Time, isize)>,
+}
+
+/// Hands every completed step of `page_views` and `alerts` to `publish`, which is called
+/// on worker 0 only (other workers pass `None`).
+pub fn publish_steps<'s>(
+    page_views: VecCollection<'s, Time, PageViewRow>,
+    alerts: VecCollection<'s, Time, AlertRow>,
+    mut publish: Option<impl FnMut(Step) + 'static>,
+) {
+    let mut stashed = Step::default();
+    let mut from: Time = 0;
+    let mut complete = false;
+    page_views
+        .inner
+        .binary_frontier::<_, CapacityContainerBuilder<Vec<()>>, _, _, _, _>(
+            alerts.inner,
+            Exchange::new(|_: &(PageViewRow, Time, isize)| 0),
+            Exchange::new(|_: &(AlertRow, Time, isize)| 0),
+            "PublishSteps",
+            |_capability, _info| {
+                move |(page_view_input, page_view_frontier),
+                      (alert_input, alert_frontier),
+                      _output| {
+                    page_view_input.for_each(|_, data| stashed.page_views.append(data));
+                    alert_input.for_each(|_, data| stashed.alerts.append(data));
+                    let to = [page_view_frontier.frontier(), alert_frontier.frontier()]
+                        .into_iter()
+                        .map(|frontier| frontier.first().copied())
+                        .min()
+                        .flatten();
+                    if complete || to == Some(from) {
+                        return;
+                    }
+                    let Some(publish) = publish.as_mut() else {
+                        return;
+                    };
+                    let released = Step {
+                        from,
+                        to,
+                        page_views: release_before(&mut stashed.page_views, to),
+                        alerts: release_before(&mut stashed.alerts, to),
+                    };
+                    from = to.unwrap_or(from);
+                    complete = to.is_none();
+                    publish(released);
+                }
+            },
+        );
+}
+
+/// Removes and returns the updates at times before `to` (all of them when `to` is `None`),
+/// ordered by time.
+fn release_before<R>(
+    updates: &mut Vec<(R, Time, isize)>,
+    to: Option<Time>,
+) -> Vec<(R, Time, isize)> {
+    let (mut released, kept): (Vec<_>, Vec<_>) = updates
+        .drain(..)
+        .partition(|(_, time, _)| to.is_none_or(|to| *time < to));
+    *updates = kept;
+    released.sort_by_key(|(_, time, _)| *time);
+    released
+}

@@ -1,0 +1,448 @@
+//! The output topics: `page-view-counts` and `alerts`, written transactionally, whole
+//! frontier steps at a time.
+//!
+//! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel (a
+//! slow broker therefore slows the dataflow instead of growing a buffer). The thread takes
+//! every step waiting, turns each into upsert records, and commits them in one
+//! transaction, so a `read_committed` consumer sees whole steps only. A commit that timed
+//! out is retried in place; a transaction that failed otherwise is aborted and written
+//! again with the same records, for up to five minutes (a broker restart); a fatal error
+//! (another instance took over the transactional id) ends the writer with that cause.
+//!
+//! Records, per step and key, after netting out the step's updates:
+//! - `page-view-counts`: key = page, value
+//!   `{"page","count","unique_users","window_start","window_end"}` (ISO-8601 UTC bounds),
+//!   for every window whose row changed. A window leaving the view because its retention
+//!   passed writes nothing: the last value stays the final one.
+//! - `alerts`: key = `rule|page|window_start`, value
+//!   `{"alert","page","count","window_start","window_end","state"}`, once when an alert
+//!   fires (`"fired"`, with the value that crossed the threshold) and once when it clears
+//!   (`"cleared"`, e.g. its rule was deleted). A changing value of a standing alert is not
+//!   a transition; an alert whose window leaves retention does not clear.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::{PageViewRow, Step, Time};
+use clickflow_events::format_iso8601_utc;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::KafkaError;
+use crate::status::IngestStatus;
+
+/// Steps waiting for the writer at most; beyond this worker 0 waits.
+const STEP_QUEUE: usize = 1024;
+
+/// How long one transaction operation may take before it is retried.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a step may keep failing (a broker restart, a lost coordinator) before the
+/// writer gives up and the service stops with the cause.
+const RETRY_FOR: Duration = Duration::from_secs(300);
+
+/// Where and how results are written.
+#[derive(Clone, Debug)]
+pub struct OutputConfig {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Topic of page-view counts.
+    pub page_view_counts_topic: String,
+    /// Topic of alert transitions.
+    pub alerts_topic: String,
+    /// The producer's transactional id; one writer per id.
+    pub transactional_id: String,
+    /// Retention, to tell a window that expired from one that changed.
+    pub retention_ms: u64,
+    /// Extra librdkafka producer properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// One output record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputRecord {
+    /// Which topic: page-view counts (`false`) or alerts (`true`).
+    pub alert: bool,
+    /// The key.
+    pub key: String,
+    /// The JSON value.
+    pub value: String,
+}
+
+/// The running writer.
+pub struct OutputWriter {
+    thread: JoinHandle<Result<(), KafkaError>>,
+}
+
+/// Hands steps to the writer; dropping it lets the writer finish.
+pub struct StepSender {
+    sender: SyncSender<Step>,
+}
+
+impl StepSender {
+    /// Queues a step, waiting while the writer is behind; returns `false` when the writer
+    /// has stopped.
+    pub fn send(&self, step: Step) -> bool {
+        self.sender.send(step).is_ok()
+    }
+}
+
+impl OutputWriter {
+    /// Connects the transactional producer and starts the writer thread.
+    pub fn start(
+        config: OutputConfig,
+        status: IngestStatus,
+    ) -> Result<(Self, StepSender), KafkaError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap)
+            .set("client.id", "clickflow-output")
+            .set("transactional.id", &config.transactional_id)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("compression.type", "zstd");
+        for (key, value) in &config.properties {
+            client.set(key, value);
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            client.create().map_err(|source| KafkaError::Client {
+                what: "output producer",
+                source,
+            })?;
+        producer
+            .init_transactions(OPERATION_TIMEOUT)
+            .map_err(|source| KafkaError::Client {
+                what: "output producer transactions",
+                source,
+            })?;
+        let (sender, receiver) = sync_channel(STEP_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("clickflow-output".to_owned())
+            .spawn(move || write_steps(&producer, &config, &receiver, &status))
+            .map_err(KafkaError::Thread)?;
+        Ok((Self { thread }, StepSender { sender }))
+    }
+
+    /// Waits until the writer has written every step sent before its sender was dropped.
+    pub fn finish(self) -> Result<(), KafkaError> {
+        self.thread.join().map_err(|_| KafkaError::WriterPanicked)?
+    }
+}
+
+fn write_steps(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    config: &OutputConfig,
+    steps: &Receiver<Step>,
+    status: &IngestStatus,
+) -> Result<(), KafkaError> {
+    while let Ok(first) = steps.recv() {
+        let mut frontier = first.to;
+        let mut records = step_records(&first, config.retention_ms);
+        for step in steps.try_iter() {
+            frontier = step.to;
+            records.extend(step_records(&step, config.retention_ms));
+        }
+        if !records.is_empty() {
+            commit(producer, config, &records)?;
+        }
+        status.published(
+            frontier,
+            records.len() as u64,
+            u64::from(!records.is_empty()),
+        );
+    }
+    info!("output writer finished");
+    Ok(())
+}
+
+/// Writes `records` in one transaction, retrying (with the same records) until it
+/// commits or [`RETRY_FOR`] has passed since the first failure.
+fn commit(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    config: &OutputConfig,
+    records: &[OutputRecord],
+) -> Result<(), KafkaError> {
+    let mut failing_since = None;
+    for attempt in 1_u64.. {
+        let error = match write_transaction(producer, config, records) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let since = *failing_since.get_or_insert_with(Instant::now);
+        if is_fatal(&error) || since.elapsed() > RETRY_FOR {
+            return Err(output_error(error));
+        }
+        warn!(attempt, %error, "output transaction failed; aborting it and writing the step again");
+        abort(producer);
+        std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
+    }
+    unreachable!("the attempts never run out")
+}
+
+/// One transaction with `records`; a commit that may be retried is retried in place.
+fn write_transaction(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    config: &OutputConfig,
+    records: &[OutputRecord],
+) -> Result<(), RdKafkaError> {
+    producer.begin_transaction()?;
+    for record in records {
+        let topic = if record.alert {
+            &config.alerts_topic
+        } else {
+            &config.page_view_counts_topic
+        };
+        let mut base = BaseRecord::to(topic)
+            .key(&record.key)
+            .payload(&record.value);
+        loop {
+            match producer.send(base) {
+                Ok(()) => break,
+                Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
+                    base = returned;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err((error, _)) => return Err(error),
+            }
+        }
+    }
+    retry_in_place(|| producer.commit_transaction(OPERATION_TIMEOUT))
+}
+
+/// Aborts the current transaction, if any, so that the next one can begin.
+fn abort(producer: &ThreadedProducer<DefaultProducerContext>) {
+    if let Err(error) = retry_in_place(|| producer.abort_transaction(OPERATION_TIMEOUT)) {
+        warn!(%error, "aborting the output transaction failed");
+    }
+}
+
+/// Runs a transaction operation again while librdkafka says that it may be retried as it
+/// is (a timeout, a coordinator that moved), up to [`RETRY_FOR`].
+fn retry_in_place(operation: impl Fn() -> Result<(), RdKafkaError>) -> Result<(), RdKafkaError> {
+    let started = Instant::now();
+    loop {
+        match operation() {
+            Err(error) if is_retriable(&error) && started.elapsed() < RETRY_FOR => {
+                warn!(%error, "output transaction operation failed; retrying it");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_retriable(error: &RdKafkaError) -> bool {
+    match error {
+        RdKafkaError::Transaction(cause) => cause.is_retriable(),
+        // `commit_transaction` flushes first; a flush that timed out can be tried again.
+        RdKafkaError::Flush(_) => true,
+        _ => false,
+    }
+}
+
+fn is_fatal(error: &RdKafkaError) -> bool {
+    matches!(error, RdKafkaError::Transaction(cause) if cause.is_fatal())
+}
+
+fn output_error(source: RdKafkaError) -> KafkaError {
+    KafkaError::Client {
+        what: "output transaction",
+        source,
+    }
+}
+
+/// The records one step writes (see the module documentation).
+pub fn step_records(step: &Step, retention_ms: u64) -> Vec<OutputRecord> {
+    let mut records = Vec::new();
+    let page_views = net_changes(&step.page_views, |row| (row.page.clone(), row.window_start));
+    for row in page_views
+        .into_values()
+        .filter_map(|change| change.inserted)
+    {
+        records.push(OutputRecord {
+            alert: false,
+            key: row.page.to_string(),
+            value: page_view_value(&row),
+        });
+    }
+    for change in net_changes(&step.alerts, |row| {
+        (row.rule.clone(), row.page.clone(), row.window_start)
+    })
+    .into_values()
+    {
+        let (row, state) = match (change.inserted, change.deleted) {
+            (Some(row), None) => (row, "fired"),
+            (None, Some(row)) if row.window_end.saturating_add(retention_ms) > change.last_time => {
+                (row, "cleared")
+            }
+            _ => continue,
+        };
+        records.push(OutputRecord {
+            alert: true,
+            key: format!(
+                "{}|{}|{}",
+                row.rule,
+                row.page,
+                format_iso8601_utc(row.window_start)
+            ),
+            value: json!({
+                "alert": row.rule,
+                "page": row.page,
+                "count": row.value,
+                "window_start": format_iso8601_utc(row.window_start),
+                "window_end": format_iso8601_utc(row.window_end),
+                "state": state,
+            })
+            .to_string(),
+        });
+    }
+    records
+}
+
+/// The JSON value of a page-view count record.
+pub fn page_view_value(row: &PageViewRow) -> String {
+    json!({
+        "page": row.page,
+        "count": row.view_count,
+        "unique_users": row.unique_users,
+        "window_start": format_iso8601_utc(row.window_start),
+        "window_end": format_iso8601_utc(row.window_end),
+    })
+    .to_string()
+}
+
+/// What a step did to one key: the row it holds afterwards and the row it held before,
+/// if they differ.
+struct NetChange<R> {
+    inserted: Option<R>,
+    deleted: Option<R>,
+    last_time: Time,
+}
+
+/// Nets out a step's updates by key, in key order.
+fn net_changes<R: Clone + Ord, K: Ord>(
+    updates: &[(R, Time, isize)],
+    key: impl Fn(&R) -> K,
+) -> BTreeMap<K, NetChange<R>> {
+    let mut by_row: BTreeMap<&R, (isize, Time)> = BTreeMap::new();
+    for (row, time, diff) in updates {
+        let entry = by_row.entry(row).or_insert((0, *time));
+        entry.0 += diff;
+        entry.1 = entry.1.max(*time);
+    }
+    let mut changes = BTreeMap::new();
+    for (row, (diff, time)) in by_row {
+        let change = changes.entry(key(row)).or_insert(NetChange {
+            inserted: None,
+            deleted: None,
+            last_time: time,
+        });
+        change.last_time = change.last_time.max(time);
+        match diff.signum() {
+            1 => change.inserted = Some(row.clone()),
+            -1 => change.deleted = Some(row.clone()),
+            _ => {}
+        }
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clickflow_dataflow::AlertRow;
+
+    fn page_view(page: &str, count: u64) -> PageViewRow {
+        PageViewRow {
+            page: page.into(),
+            window_start: 60_000,
+            window_end: 120_000,
+            view_count: count,
+            unique_users: 1,
+        }
+    }
+
+    fn alert(value: u64) -> AlertRow {
+        AlertRow {
+            rule: "high_traffic".into(),
+            page: "/a".into(),
+            window_start: 60_000,
+            window_end: 120_000,
+            value,
+            threshold: 1,
+        }
+    }
+
+    fn step(
+        page_views: Vec<(PageViewRow, Time, isize)>,
+        alerts: Vec<(AlertRow, Time, isize)>,
+    ) -> Step {
+        Step {
+            from: 0,
+            to: Some(1_000_000),
+            page_views,
+            alerts,
+        }
+    }
+
+    #[test]
+    fn a_step_writes_the_final_value_of_each_changed_window_only() {
+        let records = step_records(
+            &step(
+                vec![
+                    (page_view("/a", 1), 5, 1),
+                    (page_view("/a", 1), 6, -1),
+                    (page_view("/a", 2), 6, 1),
+                    (page_view("/b", 1), 6, 1),
+                ],
+                vec![],
+            ),
+            100,
+        );
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].key, "/a");
+        let value: serde_json::Value = serde_json::from_str(&records[0].value).unwrap();
+        assert_eq!(value["count"], 2);
+        assert_eq!(value["window_start"], "1970-01-01T00:01:00.000Z");
+        assert_eq!(value["window_end"], "1970-01-01T00:02:00.000Z");
+        assert_eq!(records[1].key, "/b");
+    }
+
+    #[test]
+    fn expiry_writes_nothing() {
+        let records = step_records(
+            &step(
+                vec![(page_view("/a", 3), 120_100, -1)],
+                vec![(alert(3), 120_100, -1)],
+            ),
+            100,
+        );
+        assert_eq!(records, vec![]);
+    }
+
+    #[test]
+    fn alerts_are_written_when_they_fire_and_clear_but_not_when_their_value_changes() {
+        let fired = step_records(&step(vec![], vec![(alert(2), 5, 1)]), 100);
+        assert_eq!(fired.len(), 1);
+        assert!(
+            fired[0].value.contains("\"state\":\"fired\""),
+            "{}",
+            fired[0].value
+        );
+        assert!(fired[0].value.contains("\"count\":2"));
+        assert_eq!(fired[0].key, "high_traffic|/a|1970-01-01T00:01:00.000Z");
+        let grew = step_records(
+            &step(vec![], vec![(alert(2), 6, -1), (alert(3), 6, 1)]),
+            100,
+        );
+        assert_eq!(grew, vec![]);
+        let cleared = step_records(&step(vec![], vec![(alert(3), 7, -1)]), 100);
+        assert!(cleared[0].value.contains("\"state\":\"cleared\""));
+    }
+}

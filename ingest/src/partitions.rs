@@ -1,0 +1,163 @@
+//! Which worker reads which input partition, and what each worker knows of its own
+//! partitions: next offset, admission watermark, and whether the partition is idle.
+//!
+//! Assignment is explicit and deterministic (no consumer group): partition `p` of topic
+//! `t` belongs to worker `(p + hash(t)) % peers`. Each topic's partitions are thereby
+//! spread round-robin over all workers of all processes, a partition added later lands on
+//! a worker without moving any other, and every process computes the same map.
+
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::Time;
+use clickflow_events::{Admission, AdmissionConfig};
+
+/// The global index of the worker that reads `partition` of `topic`, out of `peers`.
+pub fn owner(topic: &str, partition: i32, peers: usize) -> usize {
+    // FNV-1a: stable across processes, builds and Rust versions, unlike `DefaultHasher`.
+    let topic_hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let peers = peers.max(1) as u64;
+    ((u64::from(partition.unsigned_abs()) + topic_hash % peers) % peers) as usize
+}
+
+/// One partition read by this worker.
+#[derive(Debug)]
+pub struct OwnedPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Admission against this partition's own watermark.
+    pub admission: Admission,
+    /// Offset of the next record to read.
+    pub next_offset: i64,
+    /// When the last record arrived (or the partition was assigned).
+    pub last_record: Instant,
+}
+
+impl OwnedPartition {
+    /// A partition assigned now, starting at `next_offset`.
+    pub fn new(topic: &str, partition: i32, admission: AdmissionConfig, next_offset: i64) -> Self {
+        Self {
+            topic: topic.to_owned(),
+            partition,
+            admission: Admission::new(admission),
+            next_offset,
+            last_record: Instant::now(),
+        }
+    }
+
+    /// Whether no record arrived for `idle_timeout`: an idle partition does not hold back
+    /// the frontier.
+    pub fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
+        now.duration_since(self.last_record) >= idle_timeout
+    }
+}
+
+/// The logical time a worker's input may advance to, given its partitions.
+///
+/// Active partitions hold the time at their least watermark (an active partition that has
+/// admitted nothing yet holds it where it is). With no active partition the worker follows
+/// the largest watermark any worker has announced, plus one: everything up to that
+/// watermark is then complete as far as this worker is concerned.
+pub fn input_time(
+    current: Time,
+    partitions: &[OwnedPartition],
+    now: Instant,
+    idle_timeout: Duration,
+    announced_watermark: Option<Time>,
+) -> Time {
+    let mut active = partitions
+        .iter()
+        .filter(|partition| !partition.is_idle(now, idle_timeout))
+        .map(|partition| partition.admission.watermark())
+        .peekable();
+    let target = if active.peek().is_some() {
+        active
+            .try_fold(Time::MAX, |least, watermark| {
+                watermark.map(|w| least.min(w))
+            })
+            .unwrap_or(current)
+    } else {
+        announced_watermark.map_or(current, |watermark| watermark.saturating_add(1))
+    };
+    current.max(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn partition(watermark: Option<Time>, idle: bool) -> OwnedPartition {
+        let mut partition = OwnedPartition::new("t", 0, AdmissionConfig::default(), 0);
+        if let Some(watermark) = watermark {
+            partition.admission.admit(watermark).unwrap();
+        }
+        if idle {
+            partition.last_record = Instant::now() - Duration::from_secs(60);
+        }
+        partition
+    }
+
+    #[test]
+    fn owners_spread_partitions_round_robin_and_do_not_move_when_partitions_are_added() {
+        let owners: Vec<usize> = (0..12).map(|p| owner("page-views", p, 4)).collect();
+        for worker in 0..4 {
+            assert_eq!(
+                owners.iter().filter(|&&o| o == worker).count(),
+                3,
+                "{owners:?}"
+            );
+        }
+        assert_eq!(owner("page-views", 5, 4), owners[5]);
+        assert!((0..12).all(|p| owner("x", p, 1) == 0));
+    }
+
+    #[test]
+    fn the_least_active_watermark_sets_the_time_and_idle_partitions_do_not_count() {
+        let idle = Duration::from_secs(10);
+        let now = Instant::now();
+        let parts = [
+            partition(Some(500), false),
+            partition(Some(300), false),
+            partition(Some(100), true),
+        ];
+        assert_eq!(input_time(0, &parts, now, idle, Some(900)), 300);
+        assert_eq!(
+            input_time(400, &parts, now, idle, None),
+            400,
+            "never goes back"
+        );
+    }
+
+    #[test]
+    fn an_active_partition_without_events_holds_the_time() {
+        let parts = [partition(Some(500), false), partition(None, false)];
+        assert_eq!(
+            input_time(
+                7,
+                &parts,
+                Instant::now(),
+                Duration::from_secs(10),
+                Some(900)
+            ),
+            7
+        );
+    }
+
+    #[test]
+    fn with_every_partition_idle_the_time_follows_the_announced_watermark() {
+        let parts = [partition(Some(100), true)];
+        let now = Instant::now();
+        assert_eq!(
+            input_time(50, &parts, now, Duration::from_secs(10), Some(900)),
+            901
+        );
+        assert_eq!(
+            input_time(50, &[], now, Duration::from_secs(10), Some(900)),
+            901
+        );
+        assert_eq!(input_time(50, &[], now, Duration::from_secs(10), None), 50);
+    }
+}

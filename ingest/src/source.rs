@@ -1,0 +1,543 @@
+//! The Kafka source: every worker reads its own input partitions into the dataflow.
+//!
+//! Each worker owns a deterministic set of partitions ([`crate::partitions::owner`]),
+//! assigned explicitly to its own `BaseConsumer` (no consumer group, no offset commits:
+//! state is rebuilt by replaying the retention horizon). Metadata is re-read every few
+//! seconds, so partitions added later are picked up. The source is activated when
+//! librdkafka's queue becomes non-empty and polls it without blocking, a batch at a time.
+//!
+//! Records are decoded and admitted against their partition's own watermark; refused
+//! records go to the dead-letter topic with the spec's headers. Admitted events enter at
+//! the worker's current logical time, which then advances to the least watermark of its
+//! active partitions. A worker whose partitions are all idle (no record for the idle
+//! timeout), or that owns none, follows the largest watermark announced by any worker, so
+//! it never stalls the frontier; events that arrive later on an idle partition enter at
+//! the worker's time and are too late only if that time has passed their retention.
+
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clickflow_dataflow::{ArrivedEvent, Time};
+use clickflow_events::{AdmissionConfig, DeadLetterReason, decode_event, parse_iso8601};
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
+use timely::dataflow::operators::generic::{Operator, OutputBuilder};
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::{Scope, Stream};
+use tracing::{info, warn};
+
+use crate::KafkaError;
+use crate::dead_letters::{DeadLetter, DeadLetterProducer};
+use crate::partitions::{OwnedPartition, input_time, owner};
+use crate::status::{IngestStatus, PartitionStatus, now_ms};
+
+/// Records polled per activation at most; the source re-activates itself when it stops
+/// here with records left.
+const MAX_BATCH: usize = 65_536;
+
+/// How often partition metadata is re-read to find new partitions.
+const METADATA_REFRESH: Duration = Duration::from_secs(5);
+
+/// How long a metadata or offset lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where reading starts in partitions found at startup; partitions added later are read
+/// from their beginning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartPosition {
+    /// The oldest record still in the partition.
+    Earliest,
+    /// Only records written after the start.
+    Latest,
+    /// The first record with a Kafka timestamp at or after this time (epoch ms).
+    Timestamp(u64),
+}
+
+impl FromStr for StartPosition {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            _ => text
+                .parse()
+                .ok()
+                .or_else(|| parse_iso8601(text))
+                .map(Self::Timestamp)
+                .ok_or_else(|| {
+                    format!(
+                        "`{text}` is not `earliest`, `latest`, epoch milliseconds or an ISO-8601 time"
+                    )
+                }),
+        }
+    }
+}
+
+/// What the source reads and how it admits it.
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Input topics.
+    pub topics: Vec<String>,
+    /// Where reading starts.
+    pub start: StartPosition,
+    /// A partition with no record for this long stops holding back the frontier.
+    pub idle_timeout: Duration,
+    /// Records larger than this are `too_large`.
+    pub max_event_bytes: usize,
+    /// Retention and the future bound, per partition watermark.
+    pub admission: AdmissionConfig,
+    /// Extra librdkafka consumer properties.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// What a source shares with the rest of its process.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Offsets, watermarks and counters.
+    pub status: IngestStatus,
+    /// Where refused records go.
+    pub dead_letters: DeadLetterProducer,
+    /// Whether this process publishes the output, and so measures freshness.
+    pub measure_freshness: bool,
+}
+
+/// The updates a source feeds the dataflow: `(event, time, +1)`.
+pub type EventUpdates = Vec<(ArrivedEvent, Time, isize)>;
+
+/// A source's two streams.
+pub struct SourceStreams<'s> {
+    /// Admitted events, ready for `as_collection`.
+    pub events: Stream<'s, Time, EventUpdates>,
+    /// The sources' progress: few records, the same frontier as `events`; for inputs that
+    /// must follow the sources (such as alert rules).
+    pub progress: Stream<'s, Time, Vec<Time>>,
+}
+
+/// Builds this worker's Kafka source.
+pub fn kafka_source<'s>(
+    scope: Scope<'s, Time>,
+    config: Arc<SourceConfig>,
+    context: SourceContext,
+) -> Result<SourceStreams<'s>, KafkaError> {
+    let worker = scope.index();
+    let peers = scope.peers();
+    let mut consumer: BaseConsumer<StatsContext> = consumer_config(&config, worker)
+        .create_with_context(StatsContext {
+            status: context.status.clone(),
+        })
+        .map_err(|source| KafkaError::Client {
+            what: "input consumer",
+            source,
+        })?;
+
+    let mut builder =
+        OperatorBuilder::new(format!("KafkaSource({})", config.topics.join(",")), scope);
+    let info = builder.operator_info();
+    let (events_output, events) = builder.new_output::<EventUpdates>();
+    let (watermark_output, watermarks) = builder.new_output::<Vec<Time>>();
+    let mut events_output =
+        OutputBuilder::<_, CapacityContainerBuilder<EventUpdates>>::from(events_output);
+    let mut watermark_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<Time>>>::from(watermark_output);
+
+    let wake = scope.worker().sync_activator_for(info.address.to_vec());
+    consumer.set_nonempty_callback(move || {
+        let _ = wake.activate();
+    });
+    let activator = scope.activator_for(Rc::clone(&info.address));
+
+    // Every worker's largest watermark reaches every worker, for idle workers to follow.
+    let announced = Rc::new(Cell::new(None::<Time>));
+    let heard = Rc::clone(&announced);
+    watermarks
+        .clone()
+        .broadcast()
+        .sink(Pipeline, "AnnouncedWatermarks", move |(input, _)| {
+            input.for_each(|_, watermarks| {
+                let largest = watermarks.iter().copied().max();
+                heard.set(heard.get().max(largest));
+            });
+        });
+
+    let mut reader = Reader {
+        config,
+        consumer,
+        worker,
+        peers,
+        partitions: Vec::new(),
+        started: false,
+        next_refresh: Instant::now(),
+        context,
+        updates: Vec::new(),
+        record_timestamps: Vec::new(),
+        largest_announced: None,
+    };
+    let idle_check = reader
+        .config
+        .idle_timeout
+        .clamp(Duration::from_millis(1), Duration::from_millis(100));
+    builder.build(move |capabilities| {
+        let [mut events_capability, mut watermark_capability] =
+            <[_; 2]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("two outputs"));
+        move |_frontiers| {
+            let time = *events_capability.time();
+            let full = reader.read_batch(time);
+            if !reader.updates.is_empty() {
+                events_output
+                    .activate()
+                    .session(&events_capability)
+                    .give_container(&mut std::mem::take(&mut reader.updates));
+            }
+            if let Some(watermark) = reader.new_local_watermark() {
+                watermark_output
+                    .activate()
+                    .session(&watermark_capability)
+                    .give(watermark);
+            }
+            let next = input_time(
+                time,
+                &reader.partitions,
+                Instant::now(),
+                reader.config.idle_timeout,
+                announced.get().max(reader.largest_announced),
+            );
+            events_capability.downgrade(&next);
+            watermark_capability.downgrade(&next);
+            reader.publish_status();
+            if full {
+                activator.activate();
+            } else {
+                activator.activate_after(idle_check);
+            }
+        }
+    });
+    Ok(SourceStreams {
+        events,
+        progress: watermarks,
+    })
+}
+
+/// One worker's consumer and partitions.
+struct Reader {
+    config: Arc<SourceConfig>,
+    consumer: BaseConsumer<StatsContext>,
+    worker: usize,
+    peers: usize,
+    partitions: Vec<OwnedPartition>,
+    /// Whether the partitions present at startup have been assigned.
+    started: bool,
+    next_refresh: Instant,
+    context: SourceContext,
+    updates: EventUpdates,
+    record_timestamps: Vec<i64>,
+    largest_announced: Option<Time>,
+}
+
+impl Reader {
+    /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
+    /// because the batch was full.
+    fn read_batch(&mut self, time: Time) -> bool {
+        if Instant::now() >= self.next_refresh {
+            self.refresh_assignment();
+            self.next_refresh = Instant::now() + METADATA_REFRESH;
+        }
+        let mut polled = 0;
+        while polled < MAX_BATCH {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(error)) => warn!(%error, "kafka consumer error"),
+                Some(Ok(message)) => {
+                    polled += 1;
+                    let admitted = admit(
+                        &mut self.partitions,
+                        &mut self.updates,
+                        &self.config,
+                        &self.context,
+                        &message,
+                        time,
+                    );
+                    if let Some(record_timestamp) =
+                        admitted.filter(|_| self.context.measure_freshness)
+                    {
+                        self.record_timestamps.push(record_timestamp);
+                    }
+                }
+            }
+        }
+        let counted = self.updates.len() as u64;
+        self.context.status.add_events_counted(counted);
+        if !self.record_timestamps.is_empty() {
+            self.context
+                .status
+                .await_publication(time, std::mem::take(&mut self.record_timestamps));
+        }
+        polled == MAX_BATCH
+    }
+
+    /// The largest watermark of this worker's partitions, if it grew since last announced.
+    fn new_local_watermark(&mut self) -> Option<Time> {
+        let largest = self
+            .partitions
+            .iter()
+            .filter_map(|partition| partition.admission.watermark())
+            .max();
+        (largest > self.largest_announced).then(|| {
+            self.largest_announced = largest;
+            largest
+        })?
+    }
+
+    /// Finds this worker's partitions of every input topic and assigns the new ones.
+    fn refresh_assignment(&mut self) {
+        let mut found = TopicPartitionList::new();
+        for topic in &self.config.topics {
+            let metadata = match self.consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT) {
+                Ok(metadata) => metadata,
+                Err(error) => {
+                    warn!(topic, %error, "cannot read input topic metadata; retrying");
+                    return;
+                }
+            };
+            for topic_metadata in metadata.topics() {
+                if let Some(error) = topic_metadata.error() {
+                    warn!(topic, error = ?error, "input topic is not available yet; retrying");
+                    continue;
+                }
+                for partition in topic_metadata.partitions() {
+                    let id = partition.id();
+                    let known = self
+                        .partitions
+                        .iter()
+                        .any(|owned| owned.partition == id && &owned.topic == topic);
+                    if !known && owner(topic, id, self.peers) == self.worker {
+                        let _ = found.add_partition_offset(topic, id, self.start_offset());
+                    }
+                }
+            }
+        }
+        self.started = true;
+        if found.count() == 0 {
+            return;
+        }
+        let found = match self.resolve_timestamps(found) {
+            Ok(found) => found,
+            Err(error) => {
+                warn!(%error, "cannot look up start offsets by timestamp; retrying");
+                return;
+            }
+        };
+        if let Err(error) = self.consumer.incremental_assign(&found) {
+            warn!(%error, "cannot assign input partitions; retrying");
+            return;
+        }
+        for element in found.elements() {
+            let next_offset = match element.offset() {
+                Offset::Offset(offset) => offset,
+                _ => 0,
+            };
+            info!(
+                topic = element.topic(),
+                partition = element.partition(),
+                worker = self.worker,
+                "reading input partition"
+            );
+            self.partitions.push(OwnedPartition::new(
+                element.topic(),
+                element.partition(),
+                self.config.admission,
+                next_offset,
+            ));
+            self.context.status.set_partition(
+                element.topic(),
+                element.partition(),
+                PartitionStatus {
+                    worker: self.worker,
+                    next_offset,
+                    ..PartitionStatus::default()
+                },
+            );
+        }
+    }
+
+    /// Where a newly found partition starts: the configured position at startup, the
+    /// beginning for partitions added while running.
+    fn start_offset(&self) -> Offset {
+        match (self.started, self.config.start) {
+            (true, _) | (false, StartPosition::Earliest) => Offset::Beginning,
+            (false, StartPosition::Latest) => Offset::End,
+            (false, StartPosition::Timestamp(ms)) => Offset::Offset(ms as i64),
+        }
+    }
+
+    /// Turns timestamp start positions into offsets.
+    fn resolve_timestamps(
+        &self,
+        found: TopicPartitionList,
+    ) -> rdkafka::error::KafkaResult<TopicPartitionList> {
+        let by_time = found
+            .elements()
+            .iter()
+            .any(|element| matches!(element.offset(), Offset::Offset(_)));
+        if !by_time {
+            return Ok(found);
+        }
+        let resolved = self.consumer.offsets_for_times(found, LOOKUP_TIMEOUT)?;
+        let mut with_end = TopicPartitionList::new();
+        for element in resolved.elements() {
+            // No record at or after the time: start at the end.
+            let offset = match element.offset() {
+                Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
+                _ => Offset::End,
+            };
+            with_end.add_partition_offset(element.topic(), element.partition(), offset)?;
+        }
+        Ok(with_end)
+    }
+
+    /// Publishes this worker's partitions to the shared status.
+    fn publish_status(&self) {
+        let now = Instant::now();
+        for owned in &self.partitions {
+            let idle = owned.is_idle(now, self.config.idle_timeout);
+            self.context
+                .status
+                .update_partition(&owned.topic, owned.partition, |status| {
+                    status.next_offset = owned.next_offset;
+                    status.watermark = owned.admission.watermark();
+                    status.idle = idle;
+                });
+        }
+    }
+}
+
+/// Decodes and admits one record; returns its Kafka timestamp when it was counted.
+fn admit(
+    partitions: &mut [OwnedPartition],
+    updates: &mut EventUpdates,
+    config: &SourceConfig,
+    context: &SourceContext,
+    message: &BorrowedMessage<'_>,
+    time: Time,
+) -> Option<i64> {
+    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    let Some(owned) = partitions
+        .iter_mut()
+        .find(|owned| owned.partition == partition && owned.topic == topic)
+    else {
+        warn!(
+            topic,
+            partition, offset, "record from a partition this worker does not own"
+        );
+        return None;
+    };
+    owned.next_offset = offset + 1;
+    owned.last_record = Instant::now();
+    let value = message.payload().unwrap_or_default();
+    let admitted = decode_event(value, config.max_event_bytes)
+        .and_then(|event| owned.admission.admit_at(event.time, time).map(|()| event));
+    match admitted {
+        Ok(event) => {
+            updates.push((
+                ArrivedEvent {
+                    event,
+                    arrival: offset.unsigned_abs(),
+                },
+                time,
+                1,
+            ));
+            Some(message.timestamp().to_millis().unwrap_or_else(now_ms))
+        }
+        Err(reason) => {
+            refuse(context, message, reason);
+            None
+        }
+    }
+}
+
+fn refuse(context: &SourceContext, message: &BorrowedMessage<'_>, reason: DeadLetterReason) {
+    context.status.add_dead_letter(reason);
+    context.dead_letters.send(&DeadLetter {
+        key: message.key(),
+        value: message.payload().unwrap_or_default(),
+        reason,
+        topic: message.topic(),
+        partition: message.partition(),
+        offset: message.offset(),
+    });
+}
+
+fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.bootstrap)
+        .set("group.id", "clickflow")
+        .set("client.id", format!("clickflow-source-{worker}"))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .set("statistics.interval.ms", "1000");
+    for (key, value) in &config.properties {
+        client.set(key, value);
+    }
+    client
+}
+
+/// Reads partition high watermarks from librdkafka's statistics into the status.
+struct StatsContext {
+    status: IngestStatus,
+}
+
+impl ClientContext for StatsContext {
+    fn stats(&self, statistics: Statistics) {
+        for (topic, topic_statistics) in &statistics.topics {
+            for (&partition, partition_statistics) in &topic_statistics.partitions {
+                if partition >= 0 && partition_statistics.hi_offset >= 0 {
+                    self.status.update_partition(topic, partition, |status| {
+                        status.high_watermark = Some(partition_statistics.hi_offset);
+                    });
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StatsContext {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_positions_parse_names_milliseconds_and_iso_times() {
+        assert_eq!("earliest".parse(), Ok(StartPosition::Earliest));
+        assert_eq!("latest".parse(), Ok(StartPosition::Latest));
+        assert_eq!("1000".parse(), Ok(StartPosition::Timestamp(1000)));
+        assert_eq!(
+            "1970-01-01T00:00:01Z".parse(),
+            Ok(StartPosition::Timestamp(1000))
+        );
+        assert!(
+            "yesterday"
+                .parse::<StartPosition>()
+                .unwrap_err()
+                .contains("yesterday")
+        );
+    }
+}

@@ -1,0 +1,395 @@
+//! What this process's ingest and output have done: per-partition offsets, watermarks
+//! and lag, counters, the published frontier and event freshness, shared between the
+//! workers that update it and the readers (metrics, status) that show it.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use clickflow_dataflow::Time;
+use clickflow_events::DeadLetterReason;
+
+/// The largest freshness the histogram resolves, in milliseconds; slower events count here.
+const FRESHNESS_BUCKETS_MS: usize = 60_000;
+
+/// One input partition as its reading worker last saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PartitionStatus {
+    /// The global index of the worker reading it.
+    pub worker: usize,
+    /// The offset of the next record to read.
+    pub next_offset: i64,
+    /// The partition's high watermark (offset after its last record), when known.
+    pub high_watermark: Option<i64>,
+    /// The largest event time admitted from the partition.
+    pub watermark: Option<Time>,
+    /// Whether the partition is idle (no record for the idle timeout).
+    pub idle: bool,
+}
+
+impl PartitionStatus {
+    /// Records not yet read, when the high watermark is known.
+    pub fn lag(&self) -> Option<i64> {
+        self.high_watermark
+            .map(|high| (high - self.next_offset).max(0))
+    }
+}
+
+/// Shared ingest and output status of one process. Cloning shares it.
+#[derive(Clone)]
+pub struct IngestStatus {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    started: Instant,
+    events_counted: AtomicU64,
+    dead_letters: [AtomicU64; DeadLetterReason::ALL.len()],
+    dead_letter_delivery_failures: AtomicU64,
+    output_records: AtomicU64,
+    transactions: AtomicU64,
+    partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+    published: Mutex<Published>,
+}
+
+/// The output side: the published frontier and the freshness of the events it covers.
+struct Published {
+    frontier: Option<Option<Time>>,
+    /// Kafka record timestamps (epoch ms) of events entered at each logical time, kept
+    /// until a published step covers that time.
+    waiting: BTreeMap<Time, Vec<i64>>,
+    /// Events by milliseconds from record timestamp to publication.
+    freshness_ms: Vec<u64>,
+}
+
+impl Default for IngestStatus {
+    fn default() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                started: Instant::now(),
+                events_counted: AtomicU64::new(0),
+                dead_letters: Default::default(),
+                dead_letter_delivery_failures: AtomicU64::new(0),
+                output_records: AtomicU64::new(0),
+                transactions: AtomicU64::new(0),
+                partitions: Mutex::new(BTreeMap::new()),
+                published: Mutex::new(Published {
+                    frontier: None,
+                    waiting: BTreeMap::new(),
+                    freshness_ms: vec![0; FRESHNESS_BUCKETS_MS + 1],
+                }),
+            }),
+        }
+    }
+}
+
+impl IngestStatus {
+    /// Counts events admitted into the views.
+    pub fn add_events_counted(&self, events: u64) {
+        self.inner
+            .events_counted
+            .fetch_add(events, Ordering::Relaxed);
+    }
+
+    /// Counts one dead letter.
+    pub fn add_dead_letter(&self, reason: DeadLetterReason) {
+        self.inner.dead_letters[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a dead letter that could not be written to the dead-letter topic.
+    pub fn add_dead_letter_delivery_failure(&self) {
+        self.inner
+            .dead_letter_delivery_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events admitted so far.
+    pub fn events_counted(&self) -> u64 {
+        self.inner.events_counted.load(Ordering::Relaxed)
+    }
+
+    /// Dead letters so far, by reason (in [`DeadLetterReason::ALL`] order).
+    pub fn dead_letters(&self) -> [u64; DeadLetterReason::ALL.len()] {
+        std::array::from_fn(|i| self.inner.dead_letters[i].load(Ordering::Relaxed))
+    }
+
+    /// Replaces what is known of one partition.
+    pub fn set_partition(&self, topic: &str, partition: i32, status: PartitionStatus) {
+        lock(&self.inner.partitions).insert((topic.to_owned(), partition), status);
+    }
+
+    /// Updates one known partition in place.
+    pub fn update_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        update: impl FnOnce(&mut PartitionStatus),
+    ) {
+        let mut partitions = lock(&self.inner.partitions);
+        if let Some(status) = partitions.get_mut(&(topic.to_owned(), partition)) {
+            update(status);
+        }
+    }
+
+    /// Every partition read by this process, by `(topic, partition)`.
+    pub fn partitions(&self) -> BTreeMap<(String, i32), PartitionStatus> {
+        lock(&self.inner.partitions).clone()
+    }
+
+    /// Remembers the record timestamps of events entered at logical time `time`, so that
+    /// their freshness is measured when a published step covers them.
+    pub fn await_publication(&self, time: Time, record_timestamps: Vec<i64>) {
+        if record_timestamps.is_empty() {
+            return;
+        }
+        lock(&self.inner.published)
+            .waiting
+            .entry(time)
+            .or_default()
+            .extend(record_timestamps);
+    }
+
+    /// Records that everything before `frontier` (everything, when `None`) is published
+    /// with `records` output records in `transactions` transactions.
+    pub fn published(&self, frontier: Option<Time>, records: u64, transactions: u64) {
+        self.inner
+            .output_records
+            .fetch_add(records, Ordering::Relaxed);
+        self.inner
+            .transactions
+            .fetch_add(transactions, Ordering::Relaxed);
+        let now = now_ms();
+        let mut published = lock(&self.inner.published);
+        published.frontier = Some(frontier);
+        let covered = match frontier {
+            Some(frontier) => {
+                let later = published.waiting.split_off(&frontier);
+                std::mem::replace(&mut published.waiting, later)
+            }
+            None => std::mem::take(&mut published.waiting),
+        };
+        for timestamp in covered.into_values().flatten() {
+            let delay = usize::try_from((now - timestamp).max(0)).unwrap_or(usize::MAX);
+            published.freshness_ms[delay.min(FRESHNESS_BUCKETS_MS)] += 1;
+        }
+    }
+
+    /// The published frontier: `None` before the first step, `Some(None)` when complete.
+    pub fn published_frontier(&self) -> Option<Option<Time>> {
+        lock(&self.inner.published).frontier
+    }
+
+    /// The `q`-quantile (0..=1) of event freshness in milliseconds, over every published
+    /// event so far; `None` before any.
+    pub fn freshness_quantile_ms(&self, q: f64) -> Option<u64> {
+        let published = lock(&self.inner.published);
+        let total: u64 = published.freshness_ms.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (ms, count) in published.freshness_ms.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                return Some(ms as u64);
+            }
+        }
+        Some(FRESHNESS_BUCKETS_MS as u64)
+    }
+
+    /// The status in the Prometheus text exposition format.
+    pub fn prometheus_text(&self) -> String {
+        let mut text = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, value) in samples {
+                let _ = writeln!(text, "{name}{labels} {value}");
+            }
+        };
+        let unlabelled = |value: String| vec![(String::new(), value)];
+        metric(
+            "clickflow_events_total",
+            "counter",
+            "Events admitted into the views.",
+            unlabelled(self.events_counted().to_string()),
+        );
+        metric(
+            "clickflow_dead_letters_total",
+            "counter",
+            "Records sent to the dead-letter output, by reason.",
+            DeadLetterReason::ALL
+                .iter()
+                .zip(self.dead_letters())
+                .map(|(reason, count)| (format!("{{reason=\"{reason}\"}}"), count.to_string()))
+                .collect(),
+        );
+        metric(
+            "clickflow_dead_letter_delivery_failures_total",
+            "counter",
+            "Dead letters that could not be written to the dead-letter topic.",
+            unlabelled(
+                self.inner
+                    .dead_letter_delivery_failures
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+        );
+        let partitions = self.partitions();
+        let per_partition = |value: fn(&PartitionStatus) -> Option<String>| {
+            partitions
+                .iter()
+                .filter_map(|((topic, partition), status)| {
+                    let labels = format!("{{topic=\"{topic}\",partition=\"{partition}\"}}");
+                    value(status).map(|value| (labels, value))
+                })
+                .collect()
+        };
+        metric(
+            "clickflow_consumer_lag_records",
+            "gauge",
+            "Records in the partition not read yet.",
+            per_partition(|status| status.lag().map(|lag| lag.to_string())),
+        );
+        metric(
+            "clickflow_partition_next_offset",
+            "gauge",
+            "Offset of the next record to read.",
+            per_partition(|status| Some(status.next_offset.to_string())),
+        );
+        metric(
+            "clickflow_partition_watermark_milliseconds",
+            "gauge",
+            "Largest event time admitted from the partition (epoch ms).",
+            per_partition(|status| status.watermark.map(|w| w.to_string())),
+        );
+        metric(
+            "clickflow_partition_idle",
+            "gauge",
+            "1 when the partition is idle and does not hold back the frontier.",
+            per_partition(|status| Some(u8::from(status.idle).to_string())),
+        );
+        let frontier = self.published_frontier();
+        metric(
+            "clickflow_frontier_milliseconds",
+            "gauge",
+            "Published event-time frontier (epoch ms).",
+            frontier
+                .flatten()
+                .map(|f| unlabelled(f.to_string()))
+                .unwrap_or_default(),
+        );
+        metric(
+            "clickflow_frontier_delay_seconds",
+            "gauge",
+            "Wall clock minus the published event-time frontier.",
+            frontier
+                .flatten()
+                .map(|f| unlabelled(format!("{:.3}", (now_ms() - f as i64) as f64 / 1000.0)))
+                .unwrap_or_default(),
+        );
+        metric(
+            "clickflow_output_records_total",
+            "counter",
+            "Records written to the output topics.",
+            unlabelled(
+                self.inner
+                    .output_records
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+        );
+        metric(
+            "clickflow_output_transactions_total",
+            "counter",
+            "Committed output transactions.",
+            unlabelled(self.inner.transactions.load(Ordering::Relaxed).to_string()),
+        );
+        metric(
+            "clickflow_freshness_seconds",
+            "summary",
+            "Record timestamp to publication in the output topics, over all events so far.",
+            [0.5, 0.99, 0.999]
+                .into_iter()
+                .filter_map(|q| {
+                    self.freshness_quantile_ms(q).map(|ms| {
+                        (
+                            format!("{{quantile=\"{q}\"}}"),
+                            format!("{:.3}", ms as f64 / 1000.0),
+                        )
+                    })
+                })
+                .collect(),
+        );
+        metric(
+            "clickflow_uptime_seconds",
+            "gauge",
+            "Seconds since the process started ingesting.",
+            unlabelled(format!("{:.3}", self.inner.started.elapsed().as_secs_f64())),
+        );
+        text
+    }
+}
+
+/// The wall clock in epoch milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as i64)
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_counts_events_once_their_time_is_published() {
+        let status = IngestStatus::default();
+        let now = now_ms();
+        status.await_publication(10, vec![now - 50, now - 50]);
+        status.await_publication(20, vec![now - 5_000]);
+        status.published(Some(11), 0, 1);
+        assert_eq!(
+            status
+                .freshness_quantile_ms(1.0)
+                .map(|ms| (50..1000).contains(&ms)),
+            Some(true)
+        );
+        status.published(None, 0, 1);
+        assert!(status.freshness_quantile_ms(1.0).unwrap() >= 5_000);
+        assert!(status.freshness_quantile_ms(0.5).unwrap() < 1_000);
+    }
+
+    #[test]
+    fn prometheus_text_has_lag_per_partition_and_dead_letters_by_reason() {
+        let status = IngestStatus::default();
+        status.set_partition(
+            "page-views",
+            3,
+            PartitionStatus {
+                next_offset: 10,
+                high_watermark: Some(25),
+                ..PartitionStatus::default()
+            },
+        );
+        status.add_dead_letter(DeadLetterReason::TooLate);
+        let text = status.prometheus_text();
+        assert!(
+            text.contains(
+                "clickflow_consumer_lag_records{topic=\"page-views\",partition=\"3\"} 15\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_dead_letters_total{reason=\"too_late\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE clickflow_events_total counter\n"));
+    }
+}

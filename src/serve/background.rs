@@ -1,0 +1,104 @@
+//! The service's background tasks, on a small tokio runtime beside the timely workers:
+//! the Prometheus `/metrics` endpoint, a progress line in the log every few seconds, and
+//! SIGINT/SIGTERM, which ask the workers to stop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use axum::routing::get;
+use clickflow_ingest::status::IngestStatus;
+use tokio::runtime::Runtime;
+use tracing::info;
+
+/// How often the progress line is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The running background tasks; dropping it stops them.
+pub struct Background {
+    runtime: Runtime,
+}
+
+impl Background {
+    /// Starts the tasks: metrics on `metrics_listen` (if any), the progress log, and the
+    /// signal handler that sets `shutdown`.
+    pub fn start(
+        metrics_listen: Option<SocketAddr>,
+        status: IngestStatus,
+        shutdown: Arc<AtomicBool>,
+    ) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("clickflow-background")
+            .enable_all()
+            .build()
+            .context("cannot start the background runtime")?;
+        if let Some(address) = metrics_listen {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(address))
+                .with_context(|| format!("metrics.listen {address}: cannot listen"))?;
+            let bound = listener.local_addr().ok();
+            let metrics_status = status.clone();
+            let app = Router::new().route(
+                "/metrics",
+                get(move || {
+                    let text = metrics_status.prometheus_text();
+                    async move { text }
+                }),
+            );
+            runtime.spawn(async move { axum::serve(listener, app).await });
+            info!(address = ?bound, "serving metrics at /metrics");
+        }
+        runtime.spawn(log_progress(status));
+        runtime.spawn(stop_on_signal(shutdown));
+        Ok(Self { runtime })
+    }
+
+    /// Stops the tasks.
+    pub fn stop(self) {
+        self.runtime.shutdown_timeout(Duration::from_secs(1));
+    }
+}
+
+async fn log_progress(status: IngestStatus) {
+    let mut ticks = tokio::time::interval(PROGRESS_EVERY);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let partitions = status.partitions();
+        let lag: i64 = partitions.values().filter_map(|p| p.lag()).sum();
+        let idle = partitions.values().filter(|p| p.idle).count();
+        info!(
+            events = status.events_counted(),
+            dead_letters = status.dead_letters().iter().sum::<u64>(),
+            frontier = ?status.published_frontier().flatten(),
+            lag,
+            partitions = partitions.len(),
+            idle,
+            "progress"
+        );
+    }
+}
+
+async fn stop_on_signal(shutdown: Arc<AtomicBool>) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => info!("interrupted; stopping"),
+        () = terminate => info!("terminated; stopping"),
+    }
+    shutdown.store(true, Ordering::SeqCst);
+}

@@ -1,0 +1,274 @@
+//! The service's configuration: a TOML file, overridden by environment variables, then
+//! by `--set` flags. See `config/clickflow.toml` for every key and its default.
+//!
+//! Any key can be overridden, by path: the environment variable
+//! `CLICKFLOW_<SECTION>__<KEY>` (for example `CLICKFLOW_KAFKA__BOOTSTRAP`) or the flag
+//! `--set section.key=value`. A value is read as TOML when it parses (numbers, booleans,
+//! arrays such as `["a","b"]`) and as a string otherwise. Unknown keys are errors, so a
+//! typo never silently keeps a default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clickflow_ingest::output::OutputConfig;
+use clickflow_ingest::source::{SourceConfig, StartPosition};
+use serde::Deserialize;
+
+use crate::options::ViewArgs;
+
+/// The prefix of environment variables that override configuration keys.
+const ENV_PREFIX: &str = "CLICKFLOW_";
+
+/// Everything `serve` needs to know.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// Kafka input and output.
+    pub kafka: KafkaConfig,
+    /// View sizes and admission bounds (the same settings as `batch`'s flags).
+    pub views: ViewArgs,
+    /// The metrics endpoint.
+    pub metrics: MetricsConfig,
+}
+
+/// Kafka input and output.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers.
+    pub bootstrap: String,
+    /// Input topics.
+    pub input_topics: Vec<String>,
+    /// `earliest`, `latest`, epoch milliseconds or an ISO-8601 time.
+    pub start: String,
+    /// A partition with no record for this long stops holding back the frontier.
+    pub idle_timeout_ms: u64,
+    /// Where refused records go.
+    pub dead_letter_topic: String,
+    /// Output topic of page-view counts.
+    pub page_view_counts_topic: String,
+    /// Output topic of alert transitions.
+    pub alerts_topic: String,
+    /// The output producer's transactional id (one running service per id).
+    pub transactional_id: String,
+    /// Extra librdkafka properties for the input consumers.
+    pub consumer: BTreeMap<String, String>,
+    /// Extra librdkafka properties for the producers.
+    pub producer: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:9092".to_owned(),
+            input_topics: vec!["page-views".to_owned()],
+            start: "earliest".to_owned(),
+            idle_timeout_ms: 10_000,
+            dead_letter_topic: "page-views.dlq".to_owned(),
+            page_view_counts_topic: "page-view-counts".to_owned(),
+            alerts_topic: "alerts".to_owned(),
+            transactional_id: "clickflow-output".to_owned(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
+        }
+    }
+}
+
+/// The Prometheus endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the `/metrics` endpoint; empty to serve none.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+impl ServeConfig {
+    /// Reads `file` (if any), then applies environment overrides, then `--set` overrides.
+    pub fn load(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+        sets: &[String],
+    ) -> anyhow::Result<Self> {
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("--config {}: cannot read", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("--config {}: not valid TOML", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in environment {
+            if let Some(path) = name
+                .strip_prefix(ENV_PREFIX)
+                .filter(|path| path.contains("__"))
+            {
+                let path = path.to_ascii_lowercase().replace("__", ".");
+                set(&mut table, &path, &value)
+                    .with_context(|| format!("environment variable {name}"))?;
+            }
+        }
+        for assignment in sets {
+            let (path, value) = assignment
+                .split_once('=')
+                .with_context(|| format!("--set {assignment:?}: not KEY=VALUE"))?;
+            set(&mut table, path.trim(), value).with_context(|| format!("--set {assignment:?}"))?;
+        }
+        let config: Self = toml::Value::Table(table)
+            .try_into()
+            .context("configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.kafka.input_topics.is_empty() {
+            bail!("kafka.input_topics: at least one input topic is needed");
+        }
+        if self.kafka.bootstrap.trim().is_empty() {
+            bail!("kafka.bootstrap: empty");
+        }
+        self.start_position()?;
+        self.metrics_listen()?;
+        self.views.view_config().context("views")?;
+        Ok(())
+    }
+
+    /// Where reading starts.
+    pub fn start_position(&self) -> anyhow::Result<StartPosition> {
+        self.kafka
+            .start
+            .parse()
+            .map_err(|message| anyhow::anyhow!("kafka.start: {message}"))
+    }
+
+    /// The metrics address, if any.
+    pub fn metrics_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.metrics.listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics
+            .listen
+            .parse()
+            .map(Some)
+            .with_context(|| format!("metrics.listen: {:?} is not HOST:PORT", self.metrics.listen))
+    }
+
+    /// The sources' configuration.
+    pub fn source_config(&self) -> anyhow::Result<SourceConfig> {
+        Ok(SourceConfig {
+            bootstrap: self.kafka.bootstrap.clone(),
+            topics: self.kafka.input_topics.clone(),
+            start: self.start_position()?,
+            idle_timeout: Duration::from_millis(self.kafka.idle_timeout_ms),
+            max_event_bytes: self.views.max_event_bytes,
+            admission: self.views.admission_config(),
+            properties: self.kafka.consumer.clone(),
+        })
+    }
+
+    /// The output writer's configuration.
+    pub fn output_config(&self) -> OutputConfig {
+        OutputConfig {
+            bootstrap: self.kafka.bootstrap.clone(),
+            page_view_counts_topic: self.kafka.page_view_counts_topic.clone(),
+            alerts_topic: self.kafka.alerts_topic.clone(),
+            transactional_id: self.kafka.transactional_id.clone(),
+            retention_ms: self.views.retention_ms,
+            properties: self.kafka.producer.clone(),
+        }
+    }
+}
+
+/// Sets `path` (dot-separated) in `table` to `value`, read as TOML or else as a string.
+fn set(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
+    let value = format!("value = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut parsed| parsed.remove("value"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let mut keys: Vec<&str> = path.split('.').collect();
+    let last = keys
+        .pop()
+        .filter(|key| !key.is_empty())
+        .context("empty key")?;
+    let mut current = table;
+    for key in keys {
+        current = current
+            .entry(key)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key} is not a section"))?;
+    }
+    current.insert(last.to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_the_reference_pipeline() {
+        let config = ServeConfig::load(None, vec![], &[]).unwrap();
+        assert_eq!(config.kafka.input_topics, ["page-views"]);
+        assert_eq!(config.views.window_ms, 60_000);
+        assert_eq!(config.views.high_traffic_threshold, 1000);
+        assert_eq!(config.kafka.idle_timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn the_example_file_loads_and_flags_beat_the_environment_which_beats_the_file() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clickflow.toml");
+        let from_file = ServeConfig::load(Some(&example), vec![], &[]).unwrap();
+        assert_eq!(from_file.kafka.dead_letter_topic, "page-views.dlq");
+        let config = ServeConfig::load(
+            Some(&example),
+            env(&[
+                ("CLICKFLOW_KAFKA__BOOTSTRAP", "env:1"),
+                ("CLICKFLOW_VIEWS__WINDOW_MS", "1000"),
+                ("CLICKFLOW_UNRELATED", "x"),
+            ]),
+            &[
+                "kafka.bootstrap=flag:2".into(),
+                "kafka.input_topics=[\"a\",\"b\"]".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(config.kafka.bootstrap, "flag:2");
+        assert_eq!(config.views.window_ms, 1000);
+        assert_eq!(config.kafka.input_topics, ["a", "b"]);
+    }
+
+    #[test]
+    fn bad_settings_name_the_key() {
+        let error = |sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            format!("{:#}", ServeConfig::load(None, vec![], &sets).unwrap_err())
+        };
+        assert!(error(&["kafka.bootstrapp=x"]).contains("bootstrapp"));
+        assert!(error(&["kafka.start=yesterday"]).contains("kafka.start"));
+        assert!(error(&["views.window_ms=-1"]).contains("window_ms"));
+        assert!(error(&["metrics.listen=nowhere"]).contains("metrics.listen"));
+        assert!(error(&["views.funnel_steps=a=/x,b=/x"]).contains("more than one step"));
+        assert!(error(&["kafka"]).contains("KEY=VALUE"));
+    }
+}

@@ -1,0 +1,202 @@
+//! `clickflow serve`: the service. Kafka in, the views kept exactly up to date, Kafka out.
+//!
+//! Every worker of every process runs a Kafka source over its own partitions; the views
+//! are built over their union, as in `batch`. Process 0 keeps the views' current rows (the
+//! [`ViewStore`]) and writes the output topics one committed transaction per frontier
+//! step. The service runs until SIGINT/SIGTERM: intake stops, the output writer commits
+//! what it has, and dead letters are flushed.
+
+mod background;
+pub mod config;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use clap::Args;
+use clickflow_dataflow::{
+    AlertRule, RuleChanges, Time, ViewStore, alert_rules, build_views, publish_steps,
+};
+use clickflow_ingest::dead_letters::DeadLetterProducer;
+use clickflow_ingest::output::{OutputWriter, StepSender};
+use clickflow_ingest::source::{SourceContext, kafka_source};
+use clickflow_ingest::status::IngestStatus;
+use differential_dataflow::AsCollection;
+use tracing::info;
+
+use crate::options::ClusterArgs;
+pub use background::Background;
+use config::ServeConfig;
+
+/// How long the workers sleep at most when there is nothing to do.
+const PARK: Duration = Duration::from_millis(50);
+
+/// How long dead letters may take to flush at shutdown.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Arguments of `clickflow serve`.
+#[derive(Args, Debug)]
+#[command(disable_help_flag = true)]
+pub struct ServeArgs {
+    /// TOML configuration file (see config/clickflow.toml); defaults apply without one.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Overrides one configuration key, e.g. `--set kafka.bootstrap=broker:9092`; repeatable.
+    #[arg(long, value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
+}
+
+/// What a running service shares with whoever started it.
+#[derive(Clone)]
+pub struct Service {
+    /// The views' current rows (kept in process 0).
+    pub store: ViewStore,
+    /// Ingest and output status of this process.
+    pub status: IngestStatus,
+    /// Alert rules to add or remove at run time.
+    pub rules: RuleChanges,
+    /// Set to stop the service.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+impl Service {
+    /// A service that has not started, for `workers` threads per process.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            store: ViewStore::new(workers),
+            status: IngestStatus::default(),
+            rules: RuleChanges::default(),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+/// Runs `clickflow serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = ServeConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
+    let service = Service::new(args.cluster.workers as usize);
+    let background = Background::start(
+        config.metrics_listen()?,
+        service.status.clone(),
+        Arc::clone(&service.shutdown),
+    )?;
+    let result = run_service(&config, &args.cluster, &service);
+    background.stop();
+    result
+}
+
+/// Runs the service until `service.shutdown` is set or a part of it fails.
+pub fn run_service(
+    config: &ServeConfig,
+    cluster: &ClusterArgs,
+    service: &Service,
+) -> anyhow::Result<()> {
+    let views = config.views.view_config()?;
+    let source_config = Arc::new(config.source_config()?);
+    let producer_properties: Vec<(String, String)> = config
+        .kafka
+        .producer
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let dead_letters = DeadLetterProducer::new(
+        &config.kafka.bootstrap,
+        &config.kafka.dead_letter_topic,
+        service.status.clone(),
+        &producer_properties,
+    )?;
+    let publishes = cluster.process == 0;
+    let (writer, sender) = if publishes {
+        let (writer, sender) = OutputWriter::start(config.output_config(), service.status.clone())
+            .context("cannot start the output writer")?;
+        (Some(writer), Some(sender))
+    } else {
+        (None, None)
+    };
+    let sender = Mutex::new(sender);
+    let context = SourceContext {
+        status: service.status.clone(),
+        dead_letters: dead_letters.clone(),
+        measure_freshness: publishes,
+    };
+    service
+        .rules
+        .add(AlertRule::high_traffic(config.views.high_traffic_threshold));
+    let writer_stopped = Arc::new(AtomicBool::new(false));
+    let worker_service = service.clone();
+    let worker_writer_stopped = Arc::clone(&writer_stopped);
+    info!(
+        topics = ?config.kafka.input_topics,
+        bootstrap = %config.kafka.bootstrap,
+        workers = cluster.workers,
+        processes = cluster.processes,
+        process = cluster.process,
+        "starting"
+    );
+    let guards = timely::execute(cluster.timely_config()?, move |worker| {
+        let service = &worker_service;
+        let index = worker.index();
+        let sender: Option<StepSender> = if index == 0 {
+            sender.lock().unwrap_or_else(PoisonError::into_inner).take()
+        } else {
+            None
+        };
+        let writer_stopped = Arc::clone(&worker_writer_stopped);
+        let shutdown = Arc::clone(&service.shutdown);
+        let publish = sender.map(|sender| {
+            move |step| {
+                if !sender.send(step) {
+                    writer_stopped.store(true, Ordering::SeqCst);
+                    shutdown.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        let rule_changes = (index == 0).then(|| service.rules.clone());
+        let dataflow = worker.next_dataflow_index();
+        let built = worker.dataflow::<Time, _, _>(|scope| {
+            let source = kafka_source(scope, Arc::clone(&source_config), context.clone())?;
+            let rules = alert_rules(source.progress, rule_changes);
+            let views = build_views(source.events.as_collection(), rules, &views);
+            publish_steps(views.page_views.clone(), views.alerts.clone(), publish);
+            views.export(&service.store);
+            Ok::<_, clickflow_ingest::KafkaError>(())
+        });
+        if let Err(error) = built {
+            service.shutdown.store(true, Ordering::SeqCst);
+            return Err(error.into());
+        }
+        while !service.shutdown.load(Ordering::SeqCst) {
+            worker.step_or_park(Some(PARK));
+        }
+        worker.drop_dataflow(dataflow);
+        Ok::<_, anyhow::Error>(())
+    })
+    .map_err(|error| anyhow!("cannot start workers: {error}"))?;
+    let mut first_error = None;
+    for result in guards.join() {
+        if let Err(error) = result
+            .map_err(|panic| anyhow!("worker failed: {panic}"))
+            .and_then(|result| result)
+        {
+            first_error = first_error.or(Some(error));
+        }
+    }
+    if let Some(writer) = writer {
+        writer.finish().context("output writer")?;
+    }
+    if writer_stopped.load(Ordering::SeqCst) {
+        return Err(anyhow!("the output writer stopped"));
+    }
+    dead_letters
+        .flush(FLUSH_TIMEOUT)
+        .context("dead letters not all delivered at shutdown")?;
+    info!("stopped");
+    first_error.map_or(Ok(()), Err)
+}

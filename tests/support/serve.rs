@@ -1,0 +1,89 @@
+//! Running the real `clickflow serve` as a child process: configured by `--set` flags,
+//! stopped with SIGTERM as an operator would, its log kept for failure messages.
+
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::run::{TempDir, binary};
+
+/// A running `clickflow serve`.
+pub struct Serve {
+    child: Option<Child>,
+    dir: TempDir,
+}
+
+impl Serve {
+    /// Starts `clickflow serve -w WORKERS --set ...` with the metrics endpoint off unless
+    /// `sets` turns it on.
+    pub fn start(workers: u64, sets: &[String]) -> Serve {
+        let dir = TempDir::new("serve").expect("temp dir");
+        let log = File::create(dir.path().join("serve.log")).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .arg("serve")
+            .args(["-w", &workers.to_string()])
+            .args(["--set", "metrics.listen=\"\""]);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let child = command
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("cannot start clickflow serve");
+        Serve {
+            child: Some(child),
+            dir,
+        }
+    }
+
+    /// The log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Stops the service with SIGTERM and returns whether it exited successfully within
+    /// 30 s, with its log.
+    pub fn stop(mut self) -> (bool, String) {
+        let success = self.terminate();
+        (success, self.log())
+    }
+
+    fn terminate(&mut self) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
