@@ -7,279 +7,17 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-use support::kafka::{ConsumedRecord, bootstrap, consume_all, create_topic, produce, unique_topic};
-use support::run::{TempDir, binary};
+use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
+use support::pipeline::{
+    SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_lines,
+    settled_counts,
+};
+use support::run::TempDir;
 use support::serve::Serve;
-use support::timestamp::parse_iso;
-
-/// The `high_traffic` threshold: low, so that the generated load fires alerts.
-const THRESHOLD: u64 = 40;
-
-/// How long the output may take to reach the expected values.
-const SETTLE: Duration = Duration::from_secs(90);
-
-/// The topics of one test.
-struct Topics {
-    input: String,
-    dead_letters: String,
-    counts: String,
-    alerts: String,
-}
-
-impl Topics {
-    fn create(bootstrap: &str, label: &str) -> Topics {
-        let topics = Topics {
-            input: unique_topic(&format!("{label}-in")),
-            dead_letters: unique_topic(&format!("{label}-dlq")),
-            counts: unique_topic(&format!("{label}-counts")),
-            alerts: unique_topic(&format!("{label}-alerts")),
-        };
-        create_topic(bootstrap, &topics.input, 4, false);
-        create_topic(bootstrap, &topics.dead_letters, 1, false);
-        create_topic(bootstrap, &topics.counts, 1, true);
-        create_topic(bootstrap, &topics.alerts, 1, true);
-        topics
-    }
-
-    /// `serve` settings for these topics, writing the output to `counts`/`alerts`.
-    fn settings(
-        &self,
-        bootstrap: &str,
-        counts: &str,
-        alerts: &str,
-        transactional_id: &str,
-    ) -> Vec<String> {
-        vec![
-            format!("kafka.bootstrap=\"{bootstrap}\""),
-            format!("kafka.input_topics=[\"{}\"]", self.input),
-            format!("kafka.dead_letter_topic=\"{}\"", self.dead_letters),
-            format!("kafka.page_view_counts_topic=\"{counts}\""),
-            format!("kafka.alerts_topic=\"{alerts}\""),
-            format!("kafka.transactional_id=\"{transactional_id}\""),
-            "kafka.idle_timeout_ms=500".to_owned(),
-            format!("views.high_traffic_threshold={THRESHOLD}"),
-        ]
-    }
-}
-
-/// Generated events (with malformed records) as JSON lines, from the real generator.
-fn generate(dir: &TempDir, seed: u64, events: u64) -> Vec<Vec<u8>> {
-    let path = dir.path().join("events.jsonl");
-    let status = Command::new(binary())
-        .args(["generate", "-o"])
-        .arg(&path)
-        .args(["--seed", &seed.to_string(), "--events", &events.to_string()])
-        .args(["--pages", "30", "--users", "300", "--duration-ms", "600000"])
-        .args([
-            "--out-of-order",
-            "0.05",
-            "--late",
-            "0",
-            "--future",
-            "0",
-            "--malformed",
-            "0.02",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    std::fs::read(&path)
-        .unwrap()
-        .split(|&byte| byte == b'\n')
-        .filter(|line| !line.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect()
-}
-
-/// What `clickflow batch` computes for `lines`: page-view rows by `(page, window_start)`,
-/// the set of alerts, and dead letters as `(reason, raw)`.
-struct Expected {
-    counts: BTreeMap<(String, u64), Value>,
-    alerts: BTreeSet<(String, String, u64)>,
-    dead_letters: Vec<(String, String)>,
-}
-
-fn batch(dir: &TempDir, lines: &[Vec<u8>]) -> Expected {
-    let input = dir.path().join("batch-input.jsonl");
-    std::fs::write(&input, lines.join(&b'\n')).unwrap();
-    let output = dir.path().join("batch");
-    let status = Command::new(binary())
-        .args(["batch", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .args(["--high-traffic-threshold", &THRESHOLD.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let rows = |name: &str| -> Vec<Value> {
-        std::fs::read_to_string(output.join(name))
-            .unwrap()
-            .lines()
-            .map(|line| serde_json::from_str(line).unwrap())
-            .collect()
-    };
-    let counts = rows("page_views_per_minute.jsonl")
-        .into_iter()
-        .map(|row| {
-            let key = (
-                row["page"].as_str().unwrap().to_owned(),
-                row["window_start"].as_u64().unwrap(),
-            );
-            let value = serde_json::json!({
-                "page": row["page"],
-                "count": row["view_count"],
-                "unique_users": row["unique_users"],
-                "window_start": row["window_start"],
-                "window_end": row["window_end"],
-            });
-            (key, value)
-        })
-        .collect();
-    let alerts = rows("alerts.jsonl")
-        .into_iter()
-        .map(|row| {
-            (
-                row["rule"].as_str().unwrap().to_owned(),
-                row["page"].as_str().unwrap().to_owned(),
-                row["window_start"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    let mut dead_letters: Vec<(String, String)> = rows("dead_letters.jsonl")
-        .into_iter()
-        .map(|row| {
-            (
-                row["reason"].as_str().unwrap().to_owned(),
-                row["raw"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    dead_letters.sort();
-    Expected {
-        counts,
-        alerts,
-        dead_letters,
-    }
-}
-
-/// Produces `lines` to `topic`, keyed by `user_id` where the line has one.
-fn produce_lines(bootstrap: &str, topic: &str, lines: &[Vec<u8>]) {
-    let records: Vec<(Option<Vec<u8>>, Vec<u8>)> = lines
-        .iter()
-        .map(|line| {
-            let key = serde_json::from_slice::<Value>(line)
-                .ok()
-                .and_then(|value| {
-                    value["user_id"]
-                        .as_str()
-                        .map(|user| user.as_bytes().to_vec())
-                });
-            (key, line.clone())
-        })
-        .collect();
-    produce(bootstrap, topic, &records);
-}
-
-/// Reads a page-view-counts topic (read_committed) as its final upsert per
-/// `(page, window_start)`, with ISO-8601 bounds turned back into epoch milliseconds.
-fn upserts(records: &[ConsumedRecord]) -> BTreeMap<(String, u64), Value> {
-    let mut latest = BTreeMap::new();
-    for record in records {
-        let mut value: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
-        let page = value["page"].as_str().unwrap().to_owned();
-        assert_eq!(
-            record.key.as_deref(),
-            Some(page.as_bytes()),
-            "keyed by page"
-        );
-        for bound in ["window_start", "window_end"] {
-            let iso = value[bound].as_str().unwrap();
-            value[bound] = parse_iso(iso)
-                .unwrap_or_else(|| panic!("{bound} {iso} is not ISO-8601"))
-                .into();
-        }
-        latest.insert((page, value["window_start"].as_u64().unwrap()), value);
-    }
-    latest
-}
-
-/// Waits until the page-view-counts topic holds exactly `expected`, and returns what it
-/// holds (to compare on failure).
-fn settled_counts(
-    bootstrap: &str,
-    topic: &str,
-    expected: &BTreeMap<(String, u64), Value>,
-) -> BTreeMap<(String, u64), Value> {
-    let records = consume_all(
-        bootstrap,
-        topic,
-        true,
-        |records| upserts(records) == *expected,
-        SETTLE,
-    );
-    upserts(&records)
-}
-
-/// The alert transitions in an alerts topic: `(rule, page, window_start)` to its states.
-fn alert_states(
-    bootstrap: &str,
-    topic: &str,
-    expected: usize,
-) -> BTreeMap<(String, String, u64), Vec<String>> {
-    let records = consume_all(
-        bootstrap,
-        topic,
-        true,
-        |records| records.len() >= expected,
-        SETTLE,
-    );
-    let mut states: BTreeMap<_, Vec<String>> = BTreeMap::new();
-    for record in records {
-        let value: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
-        assert!(value["count"].as_u64().unwrap() > THRESHOLD, "{value}");
-        let key = (
-            value["alert"].as_str().unwrap().to_owned(),
-            value["page"].as_str().unwrap().to_owned(),
-            parse_iso(value["window_start"].as_str().unwrap()).unwrap(),
-        );
-        states
-            .entry(key)
-            .or_default()
-            .push(value["state"].as_str().unwrap().to_owned());
-    }
-    states
-}
-
-fn assert_counts_equal(
-    actual: &BTreeMap<(String, u64), Value>,
-    expected: &BTreeMap<(String, u64), Value>,
-    log: &str,
-) {
-    if actual == expected {
-        return;
-    }
-    let missing: Vec<_> = expected
-        .iter()
-        .filter(|(k, v)| actual.get(k) != Some(v))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = actual
-        .iter()
-        .filter(|(k, v)| expected.get(k) != Some(v))
-        .take(5)
-        .collect();
-    panic!(
-        "page-view-counts differ from batch ({} vs {} windows)\nexpected but not found: {missing:#?}\nfound but not expected: {extra:#?}\nserve log:\n{log}",
-        actual.len(),
-        expected.len()
-    );
-}
 
 #[test]
 fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
@@ -295,7 +33,7 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
     produce_lines(&bootstrap, &topics.input, &lines);
 
     let serve = Serve::start(
-        2,
+        &["-w", "2"],
         &topics.settings(
             &bootstrap,
             &topics.counts,
@@ -362,7 +100,7 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
     create_topic(&bootstrap, &counts_again, 1, true);
     create_topic(&bootstrap, &alerts_again, 1, true);
     let serve = Serve::start(
-        1,
+        &["-w", "1"],
         &topics.settings(
             &bootstrap,
             &counts_again,
@@ -403,7 +141,7 @@ fn a_broker_restart_in_mid_stream_loses_and_duplicates_nothing() {
     let (first, second) = lines.split_at(lines.len() / 2);
 
     let serve = Serve::start(
-        2,
+        &["-w", "2"],
         &topics.settings(&bootstrap, &topics.counts, &topics.alerts, "restart-txn"),
     );
     produce_lines(&bootstrap, &topics.input, first);

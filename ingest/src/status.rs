@@ -14,6 +14,12 @@ use clickflow_events::DeadLetterReason;
 /// The largest freshness the histogram resolves, in milliseconds; slower events count here.
 const FRESHNESS_BUCKETS_MS: usize = 60_000;
 
+/// Upper bounds (inclusive, ms) of the exported freshness histogram's buckets.
+const FRESHNESS_BOUNDS_MS: [usize; 26] = [
+    1, 2, 5, 10, 15, 20, 25, 30, 40, 50, 60, 70, 80, 90, 100, 125, 150, 200, 300, 500, 750, 1000,
+    2000, 5000, 10_000, 60_000,
+];
+
 /// One input partition as its reading worker last saw it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PartitionStatus {
@@ -200,6 +206,30 @@ impl IngestStatus {
         Some(FRESHNESS_BUCKETS_MS as u64)
     }
 
+    /// Cumulative `_bucket`, `_sum` and `_count` samples of the freshness histogram.
+    fn freshness_histogram(&self) -> Vec<(String, String)> {
+        let counts = lock(&self.inner.published).freshness_ms.clone();
+        let mut samples = Vec::new();
+        let mut cumulative = 0;
+        let mut previous = 0;
+        for bound in FRESHNESS_BOUNDS_MS {
+            cumulative += counts[previous..=bound].iter().sum::<u64>();
+            previous = bound + 1;
+            let le = bound as f64 / 1000.0;
+            samples.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
+        }
+        let total: u64 = counts.iter().sum();
+        let sum_ms: u64 = counts
+            .iter()
+            .enumerate()
+            .map(|(ms, count)| ms as u64 * count)
+            .sum();
+        samples.push(("_bucket{le=\"+Inf\"}".to_owned(), total.to_string()));
+        samples.push(("_sum".to_owned(), format!("{:.3}", sum_ms as f64 / 1000.0)));
+        samples.push(("_count".to_owned(), total.to_string()));
+        samples
+    }
+
     /// The status in the Prometheus text exposition format.
     pub fn prometheus_text(&self) -> String {
         let mut text = String::new();
@@ -309,19 +339,9 @@ impl IngestStatus {
         );
         metric(
             "clickflow_freshness_seconds",
-            "summary",
-            "Record timestamp to publication in the output topics, over all events so far.",
-            [0.5, 0.99, 0.999]
-                .into_iter()
-                .filter_map(|q| {
-                    self.freshness_quantile_ms(q).map(|ms| {
-                        (
-                            format!("{{quantile=\"{q}\"}}"),
-                            format!("{:.3}", ms as f64 / 1000.0),
-                        )
-                    })
-                })
-                .collect(),
+            "histogram",
+            "Record timestamp (produced) to publication in a committed output step, per event.",
+            self.freshness_histogram(),
         );
         metric(
             "clickflow_uptime_seconds",
@@ -364,6 +384,23 @@ mod tests {
         status.published(None, 0, 1);
         assert!(status.freshness_quantile_ms(1.0).unwrap() >= 5_000);
         assert!(status.freshness_quantile_ms(0.5).unwrap() < 1_000);
+        let text = status.prometheus_text();
+        assert!(
+            text.contains("clickflow_freshness_seconds_bucket{le=\"0.04\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_freshness_seconds_bucket{le=\"2\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_freshness_seconds_bucket{le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_freshness_seconds_count 3\n"),
+            "{text}"
+        );
     }
 
     #[test]

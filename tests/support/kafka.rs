@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clickflow_ingest::admin::{Admin, TopicDescription, TopicSpec, TopicState};
 use clickflow_ingest::producer::reference_producer_config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -81,6 +83,27 @@ pub fn create_topic(bootstrap: &str, name: &str, partitions: u16, compacted: boo
         Some(Ok(exists)) => panic!("topic {name} exists already: {exists:?}"),
         Some(Err(e)) => panic!("creating topic {name}: {e}"),
         None => panic!("creating topic {name}: no outcome"),
+    }
+}
+
+/// Grows topic `name` to `total` partitions.
+pub fn add_partitions(bootstrap: &str, name: &str, total: usize) {
+    let client: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap_or_else(|e| panic!("admin client: {e}"));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let results = runtime
+        .block_on(client.create_partitions(
+            &[NewPartitions::new(name, total)],
+            &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+        ))
+        .unwrap_or_else(|e| panic!("adding partitions to {name}: {e}"));
+    for result in results {
+        result.unwrap_or_else(|(topic, code)| panic!("adding partitions to {topic}: {code}"));
     }
 }
 

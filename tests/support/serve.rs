@@ -14,15 +14,15 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Starts `clickflow serve -w WORKERS --set ...` with the metrics endpoint off unless
-    /// `sets` turns it on.
-    pub fn start(workers: u64, sets: &[String]) -> Serve {
+    /// Starts `clickflow serve ARGS --set ...` (ARGS such as `-w 2`) with the metrics
+    /// endpoint off unless `sets` turns it on.
+    pub fn start(args: &[&str], sets: &[String]) -> Serve {
         let dir = TempDir::new("serve").expect("temp dir");
         let log = File::create(dir.path().join("serve.log")).expect("log file");
         let mut command = Command::new(binary());
         command
             .arg("serve")
-            .args(["-w", &workers.to_string()])
+            .args(args)
             .args(["--set", "metrics.listen=\"\""]);
         for set in sets {
             command.args(["--set", set]);

@@ -1,0 +1,346 @@
+//! `clickflow serve`'s inputs and operations against a real Apache Kafka: several input
+//! topics with fewer partitions than workers, partitions added while running, the start
+//! positions, two processes, the metrics endpoint, clear failures, and the demo (which
+//! needs no Kafka at all).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use support::kafka::{
+    add_partitions, bootstrap, consume_all, create_topic, produce_to_partition, unique_topic,
+};
+use support::pipeline::{
+    SETTLE, Topics, assert_counts_equal, batch, generate, produce_lines, settled_counts,
+};
+use support::run::{TempDir, binary};
+use support::serve::Serve;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+/// Waits until `serve`'s log says that it reads `partitions` input partitions.
+fn wait_for_assignment(serve: &Serve, partitions: usize) {
+    let deadline = Instant::now() + SETTLE;
+    while serve.log().matches("reading input partition").count() < partitions {
+        assert!(
+            Instant::now() < deadline,
+            "partitions not assigned:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn several_topics_fewer_partitions_than_workers_and_partitions_added_while_running() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-inputs").unwrap();
+    let topics = Topics::create(&bootstrap, "inputs");
+    let single = unique_topic("inputs-single");
+    create_topic(&bootstrap, &single, 1, false);
+    let lines = generate(&dir, 3, 4_000);
+    let expected = batch(&dir, &lines);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let (to_single, to_other) = first.split_at(first.len() / 2);
+
+    let mut settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    settings.push(format!(
+        "kafka.input_topics=[\"{single}\",\"{}\"]",
+        topics.input
+    ));
+    let serve = Serve::start(&["-w", "3"], &settings);
+    produce_lines(&bootstrap, &single, to_single);
+    produce_lines(&bootstrap, &topics.input, to_other);
+    let written = consume_all(
+        &bootstrap,
+        &topics.counts,
+        true,
+        |records| !records.is_empty(),
+        SETTLE,
+    );
+    assert!(!written.is_empty(), "no output:\n{}", serve.log());
+
+    // The single-partition topic grows to three; the new partitions hold the rest.
+    add_partitions(&bootstrap, &single, 3);
+    for (partition, chunk) in (1..).zip(second.chunks(second.len() / 2 + 1)) {
+        let records: Vec<_> = chunk.iter().map(|line| (None, line.clone())).collect();
+        produce_to_partition(&bootstrap, &single, partition, &records);
+    }
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let (_, log) = serve.stop();
+    assert_counts_equal(&counts, &expected.counts, &log);
+    assert_eq!(
+        log.matches("reading input partition").count(),
+        3 + 4,
+        "{log}"
+    );
+}
+
+#[test]
+fn reading_starts_at_a_timestamp_or_at_the_end() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-start").unwrap();
+    let topics = Topics::create(&bootstrap, "start");
+    let lines = generate(&dir, 5, 3_000);
+    let (early, late) = lines.split_at(lines.len() / 2);
+    let expected = batch(&dir, late);
+    produce_lines(&bootstrap, &topics.input, early);
+    std::thread::sleep(Duration::from_millis(1_100));
+    let boundary = now_ms();
+    std::thread::sleep(Duration::from_millis(100));
+    produce_lines(&bootstrap, &topics.input, late);
+
+    let mut settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    settings.push(format!("kafka.start=\"{boundary}\""));
+    let serve = Serve::start(&["-w", "2"], &settings);
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let (_, log) = serve.stop();
+    assert_counts_equal(&counts, &expected.counts, &log);
+
+    // From the end: only what is produced after the start counts.
+    let (counts_topic, alerts_topic) = (unique_topic("start-counts"), unique_topic("start-alerts"));
+    create_topic(&bootstrap, &counts_topic, 1, true);
+    create_topic(&bootstrap, &alerts_topic, 1, true);
+    let mut settings = topics.settings(
+        &bootstrap,
+        &counts_topic,
+        &alerts_topic,
+        &unique_topic("txn"),
+    );
+    settings.push("kafka.start=\"latest\"".to_owned());
+    let serve = Serve::start(&["-w", "2"], &settings);
+    wait_for_assignment(&serve, 4);
+    produce_lines(&bootstrap, &topics.input, late);
+    let counts = settled_counts(&bootstrap, &counts_topic, &expected.counts);
+    let (_, log) = serve.stop();
+    assert_counts_equal(&counts, &expected.counts, &log);
+}
+
+#[test]
+fn two_processes_give_the_same_output_as_batch() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-processes").unwrap();
+    let topics = Topics::create(&bootstrap, "processes");
+    let lines = generate(&dir, 13, 3_000);
+    let expected = batch(&dir, &lines);
+    produce_lines(&bootstrap, &topics.input, &lines);
+    let hostfile = dir.path().join("hosts");
+    std::fs::write(
+        &hostfile,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .unwrap();
+    let hostfile = hostfile.to_str().unwrap();
+    let settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    let first = Serve::start(
+        &["-n", "2", "-p", "0", "-w", "2", "-h", hostfile],
+        &settings,
+    );
+    let second = Serve::start(
+        &["-n", "2", "-p", "1", "-w", "2", "-h", hostfile],
+        &settings,
+    );
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let (_, second_log) = second.stop();
+    let (_, log) = first.stop();
+    assert_counts_equal(
+        &counts,
+        &expected.counts,
+        &format!("{log}\nprocess 1:\n{second_log}"),
+    );
+    let read = |log: &str| log.matches("reading input partition").count();
+    assert_eq!(
+        (read(&log), read(&second_log)),
+        (2, 2),
+        "each process reads half:\n{log}\n{second_log}"
+    );
+}
+
+/// `GET /metrics` from `port`, as name-with-labels → value.
+fn scrape(port: u16) -> BTreeMap<String, f64> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .map(|line| {
+            let (name, value) = line.rsplit_once(' ').unwrap();
+            (name.to_owned(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_show_lag_per_partition_events_and_dead_letters_by_reason() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-metrics").unwrap();
+    let topics = Topics::create(&bootstrap, "metrics");
+    let lines = generate(&dir, 17, 3_000);
+    let expected = batch(&dir, &lines);
+    produce_lines(&bootstrap, &topics.input, &lines);
+    let port = free_port();
+    let mut settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    settings.push(format!("metrics.listen=\"127.0.0.1:{port}\""));
+    let serve = Serve::start(&["-w", "2"], &settings);
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    assert_counts_equal(&counts, &expected.counts, &serve.log());
+
+    let counted = (lines.len() - expected.dead_letters.len()) as f64;
+    let lags = |metrics: &BTreeMap<String, f64>| -> Vec<(String, f64)> {
+        metrics
+            .iter()
+            .filter(|(name, _)| name.starts_with("clickflow_consumer_lag_records{"))
+            .map(|(name, lag)| (name.clone(), *lag))
+            .collect()
+    };
+    // Lag comes from librdkafka's statistics, every second.
+    let deadline = Instant::now() + SETTLE;
+    let metrics = loop {
+        let metrics = scrape(port);
+        let caught_up =
+            lags(&metrics).len() == 4 && lags(&metrics).iter().all(|(_, lag)| *lag == 0.0);
+        if (metrics["clickflow_events_total"] == counted && caught_up) || Instant::now() > deadline
+        {
+            break metrics;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (_, log) = serve.stop();
+    assert_eq!(metrics["clickflow_events_total"], counted, "{log}");
+    let lag_lines = lags(&metrics);
+    assert_eq!(lag_lines.len(), 4, "one lag per partition: {lag_lines:?}");
+    assert!(
+        lag_lines
+            .iter()
+            .all(|(name, lag)| name.contains(&topics.input) && *lag == 0.0),
+        "{lag_lines:?}"
+    );
+    for reason in [
+        "invalid_json",
+        "missing_field",
+        "invalid_field",
+        "invalid_timestamp",
+        "too_large",
+        "too_late",
+        "future_timestamp",
+    ] {
+        let expected_count = expected
+            .dead_letters
+            .iter()
+            .filter(|(r, _)| r == reason)
+            .count() as f64;
+        assert_eq!(
+            metrics[&format!("clickflow_dead_letters_total{{reason=\"{reason}\"}}")],
+            expected_count,
+            "{reason}"
+        );
+    }
+    assert!(metrics["clickflow_output_transactions_total"] >= 1.0);
+    assert!(metrics["clickflow_freshness_seconds_count"] >= 1.0);
+    assert!(metrics.contains_key("clickflow_frontier_delay_seconds"));
+}
+
+#[test]
+fn failures_name_their_cause() {
+    let run = |args: &[&str]| {
+        let output = Command::new(binary()).args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    assert!(run(&["serve", "--set", "kafka.bootstrapp=x"]).contains("bootstrapp"));
+    assert!(
+        run(&["serve", "--config", "/nonexistent/clickflow.toml"])
+            .contains("/nonexistent/clickflow.toml")
+    );
+    let unreachable = run(&[
+        "serve",
+        "--set",
+        &format!("kafka.bootstrap=\"127.0.0.1:{}\"", free_port()),
+        "--set",
+        "metrics.listen=\"\"",
+    ]);
+    assert!(unreachable.contains("output writer"), "{unreachable}");
+}
+
+#[test]
+fn the_demo_runs_with_no_kafka_installed() {
+    let output = Command::new(binary())
+        .args([
+            "demo",
+            "--duration-s",
+            "6",
+            "--rate",
+            "1000",
+            "-w",
+            "1",
+            "--refresh-s",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("top pages") && stdout.contains("checkout funnel"),
+        "{stdout}"
+    );
+    let summary = stdout
+        .lines()
+        .find(|line| line.starts_with("demo: "))
+        .unwrap();
+    let numbers: Vec<u64> = summary
+        .split(' ')
+        .filter_map(|word| word.parse().ok())
+        .collect();
+    assert!(
+        numbers[0] > 1_000 && numbers[1] > 1_000 && numbers[1] <= numbers[0],
+        "{summary}"
+    );
+}
