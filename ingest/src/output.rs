@@ -29,7 +29,7 @@ use clickflow_dataflow::{PageViewRow, Step, Time};
 use clickflow_events::format_iso8601_utc;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use serde_json::json;
 use tracing::{info, warn};
 
@@ -106,11 +106,15 @@ impl OutputWriter {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")
+            // A transaction that begins right after a commit finds the broker still writing
+            // the last one's markers (CONCURRENT_TRANSACTIONS) and is retried after this
+            // backoff: librdkafka's default of 100 ms would cap the steps at about ten a second.
+            .set("retry.backoff.ms", "5")
             .set("compression.type", "zstd");
         for (key, value) in &config.properties {
             client.set(key, value);
         }
-        let producer: ThreadedProducer<DefaultProducerContext> =
+        let producer: BaseProducer<DefaultProducerContext> =
             client.create().map_err(|source| KafkaError::Client {
                 what: "output producer",
                 source,
@@ -136,7 +140,7 @@ impl OutputWriter {
 }
 
 fn write_steps(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &BaseProducer<DefaultProducerContext>,
     config: &OutputConfig,
     steps: &Receiver<Step>,
     status: &IngestStatus,
@@ -149,7 +153,13 @@ fn write_steps(
             records.extend(step_records(&step, config.retention_ms));
         }
         if !records.is_empty() {
+            let started = Instant::now();
             commit(producer, config, &records)?;
+            tracing::debug!(
+                records = records.len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "committed output step"
+            );
         }
         status.published(
             frontier,
@@ -164,7 +174,7 @@ fn write_steps(
 /// Writes `records` in one transaction, retrying (with the same records) until it
 /// commits or [`RETRY_FOR`] has passed since the first failure.
 fn commit(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &BaseProducer<DefaultProducerContext>,
     config: &OutputConfig,
     records: &[OutputRecord],
 ) -> Result<(), KafkaError> {
@@ -187,7 +197,7 @@ fn commit(
 
 /// One transaction with `records`; a commit that may be retried is retried in place.
 fn write_transaction(
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &BaseProducer<DefaultProducerContext>,
     config: &OutputConfig,
     records: &[OutputRecord],
 ) -> Result<(), RdKafkaError> {
@@ -206,17 +216,28 @@ fn write_transaction(
                 Ok(()) => break,
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     base = returned;
-                    std::thread::sleep(Duration::from_millis(1));
+                    producer.poll(Duration::from_millis(1));
                 }
                 Err((error, _)) => return Err(error),
             }
         }
     }
+    await_deliveries(producer);
     retry_in_place(|| producer.commit_transaction(OPERATION_TIMEOUT))
 }
 
+/// Serves delivery reports until every record is delivered (or the operation timeout
+/// passes). `commit_transaction` flushes too, but its flush polls in 100 ms slices that the
+/// last delivery report does not cut short: every commit would take a multiple of 100 ms.
+fn await_deliveries(producer: &BaseProducer<DefaultProducerContext>) {
+    let deadline = Instant::now() + OPERATION_TIMEOUT;
+    while producer.in_flight_count() > 0 && Instant::now() < deadline {
+        producer.poll(Duration::from_millis(1));
+    }
+}
+
 /// Aborts the current transaction, if any, so that the next one can begin.
-fn abort(producer: &ThreadedProducer<DefaultProducerContext>) {
+fn abort(producer: &BaseProducer<DefaultProducerContext>) {
     if let Err(error) = retry_in_place(|| producer.abort_transaction(OPERATION_TIMEOUT)) {
         warn!(%error, "aborting the output transaction failed");
     }

@@ -46,6 +46,11 @@ use crate::status::{IngestStatus, PartitionStatus, now_ms};
 /// here with records left.
 const MAX_BATCH: usize = 65_536;
 
+/// How often the source runs when librdkafka does not wake it: to notice idle partitions,
+/// and to poll records whose arrival did not wake it (a new record only wakes the source
+/// when it finds the consumer's queue empty).
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
 /// How often partition metadata is re-read to find new partitions.
 const METADATA_REFRESH: Duration = Duration::from_secs(5);
 
@@ -186,10 +191,6 @@ pub fn kafka_source<'s>(
         record_timestamps: Vec::new(),
         largest_announced: None,
     };
-    let idle_check = reader
-        .config
-        .idle_timeout
-        .clamp(Duration::from_millis(1), Duration::from_millis(100));
     builder.build(move |capabilities| {
         let [mut events_capability, mut watermark_capability] =
             <[_; 2]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("two outputs"));
@@ -221,7 +222,7 @@ pub fn kafka_source<'s>(
             if full {
                 activator.activate();
             } else {
-                activator.activate_after(idle_check);
+                activator.activate_after(POLL_INTERVAL);
             }
         }
     });
