@@ -12,11 +12,10 @@ use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use support::kafka::{
-    add_partitions, bootstrap, consume_all, create_topic, produce_to_partition, unique_topic,
-};
+use support::kafka::{add_partitions, bootstrap, create_topic, produce_to_partition, unique_topic};
 use support::pipeline::{
-    SETTLE, Topics, assert_counts_equal, batch, generate, produce_lines, settled_counts,
+    SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate, produce_lines,
+    settled_counts,
 };
 use support::run::{TempDir, binary};
 use support::serve::Serve;
@@ -74,14 +73,7 @@ fn several_topics_fewer_partitions_than_workers_and_partitions_added_while_runni
     let serve = Serve::start(&["-w", "3"], &settings);
     produce_lines(&bootstrap, &single, to_single);
     produce_lines(&bootstrap, &topics.input, to_other);
-    let written = consume_all(
-        &bootstrap,
-        &topics.counts,
-        true,
-        |records| !records.is_empty(),
-        SETTLE,
-    );
-    assert!(!written.is_empty(), "no output:\n{}", serve.log());
+    await_first_output(&bootstrap, &topics.counts, || serve.log());
 
     // The single-partition topic grows to three; the new partitions hold the rest.
     add_partitions(&bootstrap, &single, 3);

@@ -275,39 +275,27 @@ fn produce_at_a_rate_gives_event_times_that_follow_the_wall_clock() {
 }
 
 #[test]
-fn produce_to_an_unreachable_broker_fails_with_the_cause_in_bounded_time() {
-    let run = clickflow(&[
-        "produce",
-        "--bootstrap",
-        "127.0.0.1:1",
-        "--timeout-ms",
-        "2000",
-        "--events",
-        "10",
-    ]);
-    assert!(!run.status.success(), "succeeded:\n{}", run.stdout);
-    assert!(
-        run.stderr
-            .contains("cannot reach Kafka at 127.0.0.1:1 within 2s"),
-        "stderr:\n{}",
-        run.stderr
-    );
-    assert!(run.elapsed < RUN_TIMEOUT, "took {:?}", run.elapsed);
-
-    let run = clickflow(&[
-        "topics",
-        "--bootstrap",
-        "127.0.0.1:1",
-        "--timeout-ms",
-        "2000",
-    ]);
-    assert!(!run.status.success(), "succeeded:\n{}", run.stdout);
-    assert!(
-        run.stderr
-            .contains("cannot reach Kafka at 127.0.0.1:1 within 2s"),
-        "stderr:\n{}",
-        run.stderr
-    );
+fn produce_and_topics_fail_with_the_cause_in_bounded_time_when_the_broker_is_unreachable() {
+    let unreachable = ["--bootstrap", "127.0.0.1:1", "--timeout-ms", "2000"];
+    for command in [&["produce", "--events", "10"][..], &["topics"][..]] {
+        let run = clickflow(&[command, &unreachable[..]].concat());
+        assert!(
+            !run.status.success(),
+            "{command:?} succeeded:\n{}",
+            run.stdout
+        );
+        assert!(
+            run.stderr
+                .contains("cannot reach Kafka at 127.0.0.1:1 within 2s"),
+            "{command:?} stderr:\n{}",
+            run.stderr
+        );
+        assert!(
+            run.elapsed < RUN_TIMEOUT,
+            "{command:?} took {:?}",
+            run.elapsed
+        );
+    }
 }
 
 #[test]

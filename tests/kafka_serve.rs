@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
 use support::pipeline::{
-    SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_lines,
-    settled_counts,
+    SETTLE, Topics, alert_states, assert_counts_equal, await_first_output, batch, generate,
+    produce_lines, settled_counts,
 };
 use support::run::TempDir;
 use support::serve::Serve;
@@ -146,18 +146,7 @@ fn a_broker_restart_in_mid_stream_loses_and_duplicates_nothing() {
     );
     produce_lines(&bootstrap, &topics.input, first);
     // The output is under way (some step committed) when the broker goes down.
-    let written = consume_all(
-        &bootstrap,
-        &topics.counts,
-        true,
-        |records| !records.is_empty(),
-        SETTLE,
-    );
-    assert!(
-        !written.is_empty(),
-        "no output before the restart:\n{}",
-        serve.log()
-    );
+    await_first_output(&bootstrap, &topics.counts, || serve.log());
     broker("kafka-stop", &[]);
     std::thread::sleep(Duration::from_secs(2));
     broker("kafka-start", &["--keep-data"]);

@@ -1,7 +1,8 @@
-//! Multisets as the views keep them: counts in a hash map, or a sorted vector.
+//! Multisets as the views keep them: counts in a hash map or a sorted map, or a sorted
+//! vector.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap, btree_map};
 use std::hash::{BuildHasher, Hash};
 
 /// Adds `diff` to the count of `key`, removing the key when its count reaches zero.
@@ -18,6 +19,21 @@ pub(crate) fn add_to_counts<K: Hash + Eq, S: BuildHasher>(
             }
         }
         Entry::Vacant(slot) => {
+            slot.insert(diff);
+        }
+    }
+}
+
+/// Adds `diff` to the count of `key` in a sorted map, removing the key at zero.
+pub(crate) fn add_to_sorted_counts<K: Ord>(counts: &mut BTreeMap<K, isize>, key: K, diff: isize) {
+    match counts.entry(key) {
+        btree_map::Entry::Occupied(mut count) => {
+            *count.get_mut() += diff;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+        btree_map::Entry::Vacant(slot) => {
             slot.insert(diff);
         }
     }

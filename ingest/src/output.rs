@@ -25,7 +25,9 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::{PageViewRow, Step, Time};
+use clickflow_dataflow::{
+    AlertState, AlertTransition, PageViewRow, Step, alert_transitions, changed_rows,
+};
 use clickflow_events::format_iso8601_utc;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
@@ -281,28 +283,17 @@ fn output_error(source: RdKafkaError) -> KafkaError {
 /// The records one step writes (see the module documentation).
 pub fn step_records(step: &Step, retention_ms: u64) -> Vec<OutputRecord> {
     let mut records = Vec::new();
-    let page_views = net_changes(&step.page_views, |row| (row.page.clone(), row.window_start));
-    for row in page_views
-        .into_values()
-        .filter_map(|change| change.inserted)
-    {
+    for row in changed_rows(&step.page_views, |row| (row.page.clone(), row.window_start)) {
         records.push(OutputRecord {
             alert: false,
             key: row.page.to_string(),
             value: page_view_value(&row),
         });
     }
-    for change in net_changes(&step.alerts, |row| {
-        (row.rule.clone(), row.page.clone(), row.window_start)
-    })
-    .into_values()
-    {
-        let (row, state) = match (change.inserted, change.deleted) {
-            (Some(row), None) => (row, "fired"),
-            (None, Some(row)) if row.window_end.saturating_add(retention_ms) > change.last_time => {
-                (row, "cleared")
-            }
-            _ => continue,
+    for AlertTransition { row, state, .. } in alert_transitions(&step.alerts, retention_ms) {
+        let state = match state {
+            AlertState::Fired => "fired",
+            AlertState::Cleared => "cleared",
         };
         records.push(OutputRecord {
             alert: true,
@@ -338,46 +329,10 @@ pub fn page_view_value(row: &PageViewRow) -> String {
     .to_string()
 }
 
-/// What a step did to one key: the row it holds afterwards and the row it held before,
-/// if they differ.
-struct NetChange<R> {
-    inserted: Option<R>,
-    deleted: Option<R>,
-    last_time: Time,
-}
-
-/// Nets out a step's updates by key, in key order.
-fn net_changes<R: Clone + Ord, K: Ord>(
-    updates: &[(R, Time, isize)],
-    key: impl Fn(&R) -> K,
-) -> BTreeMap<K, NetChange<R>> {
-    let mut by_row: BTreeMap<&R, (isize, Time)> = BTreeMap::new();
-    for (row, time, diff) in updates {
-        let entry = by_row.entry(row).or_insert((0, *time));
-        entry.0 += diff;
-        entry.1 = entry.1.max(*time);
-    }
-    let mut changes = BTreeMap::new();
-    for (row, (diff, time)) in by_row {
-        let change = changes.entry(key(row)).or_insert(NetChange {
-            inserted: None,
-            deleted: None,
-            last_time: time,
-        });
-        change.last_time = change.last_time.max(time);
-        match diff.signum() {
-            1 => change.inserted = Some(row.clone()),
-            -1 => change.deleted = Some(row.clone()),
-            _ => {}
-        }
-    }
-    changes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickflow_dataflow::AlertRow;
+    use clickflow_dataflow::{AlertRow, Time};
 
     fn page_view(page: &str, count: u64) -> PageViewRow {
         PageViewRow {

@@ -281,6 +281,13 @@ impl Reader {
         }
         let counted = self.updates.len() as u64;
         self.context.status.add_events_counted(counted);
+        if polled > 0 {
+            for owned in &self.partitions {
+                self.context
+                    .status
+                    .record_offset(&owned.topic, owned.partition, time, owned.next_offset);
+            }
+        }
         if !self.record_timestamps.is_empty() {
             self.context
                 .status

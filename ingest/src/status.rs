@@ -2,7 +2,7 @@
 //! and lag, counters, the published frontier and event freshness, shared between the
 //! workers that update it and the readers (metrics, status) that show it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,6 +13,9 @@ use clickflow_events::DeadLetterReason;
 
 /// The largest freshness the histogram resolves, in milliseconds; slower events count here.
 const FRESHNESS_BUCKETS_MS: usize = 60_000;
+
+/// Offset marks kept per partition (about the last minutes of activations).
+const OFFSET_MARKS: usize = 16_384;
 
 /// Upper bounds (inclusive, ms) of the exported freshness histogram's buckets.
 const FRESHNESS_BOUNDS_MS: [usize; 26] = [
@@ -57,6 +60,9 @@ struct Inner {
     output_records: AtomicU64,
     transactions: AtomicU64,
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
+    /// Per partition, `(time, next_offset)` marks: the records before `next_offset`
+    /// entered the dataflow at logical times up to `time`.
+    offsets: Mutex<BTreeMap<(String, i32), VecDeque<(Time, i64)>>>,
     published: Mutex<Published>,
 }
 
@@ -81,6 +87,7 @@ impl Default for IngestStatus {
                 output_records: AtomicU64::new(0),
                 transactions: AtomicU64::new(0),
                 partitions: Mutex::new(BTreeMap::new()),
+                offsets: Mutex::new(BTreeMap::new()),
                 published: Mutex::new(Published {
                     frontier: None,
                     waiting: BTreeMap::new(),
@@ -142,6 +149,37 @@ impl IngestStatus {
     /// Every partition read by this process, by `(topic, partition)`.
     pub fn partitions(&self) -> BTreeMap<(String, i32), PartitionStatus> {
         lock(&self.inner.partitions).clone()
+    }
+
+    /// Records that the records of a partition before `next_offset` have entered the
+    /// dataflow at logical times up to `time`.
+    pub fn record_offset(&self, topic: &str, partition: i32, time: Time, next_offset: i64) {
+        let mut offsets = lock(&self.inner.offsets);
+        let marks = offsets.entry((topic.to_owned(), partition)).or_default();
+        match marks.back_mut() {
+            Some((last_time, last_offset)) if *last_time == time => *last_offset = next_offset,
+            _ => marks.push_back((time, next_offset)),
+        }
+        if marks.len() > OFFSET_MARKS {
+            marks.pop_front();
+        }
+    }
+
+    /// Per partition of this process, the offset of the first record not reflected by a
+    /// read at `as_of` (`None`: everything read so far); partitions with nothing known
+    /// before `as_of` are left out.
+    pub fn offsets_before(&self, as_of: Option<Time>) -> Vec<(String, i32, i64)> {
+        let offsets = lock(&self.inner.offsets);
+        offsets
+            .iter()
+            .filter_map(|((topic, partition), marks)| {
+                marks
+                    .iter()
+                    .rev()
+                    .find(|(time, _)| as_of.is_none_or(|as_of| *time < as_of))
+                    .map(|(_, next_offset)| (topic.clone(), *partition, *next_offset))
+            })
+            .collect()
     }
 
     /// Remembers the record timestamps of events entered at logical time `time`, so that
@@ -400,6 +438,21 @@ mod tests {
         assert!(
             text.contains("clickflow_freshness_seconds_count 3\n"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn offsets_before_an_as_of_are_those_of_the_last_batch_entered_before_it() {
+        let status = IngestStatus::default();
+        status.record_offset("t", 0, 10, 5);
+        status.record_offset("t", 0, 10, 7);
+        status.record_offset("t", 0, 20, 9);
+        status.record_offset("t", 1, 30, 2);
+        assert_eq!(status.offsets_before(Some(10)), vec![]);
+        assert_eq!(status.offsets_before(Some(11)), vec![("t".to_owned(), 0, 7)]);
+        assert_eq!(
+            status.offsets_before(None),
+            vec![("t".to_owned(), 0, 9), ("t".to_owned(), 1, 2)]
         );
     }
 

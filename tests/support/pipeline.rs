@@ -275,3 +275,16 @@ pub fn assert_counts_equal(
         expected.len()
     );
 }
+
+/// Waits until `topic` holds some output (a committed step), and says so with `log` if it
+/// never does.
+pub fn await_first_output(bootstrap: &str, topic: &str, log: impl Fn() -> String) {
+    let written = consume_all(
+        bootstrap,
+        topic,
+        true,
+        |records| !records.is_empty(),
+        SETTLE,
+    );
+    assert!(!written.is_empty(), "no output in {topic}:\n{}", log());
+}
