@@ -14,6 +14,9 @@ use clickflow_events::DeadLetterReason;
 /// The largest freshness the histogram resolves, in milliseconds; slower events count here.
 const FRESHNESS_BUCKETS_MS: usize = 60_000;
 
+/// `(time, next_offset)` marks of one partition, oldest first.
+type OffsetMarks = VecDeque<(Time, i64)>;
+
 /// Offset marks kept per partition (about the last minutes of activations).
 const OFFSET_MARKS: usize = 16_384;
 
@@ -62,7 +65,7 @@ struct Inner {
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     /// Per partition, `(time, next_offset)` marks: the records before `next_offset`
     /// entered the dataflow at logical times up to `time`.
-    offsets: Mutex<BTreeMap<(String, i32), VecDeque<(Time, i64)>>>,
+    offsets: Mutex<BTreeMap<(String, i32), OffsetMarks>>,
     published: Mutex<Published>,
 }
 
