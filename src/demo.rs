@@ -79,9 +79,19 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         create_topic(&cluster, topic, 1)?;
     }
 
-    let service = Service::new(args.workers as usize);
+    let service = Service::new(&config, args.workers as usize);
+    let cluster_args = ClusterArgs {
+        workers: args.workers,
+        processes: 1,
+        process: 0,
+        hostfile: None,
+    };
+    let api = config
+        .api_listen()?
+        .map(|address| (address, service.api_state(&config, &cluster_args)));
     let background = Background::start(
         config.metrics_listen()?,
+        api,
         service.status.clone(),
         Arc::clone(&service.shutdown),
     )?;
@@ -98,12 +108,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         let refresh = Duration::from_secs_f64(args.refresh_s.clamp(0.05, 3600.0));
         let threshold = config.views.high_traffic_threshold;
         thread::spawn(move || show(&service, refresh, threshold))
-    };
-    let cluster_args = ClusterArgs {
-        workers: args.workers,
-        processes: 1,
-        process: 0,
-        hostfile: None,
     };
     let result = run_service(&config, &cluster_args, &service);
     service.shutdown.store(true, Ordering::SeqCst);

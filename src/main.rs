@@ -1,6 +1,7 @@
 //! The `clickflow` binary: parses the command line and runs one subcommand.
 
 mod batch;
+mod client;
 mod demo;
 mod generate;
 mod options;
@@ -38,6 +39,14 @@ enum Command {
     Topics(topics::TopicsArgs),
     /// Send generated page views to Kafka with the reference producer's settings.
     Produce(produce::ProduceArgs),
+    /// Query a view of a running server: page views, top pages, sessions, the funnel.
+    Query(client::query::QueryArgs),
+    /// Follow a view of a running server live: snapshot, then updates and progress.
+    Subscribe(client::subscribe::SubscribeArgs),
+    /// The alerts of a running server: current alerts, rules, and live transitions.
+    Alerts(client::alerts::AlertsArgs),
+    /// A running server's frontier, partitions, lag and counters.
+    Status(client::status::StatusArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -62,5 +71,9 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(args),
         Command::Topics(args) => topics::run(args),
         Command::Produce(args) => produce::run(args),
+        Command::Query(args) => client::query::run(args),
+        Command::Subscribe(args) => client::subscribe::run(args),
+        Command::Alerts(args) => client::alerts::run(args),
+        Command::Status(args) => client::status::run(args),
     }
 }

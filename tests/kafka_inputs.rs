@@ -293,6 +293,8 @@ fn failures_name_their_cause() {
         &format!("kafka.bootstrap=\"127.0.0.1:{}\"", free_port()),
         "--set",
         "metrics.listen=\"\"",
+        "--set",
+        "api.listen=\"\"",
     ]);
     assert!(unreachable.contains("output writer"), "{unreachable}");
 }
@@ -310,6 +312,8 @@ fn the_demo_runs_with_no_kafka_installed() {
             "1",
             "--refresh-s",
             "1",
+            "--set",
+            "api.listen=\"127.0.0.1:0\"",
         ])
         .output()
         .unwrap();

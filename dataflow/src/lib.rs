@@ -26,6 +26,6 @@ pub use config::{FunnelStep, ViewConfig};
 pub use rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 pub use rules::{RuleChanges, alert_rules};
 pub use steps::{Step, publish_steps};
-pub use store::{AnyRow, TimedUpdates, ViewKind, ViewRead, ViewSnapshot, ViewStore};
+pub use store::{AnyRow, TimedUpdates, ViewKind, ViewRead, ViewSnapshot, ViewStore, Visit};
 pub use transitions::{AlertState, AlertTransition, alert_transitions, changed_rows};
 pub use views::{ArrivedEvent, Time, Views, build_views};

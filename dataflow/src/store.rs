@@ -74,6 +74,22 @@ pub enum ViewKind {
     Alerts = 3,
 }
 
+/// What a range read does with a row.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Visit {
+    /// Returns it.
+    Take,
+    /// Passes over it.
+    Skip,
+    /// Ends the read before it.
+    Stop,
+}
+
+impl ViewKind {
+    /// Every view, in index order.
+    pub const ALL: [ViewKind; 4] = [Self::PageViews, Self::Sessions, Self::Funnel, Self::Alerts];
+}
+
 /// Updates of one view at one time, as recorded in the changelog.
 pub type TimedUpdates = (Time, Vec<(AnyRow, isize)>);
 
@@ -123,16 +139,21 @@ impl<R: Ord + Clone> ViewState<R> {
         }
     }
 
-    /// The rows in `range`, each as often as its multiplicity, while `keep` holds.
+    /// The rows in `range` that `visit` takes, each as often as its multiplicity, until it
+    /// says stop.
     fn range<'a>(
         &'a self,
         range: impl RangeBounds<R> + 'a,
-        keep: impl Fn(&R) -> bool + 'a,
+        visit: impl Fn(&R) -> Visit + 'a,
     ) -> impl Iterator<Item = &'a R> + 'a {
         self.rows
             .range(range)
-            .take_while(move |(row, _)| keep(row))
-            .flat_map(|(row, &count)| std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0)))
+            .map(move |(row, count)| (row, count, visit(row)))
+            .take_while(|(_, _, visit)| *visit != Visit::Stop)
+            .filter(|(_, _, visit)| *visit == Visit::Take)
+            .flat_map(|(row, &count, _)| {
+                std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
+            })
     }
 }
 
@@ -224,44 +245,71 @@ impl ViewRead<'_> {
         self.as_of
     }
 
-    /// Up to `limit` page-view rows from `from` on while `keep` holds, in key order.
+    /// Up to `limit` page-view rows from `from` on that `visit` takes, in key order.
     pub fn page_views(
         &self,
         from: Bound<&PageViewRow>,
-        keep: impl Fn(&PageViewRow) -> bool,
+        visit: impl Fn(&PageViewRow) -> Visit,
         limit: usize,
     ) -> Vec<PageViewRow> {
-        self.rows(|p| &p.page_views, from, keep, limit)
+        self.rows(|p| &p.page_views, from, visit, limit)
     }
 
-    /// Up to `limit` session rows from `from` on while `keep` holds, in key order.
+    /// Up to `limit` session rows from `from` on that `visit` takes, in key order.
     pub fn sessions(
         &self,
         from: Bound<&SessionRow>,
-        keep: impl Fn(&SessionRow) -> bool,
+        visit: impl Fn(&SessionRow) -> Visit,
         limit: usize,
     ) -> Vec<SessionRow> {
-        self.rows(|p| &p.sessions, from, keep, limit)
+        self.rows(|p| &p.sessions, from, visit, limit)
     }
 
-    /// Up to `limit` funnel rows from `from` on while `keep` holds, in key order.
+    /// Up to `limit` funnel rows from `from` on that `visit` takes, in key order.
     pub fn funnel(
         &self,
         from: Bound<&FunnelRow>,
-        keep: impl Fn(&FunnelRow) -> bool,
+        visit: impl Fn(&FunnelRow) -> Visit,
         limit: usize,
     ) -> Vec<FunnelRow> {
-        self.rows(|p| &p.funnel, from, keep, limit)
+        self.rows(|p| &p.funnel, from, visit, limit)
     }
 
-    /// Up to `limit` alert rows from `from` on while `keep` holds, in key order.
+    /// Up to `limit` alert rows from `from` on that `visit` takes, in key order.
     pub fn alerts(
         &self,
         from: Bound<&AlertRow>,
-        keep: impl Fn(&AlertRow) -> bool,
+        visit: impl Fn(&AlertRow) -> Visit,
         limit: usize,
     ) -> Vec<AlertRow> {
-        self.rows(|p| &p.alerts, from, keep, limit)
+        self.rows(|p| &p.alerts, from, visit, limit)
+    }
+
+    /// Every row of `view`, in key order.
+    pub fn all(&self, view: ViewKind) -> Vec<AnyRow> {
+        let all = usize::MAX;
+        match view {
+            ViewKind::PageViews => self
+                .page_views(Bound::Unbounded, |_| Visit::Take, all)
+                .into_iter()
+                .map(AnyRow::PageView)
+                .collect(),
+            ViewKind::Sessions => self
+                .sessions(Bound::Unbounded, |_| Visit::Take, all)
+                .into_iter()
+                .map(AnyRow::Session)
+                .collect(),
+            ViewKind::Funnel => self
+                .funnel(Bound::Unbounded, |_| Visit::Take, all)
+                .into_iter()
+                .map(AnyRow::Funnel)
+                .collect(),
+            ViewKind::Alerts => self
+                .alerts(Bound::Unbounded, |_| Visit::Take, all)
+                .into_iter()
+                .map(AnyRow::Alert)
+                .collect(),
+        }
     }
 
     /// Every page-view row of the window starting at `window_start`.
@@ -311,7 +359,7 @@ impl ViewRead<'_> {
         &self,
         view: fn(&Partition) -> &ViewState<R>,
         from: Bound<&R>,
-        keep: impl Fn(&R) -> bool,
+        visit: impl Fn(&R) -> Visit,
         limit: usize,
     ) -> Vec<R> {
         let mut rows: Vec<R> = self
@@ -319,7 +367,7 @@ impl ViewRead<'_> {
             .iter()
             .flat_map(|partition| {
                 view(partition)
-                    .range((from, Bound::Unbounded), &keep)
+                    .range((from, Bound::Unbounded), &visit)
                     .take(limit)
                     .cloned()
             })
@@ -386,10 +434,10 @@ impl ViewStore {
         let all = usize::MAX;
         ViewSnapshot {
             as_of: read.as_of,
-            page_views: read.page_views(Bound::Unbounded, |_| true, all),
-            sessions: read.sessions(Bound::Unbounded, |_| true, all),
-            funnel: read.funnel(Bound::Unbounded, |_| true, all),
-            alerts: read.alerts(Bound::Unbounded, |_| true, all),
+            page_views: read.page_views(Bound::Unbounded, |_| Visit::Take, all),
+            sessions: read.sessions(Bound::Unbounded, |_| Visit::Take, all),
+            funnel: read.funnel(Bound::Unbounded, |_| Visit::Take, all),
+            alerts: read.alerts(Bound::Unbounded, |_| Visit::Take, all),
         }
     }
 }

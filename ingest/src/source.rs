@@ -123,13 +123,31 @@ pub struct SourceContext {
 /// The updates a source feeds the dataflow: `(event, time, +1)`.
 pub type EventUpdates = Vec<(ArrivedEvent, Time, isize)>;
 
-/// A source's two streams.
+/// A source's streams, and what it hears from the other workers.
 pub struct SourceStreams<'s> {
     /// Admitted events, ready for `as_collection`.
     pub events: Stream<'s, Time, EventUpdates>,
-    /// The sources' progress: few records, the same frontier as `events`; for inputs that
-    /// must follow the sources (such as alert rules).
+    /// The sources' progress: each worker's largest watermark when it grows; the same
+    /// frontier as `events`. For inputs that must follow the sources (alert rules).
     pub progress: Stream<'s, Time, Vec<Time>>,
+    announced: Rc<Cell<Option<Time>>>,
+}
+
+impl<'s> SourceStreams<'s> {
+    /// Lets every worker's source hear `announcements` (times that the frontier should
+    /// pass): pass [`Self::progress`], concatenated with the times of any other input
+    /// (such as rule changes) that must take effect while every partition is idle.
+    pub fn hear(&self, announcements: Stream<'s, Time, Vec<Time>>) {
+        let heard = Rc::clone(&self.announced);
+        announcements
+            .broadcast()
+            .sink(Pipeline, "Announcements", move |(input, _)| {
+                input.for_each(|_, times| {
+                    let largest = times.iter().copied().max();
+                    heard.set(heard.get().max(largest));
+                });
+            });
+    }
 }
 
 /// Builds this worker's Kafka source.
@@ -165,19 +183,10 @@ pub fn kafka_source<'s>(
     });
     let activator = scope.activator_for(Rc::clone(&info.address));
 
-    // Every worker's largest watermark reaches every worker, for idle workers to follow.
+    // What the workers announce (see `SourceStreams::hear`), for idle workers to follow.
     let announced = Rc::new(Cell::new(None::<Time>));
-    let heard = Rc::clone(&announced);
-    watermarks
-        .clone()
-        .broadcast()
-        .sink(Pipeline, "AnnouncedWatermarks", move |(input, _)| {
-            input.for_each(|_, watermarks| {
-                let largest = watermarks.iter().copied().max();
-                heard.set(heard.get().max(largest));
-            });
-        });
 
+    let heard = Rc::clone(&announced);
     let mut reader = Reader {
         config,
         consumer,
@@ -214,7 +223,7 @@ pub fn kafka_source<'s>(
                 &reader.partitions,
                 Instant::now(),
                 reader.config.idle_timeout,
-                announced.get().max(reader.largest_announced),
+                heard.get().max(reader.largest_announced),
             );
             events_capability.downgrade(&next);
             watermark_capability.downgrade(&next);
@@ -229,6 +238,7 @@ pub fn kafka_source<'s>(
     Ok(SourceStreams {
         events,
         progress: watermarks,
+        announced,
     })
 }
 
@@ -283,9 +293,12 @@ impl Reader {
         self.context.status.add_events_counted(counted);
         if polled > 0 {
             for owned in &self.partitions {
-                self.context
-                    .status
-                    .record_offset(&owned.topic, owned.partition, time, owned.next_offset);
+                self.context.status.record_offset(
+                    &owned.topic,
+                    owned.partition,
+                    time,
+                    owned.next_offset,
+                );
             }
         }
         if !self.record_timestamps.is_empty() {

@@ -452,7 +452,10 @@ mod tests {
         status.record_offset("t", 0, 20, 9);
         status.record_offset("t", 1, 30, 2);
         assert_eq!(status.offsets_before(Some(10)), vec![]);
-        assert_eq!(status.offsets_before(Some(11)), vec![("t".to_owned(), 0, 7)]);
+        assert_eq!(
+            status.offsets_before(Some(11)),
+            vec![("t".to_owned(), 0, 7)]
+        );
         assert_eq!(
             status.offsets_before(None),
             vec![("t".to_owned(), 0, 9), ("t".to_owned(), 1, 2)]

@@ -1,6 +1,6 @@
 //! The service's background tasks, on a small tokio runtime beside the timely workers:
-//! the Prometheus `/metrics` endpoint, a progress line in the log every few seconds, and
-//! SIGINT/SIGTERM, which ask the workers to stop.
+//! the gRPC API, the Prometheus `/metrics` endpoint, a progress line in the log every few
+//! seconds, and SIGINT/SIGTERM, which ask the workers to stop (and end the API).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,6 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
+use clickflow_api::ApiState;
 use clickflow_ingest::status::IngestStatus;
 use tokio::runtime::Runtime;
 use tracing::info;
@@ -23,10 +24,11 @@ pub struct Background {
 }
 
 impl Background {
-    /// Starts the tasks: metrics on `metrics_listen` (if any), the progress log, and the
-    /// signal handler that sets `shutdown`.
+    /// Starts the tasks: the API on its address (if any), metrics on `metrics_listen` (if
+    /// any), the progress log, and the signal handler that sets `shutdown`.
     pub fn start(
         metrics_listen: Option<SocketAddr>,
+        api: Option<(SocketAddr, ApiState)>,
         status: IngestStatus,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
@@ -51,6 +53,19 @@ impl Background {
             );
             runtime.spawn(async move { axum::serve(listener, app).await });
             info!(address = ?bound, "serving metrics at /metrics");
+        }
+        if let Some((address, state)) = api {
+            let listener = runtime
+                .block_on(tokio::net::TcpListener::bind(address))
+                .with_context(|| format!("api.listen {address}: cannot listen"))?;
+            info!(address = ?listener.local_addr().ok(), "serving gRPC");
+            let stopped = Arc::clone(&shutdown);
+            runtime.spawn(async move {
+                if let Err(error) = clickflow_api::serve(listener, state, until_set(stopped)).await
+                {
+                    tracing::error!(%error, "the gRPC API stopped");
+                }
+            });
         }
         runtime.spawn(log_progress(status));
         runtime.spawn(stop_on_signal(shutdown));
@@ -80,6 +95,13 @@ async fn log_progress(status: IngestStatus) {
             idle,
             "progress"
         );
+    }
+}
+
+/// Completes once `flag` is set.
+async fn until_set(flag: Arc<AtomicBool>) {
+    while !flag.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -32,6 +32,8 @@ pub struct ServeConfig {
     pub views: ViewArgs,
     /// The metrics endpoint.
     pub metrics: MetricsConfig,
+    /// The gRPC API.
+    pub api: ApiConfig,
 }
 
 /// Kafka input and output.
@@ -93,6 +95,29 @@ impl Default for MetricsConfig {
     }
 }
 
+/// The gRPC API (served by process 0).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Address of the gRPC API; empty to serve none.
+    pub listen: String,
+    /// How long (logical ms) every view's updates are kept, so that a subscription can
+    /// resume from an `as_of` that recent.
+    pub changelog_ms: u64,
+    /// Messages buffered per subscriber; a subscriber further behind is cut off.
+    pub subscriber_buffer: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:50051".to_owned(),
+            changelog_ms: 60_000,
+            subscriber_buffer: 1024,
+        }
+    }
+}
+
 impl ServeConfig {
     /// Reads `file` (if any), then applies environment overrides, then `--set` overrides.
     pub fn load(
@@ -141,6 +166,10 @@ impl ServeConfig {
         }
         self.start_position()?;
         self.metrics_listen()?;
+        self.api_listen()?;
+        if self.api.subscriber_buffer < 2 {
+            bail!("api.subscriber_buffer: at least 2");
+        }
         self.views.view_config().context("views")?;
         Ok(())
     }
@@ -153,16 +182,14 @@ impl ServeConfig {
             .map_err(|message| anyhow::anyhow!("kafka.start: {message}"))
     }
 
+    /// The gRPC address, if any.
+    pub fn api_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        listen_address(&self.api.listen, "api.listen")
+    }
+
     /// The metrics address, if any.
     pub fn metrics_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
-        if self.metrics.listen.is_empty() {
-            return Ok(None);
-        }
-        self.metrics
-            .listen
-            .parse()
-            .map(Some)
-            .with_context(|| format!("metrics.listen: {:?} is not HOST:PORT", self.metrics.listen))
+        listen_address(&self.metrics.listen, "metrics.listen")
     }
 
     /// The sources' configuration.
@@ -189,6 +216,16 @@ impl ServeConfig {
             properties: self.kafka.producer.clone(),
         }
     }
+}
+
+/// A listen address (`""`: none), or an error naming `key`.
+fn listen_address(text: &str, key: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .with_context(|| format!("{key}: {text:?} is not HOST:PORT"))
 }
 
 /// Sets `path` (dot-separated) in `table` to `value`, read as TOML or else as a string.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow};
 use clap::Args;
+use clickflow_api::{AlertRules, ApiState};
 use clickflow_dataflow::{
     AlertRule, RuleChanges, Time, ViewStore, alert_rules, build_views, publish_steps,
 };
@@ -24,6 +25,8 @@ use clickflow_ingest::output::{OutputWriter, StepSender};
 use clickflow_ingest::source::{SourceContext, kafka_source};
 use clickflow_ingest::status::IngestStatus;
 use differential_dataflow::AsCollection;
+use timely::dataflow::operators::Concat;
+use timely::dataflow::operators::vec::Map;
 use tracing::info;
 
 use crate::options::ClusterArgs;
@@ -60,30 +63,48 @@ pub struct Service {
     pub store: ViewStore,
     /// Ingest and output status of this process.
     pub status: IngestStatus,
-    /// Alert rules to add or remove at run time.
-    pub rules: RuleChanges,
+    /// The alert rules, starting with the built-in `high_traffic`.
+    pub rules: AlertRules,
     /// Set to stop the service.
     pub shutdown: Arc<AtomicBool>,
 }
 
 impl Service {
-    /// A service that has not started, for `workers` threads per process.
-    pub fn new(workers: usize) -> Self {
+    /// A service that has not started, for `config` and `workers` threads per process.
+    pub fn new(config: &ServeConfig, workers: usize) -> Self {
+        let high_traffic = AlertRule::high_traffic(config.views.high_traffic_threshold);
         Self {
-            store: ViewStore::new(workers),
+            store: ViewStore::with_changelog(workers, config.api.changelog_ms),
             status: IngestStatus::default(),
-            rules: RuleChanges::default(),
+            rules: AlertRules::new(RuleChanges::default(), [high_traffic]),
             shutdown: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// The gRPC API's view of the service.
+    pub fn api_state(&self, config: &ServeConfig, cluster: &ClusterArgs) -> ApiState {
+        let mut state = ApiState::new(self.store.clone(), self.status.clone(), self.rules.clone());
+        state.workers = u32::try_from(cluster.workers).unwrap_or(u32::MAX);
+        state.processes = u32::try_from(cluster.processes).unwrap_or(u32::MAX);
+        state.retention_ms = config.views.retention_ms;
+        state.subscriber_buffer = config.api.subscriber_buffer;
+        state
     }
 }
 
 /// Runs `clickflow serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
-    let service = Service::new(args.cluster.workers as usize);
+    let service = Service::new(&config, args.cluster.workers as usize);
+    // Process 0 keeps the views, so it serves the API.
+    let api = (args.cluster.process == 0)
+        .then(|| config.api_listen())
+        .transpose()?
+        .flatten()
+        .map(|address| (address, service.api_state(&config, &args.cluster)));
     let background = Background::start(
         config.metrics_listen()?,
+        api,
         service.status.clone(),
         Arc::clone(&service.shutdown),
     )?;
@@ -126,9 +147,6 @@ pub fn run_service(
         dead_letters: dead_letters.clone(),
         measure_freshness: publishes,
     };
-    service
-        .rules
-        .add(AlertRule::high_traffic(config.views.high_traffic_threshold));
     let writer_stopped = Arc::new(AtomicBool::new(false));
     let worker_service = service.clone();
     let worker_writer_stopped = Arc::clone(&writer_stopped);
@@ -158,11 +176,14 @@ pub fn run_service(
                 }
             }
         });
-        let rule_changes = (index == 0).then(|| service.rules.clone());
+        let rule_changes = (index == 0).then(|| service.rules.changes());
         let dataflow = worker.next_dataflow_index();
         let built = worker.dataflow::<Time, _, _>(|scope| {
             let source = kafka_source(scope, Arc::clone(&source_config), context.clone())?;
-            let rules = alert_rules(source.progress, rule_changes);
+            let rules = alert_rules(source.progress.clone(), rule_changes);
+            // A rule change must take effect even when every partition is idle.
+            let rule_times = rules.inner.clone().map(|(_, time, _)| time);
+            source.hear(source.progress.clone().concat(rule_times));
             let views = build_views(source.events.as_collection(), rules, &views);
             publish_steps(views.page_views.clone(), views.alerts.clone(), publish);
             views.export(&service.store);

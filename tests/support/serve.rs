@@ -15,7 +15,8 @@ pub struct Serve {
 
 impl Serve {
     /// Starts `clickflow serve ARGS --set ...` (ARGS such as `-w 2`) with the metrics
-    /// endpoint off unless `sets` turns it on.
+    /// endpoint off unless `sets` turns it on, and the gRPC API on a free port (see
+    /// [`Serve::api_address`]).
     pub fn start(args: &[&str], sets: &[String]) -> Serve {
         let dir = TempDir::new("serve").expect("temp dir");
         let log = File::create(dir.path().join("serve.log")).expect("log file");
@@ -23,7 +24,8 @@ impl Serve {
         command
             .arg("serve")
             .args(args)
-            .args(["--set", "metrics.listen=\"\""]);
+            .args(["--set", "metrics.listen=\"\""])
+            .args(["--set", "api.listen=\"127.0.0.1:0\""]);
         for set in sets {
             command.args(["--set", set]);
         }
@@ -43,6 +45,26 @@ impl Serve {
     /// The log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
+    }
+
+    /// The address of the gRPC API, once the log names it (waits up to 30 s).
+    pub fn api_address(&self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = self.log();
+            if let Some(address) = log
+                .lines()
+                .filter(|line| line.contains("serving gRPC"))
+                .find_map(|line| line.split("Some(").nth(1)?.split(')').next())
+            {
+                return format!("http://{address}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no gRPC address in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Whether the process is still running.

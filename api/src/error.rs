@@ -1,0 +1,55 @@
+//! The API's errors and their gRPC statuses.
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is invalid; the message names it.
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        /// The field, as named in the .proto.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// An alert rule with this id exists.
+    #[error("alert rule {0:?} exists")]
+    RuleExists(String),
+    /// No alert rule has this id.
+    #[error("no alert rule {0:?}")]
+    NoSuchRule(String),
+    /// Resuming needs updates that are no longer kept.
+    #[error("resume_from_ms: updates before {kept_from} are no longer kept")]
+    ResumeTooOld {
+        /// The oldest time still kept.
+        kept_from: u64,
+    },
+    /// The server could not be started or failed.
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("gRPC reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+impl ApiError {
+    /// An invalid field.
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> Self {
+        let message = error.to_string();
+        match error {
+            ApiError::InvalidArgument { .. } => tonic::Status::invalid_argument(message),
+            ApiError::RuleExists(_) => tonic::Status::already_exists(message),
+            ApiError::NoSuchRule(_) => tonic::Status::not_found(message),
+            ApiError::ResumeTooOld { .. } => tonic::Status::out_of_range(message),
+            ApiError::Transport(_) | ApiError::Reflection(_) => tonic::Status::internal(message),
+        }
+    }
+}

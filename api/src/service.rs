@@ -1,0 +1,148 @@
+//! The `clickflow.v1.Clickflow` service, `grpc.health.v1` and server reflection on one
+//! listener, until a shutdown signal.
+
+use std::future::Future;
+
+use clickflow_proto::FILE_DESCRIPTOR_SET;
+use clickflow_proto::v1;
+use clickflow_proto::v1::clickflow_server::{Clickflow, ClickflowServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::error::ApiError;
+use crate::rules::{parse_rule, validate_rule_id};
+use crate::state::ApiState;
+use crate::subscribe::{Subscription, run_feed, subscribe, subscribe_alerts};
+use crate::{convert, queries};
+
+/// Serves the API on `listener` until `shutdown` completes; subscriptions end with it.
+pub async fn serve(
+    listener: TcpListener,
+    state: ApiState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ApiError> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<ClickflowServer<Service>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let feed = tokio::spawn(run_feed(state.clone()));
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ClickflowServer::new(Service { state }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    feed.abort();
+    Ok(result?)
+}
+
+/// The service's handlers.
+struct Service {
+    state: ApiState,
+}
+
+fn answer<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl Clickflow for Service {
+    async fn query_page_views(
+        &self,
+        request: Request<v1::QueryPageViewsRequest>,
+    ) -> Result<Response<v1::QueryPageViewsResponse>, Status> {
+        answer(queries::page_views(&self.state, request.into_inner()))
+    }
+
+    async fn top_pages(
+        &self,
+        request: Request<v1::TopPagesRequest>,
+    ) -> Result<Response<v1::TopPagesResponse>, Status> {
+        answer(queries::top_pages(&self.state, request.into_inner()))
+    }
+
+    async fn query_sessions(
+        &self,
+        request: Request<v1::QuerySessionsRequest>,
+    ) -> Result<Response<v1::QuerySessionsResponse>, Status> {
+        answer(queries::sessions(&self.state, request.into_inner()))
+    }
+
+    async fn query_funnel(
+        &self,
+        request: Request<v1::QueryFunnelRequest>,
+    ) -> Result<Response<v1::QueryFunnelResponse>, Status> {
+        answer(queries::funnel(&self.state, request.into_inner()))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<v1::ListAlertsRequest>,
+    ) -> Result<Response<v1::ListAlertsResponse>, Status> {
+        answer(queries::alerts(&self.state, request.into_inner()))
+    }
+
+    type SubscribeStream = Subscription<v1::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<v1::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        answer(subscribe(&self.state, request.into_inner()))
+    }
+
+    async fn create_alert_rule(
+        &self,
+        request: Request<v1::CreateAlertRuleRequest>,
+    ) -> Result<Response<v1::CreateAlertRuleResponse>, Status> {
+        answer(
+            parse_rule(request.into_inner().rule)
+                .and_then(|rule| self.state.rules.create(rule))
+                .map(|rule| v1::CreateAlertRuleResponse {
+                    rule: Some(convert::rule(&rule)),
+                }),
+        )
+    }
+
+    async fn delete_alert_rule(
+        &self,
+        request: Request<v1::DeleteAlertRuleRequest>,
+    ) -> Result<Response<v1::DeleteAlertRuleResponse>, Status> {
+        let id = request.into_inner().rule_id;
+        answer(
+            validate_rule_id(&id, "rule_id")
+                .and_then(|()| self.state.rules.delete(&id))
+                .map(|rule| v1::DeleteAlertRuleResponse {
+                    rule: Some(convert::rule(&rule)),
+                }),
+        )
+    }
+
+    async fn list_alert_rules(
+        &self,
+        _: Request<v1::ListAlertRulesRequest>,
+    ) -> Result<Response<v1::ListAlertRulesResponse>, Status> {
+        Ok(Response::new(v1::ListAlertRulesResponse {
+            rules: self.state.rules.list().iter().map(convert::rule).collect(),
+        }))
+    }
+
+    type SubscribeAlertsStream = Subscription<v1::AlertTransition>;
+
+    async fn subscribe_alerts(
+        &self,
+        request: Request<v1::SubscribeAlertsRequest>,
+    ) -> Result<Response<Self::SubscribeAlertsStream>, Status> {
+        answer(subscribe_alerts(&self.state, request.into_inner()))
+    }
+
+    async fn get_status(
+        &self,
+        _: Request<v1::GetStatusRequest>,
+    ) -> Result<Response<v1::GetStatusResponse>, Status> {
+        Ok(Response::new(queries::status(&self.state)))
+    }
+}

@@ -1,0 +1,84 @@
+//! What the services share: the view store, the ingest status, the alert rules, the
+//! feed of view changes, and counters.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clickflow_dataflow::{TimedUpdates, ViewStore};
+use clickflow_ingest::status::IngestStatus;
+use clickflow_proto::v1;
+use tokio::sync::broadcast;
+
+use crate::rules::AlertRules;
+
+/// Feed batches kept for subscribers that are behind; one that falls further behind is
+/// cut off.
+const FEED_BACKLOG: usize = 4096;
+
+/// Every view's updates between two reads of the store.
+#[derive(Debug)]
+pub struct FeedBatch {
+    /// The `as_of` these updates bring the views to.
+    pub as_of: v1::AsOf,
+    /// Per view (in `ViewKind` order), the updates at times in `[from, as_of)` by time.
+    pub changes: [Vec<TimedUpdates>; 4],
+}
+
+/// The services' shared state. Cloning shares it.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The views.
+    pub store: ViewStore,
+    /// Ingest status (offsets, lag, counters).
+    pub status: IngestStatus,
+    /// The alert rules.
+    pub rules: AlertRules,
+    /// Worker threads per process.
+    pub workers: u32,
+    /// Processes.
+    pub processes: u32,
+    /// Retention, to tell an expired alert from a cleared one.
+    pub retention_ms: u64,
+    /// Messages buffered per subscriber before it is cut off.
+    pub subscriber_buffer: usize,
+    pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
+    subscribers: Arc<AtomicUsize>,
+}
+
+impl ApiState {
+    /// The state of a server over `store` (which must keep a changelog for
+    /// subscriptions to resume).
+    pub fn new(store: ViewStore, status: IngestStatus, rules: AlertRules) -> Self {
+        Self {
+            store,
+            status,
+            rules,
+            workers: 1,
+            processes: 1,
+            retention_ms: 86_400_000,
+            subscriber_buffer: 1024,
+            feed: broadcast::channel(FEED_BACKLOG).0,
+            subscribers: Arc::default(),
+        }
+    }
+
+    /// Subscribers connected now.
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// Counts a subscriber until the returned guard drops.
+    pub(crate) fn subscriber(&self) -> SubscriberGuard {
+        self.subscribers.fetch_add(1, Ordering::Relaxed);
+        SubscriberGuard(Arc::clone(&self.subscribers))
+    }
+}
+
+/// Counts one subscriber while it lives.
+pub(crate) struct SubscriberGuard(Arc<AtomicUsize>);
+
+impl Drop for SubscriberGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,283 @@
+//! Subscriptions: the feed of view changes, `Subscribe` and `SubscribeAlerts`.
+//!
+//! One feed task reads the store's changelog every few milliseconds and broadcasts each
+//! view's new updates, by time, with the new `as_of`. Every subscriber has its own task
+//! that filters the feed and writes to a bounded buffer towards its client. A subscriber
+//! that falls behind (its buffer is full, or the feed has moved past what it has read) is
+//! cut off with `RESOURCE_EXHAUSTED`; ingestion never waits for subscribers.
+//!
+//! A subscription starts with a snapshot at the store's `as_of` `S` (or, when resuming
+//! from `R`, with the changelog's updates in `[R, S)`), then sends from the feed exactly
+//! the updates at times at or after `S`: no gap and no duplicate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clickflow_dataflow::{
+    AlertRow, AlertState, AnyRow, Time, TimedUpdates, ViewKind, alert_transitions,
+};
+use clickflow_proto::v1;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+use tracing::debug;
+
+use crate::convert;
+use crate::error::ApiError;
+use crate::state::{ApiState, FeedBatch};
+
+/// How often the feed reads the store.
+const FEED_INTERVAL: Duration = Duration::from_millis(5);
+
+/// The stream a subscriber reads.
+pub type Subscription<T> = ReceiverStream<Result<T, Status>>;
+
+/// Reads the store's changelog and broadcasts the changes until the views are complete.
+pub async fn run_feed(state: ApiState) {
+    let mut ticks = tokio::time::interval(FEED_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut from = state.store.read().as_of().unwrap_or(0);
+    loop {
+        ticks.tick().await;
+        let batch = {
+            let read = state.store.read();
+            let as_of = read.as_of();
+            if as_of == Some(from) {
+                continue;
+            }
+            let changes =
+                ViewKind::ALL.map(|view| read.changes_since(view, from).unwrap_or_default());
+            FeedBatch {
+                as_of: convert::as_of(as_of, &state.status),
+                changes,
+            }
+        };
+        from = batch.as_of.frontier_ms;
+        // No subscriber is no error.
+        let _ = state.feed.send(Arc::new(batch));
+        if from == Time::MAX {
+            return;
+        }
+    }
+}
+
+/// Starts a `Subscribe`.
+pub fn subscribe(
+    state: &ApiState,
+    request: v1::SubscribeRequest,
+) -> Result<Subscription<v1::SubscribeResponse>, ApiError> {
+    let view = match v1::View::try_from(request.view) {
+        Ok(v1::View::PageViewsPerMinute) => ViewKind::PageViews,
+        Ok(v1::View::UserSessions) => ViewKind::Sessions,
+        Ok(v1::View::CheckoutFunnel) => ViewKind::Funnel,
+        Ok(v1::View::Alerts) => ViewKind::Alerts,
+        _ => return Err(ApiError::invalid("view", "required: one of the four views")),
+    };
+    if request.key_prefix.len() > 4096 {
+        return Err(ApiError::invalid("key_prefix", "longer than 4096 bytes"));
+    }
+    if request.snapshot && request.resume_from_ms != 0 {
+        return Err(ApiError::invalid(
+            "resume_from_ms",
+            "give snapshot or resume_from_ms, not both",
+        ));
+    }
+    if request.final_only {
+        return Err(ApiError::invalid(
+            "final_only",
+            "not supported by this server yet",
+        ));
+    }
+    let prefix = request.key_prefix;
+    let keep = move |row: &AnyRow| key_of(row).starts_with(prefix.as_str());
+    // Listen first, then read: every change after the read is in the feed.
+    let mut feed = state.feed.subscribe();
+    let mut first = Vec::new();
+    let sent_until = {
+        let read = state.store.read();
+        let as_of = read.as_of();
+        let frontier = as_of.unwrap_or(Time::MAX);
+        if request.resume_from_ms != 0 {
+            let changes =
+                read.changes_since(view, request.resume_from_ms)
+                    .ok_or(ApiError::ResumeTooOld {
+                        kept_from: request.resume_from_ms,
+                    })?;
+            first.extend(update_batches(&changes, request.resume_from_ms, &keep));
+        } else if request.snapshot {
+            first.push(message(v1::subscribe_response::Message::Snapshot(
+                v1::Snapshot {
+                    as_of: Some(convert::as_of(as_of, &state.status)),
+                    rows: read
+                        .all(view)
+                        .iter()
+                        .filter(|row| keep(row))
+                        .map(convert::any_row)
+                        .collect(),
+                },
+            )));
+        }
+        first.push(progress(convert::as_of(as_of, &state.status)));
+        frontier
+    };
+    let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
+    let guard = state.subscriber();
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut sent_until = sent_until;
+        let mut out = Outbox(&sender);
+        for message in first {
+            if !out.send(message) {
+                return;
+            }
+        }
+        loop {
+            let batch = match feed.recv().await {
+                Ok(batch) => batch,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    out.cut_off(format!("fell {missed} feed batches behind"));
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if batch.as_of.frontier_ms <= sent_until {
+                continue;
+            }
+            let updates = update_batches(&batch.changes[view as usize], sent_until, &keep);
+            for message in updates.into_iter().chain([progress(batch.as_of.clone())]) {
+                if !out.send(message) {
+                    return;
+                }
+            }
+            sent_until = batch.as_of.frontier_ms;
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}
+
+/// Starts a `SubscribeAlerts`.
+pub fn subscribe_alerts(
+    state: &ApiState,
+    request: v1::SubscribeAlertsRequest,
+) -> Result<Subscription<v1::AlertTransition>, ApiError> {
+    if !request.rule_id.is_empty() {
+        crate::rules::validate_rule_id(&request.rule_id, "rule_id")?;
+    }
+    let mut feed = state.feed.subscribe();
+    let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
+    let guard = state.subscriber();
+    let retention_ms = state.retention_ms;
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut out = Outbox(&sender);
+        loop {
+            let batch = match feed.recv().await {
+                Ok(batch) => batch,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    out.cut_off(format!("fell {missed} feed batches behind"));
+                    return;
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            let updates: Vec<(AlertRow, Time, isize)> = batch.changes[ViewKind::Alerts as usize]
+                .iter()
+                .flat_map(|(time, updates)| {
+                    updates.iter().filter_map(move |(row, diff)| match row {
+                        AnyRow::Alert(row) => Some((row.clone(), *time, *diff)),
+                        _ => None,
+                    })
+                })
+                .collect();
+            for transition in alert_transitions(&updates, retention_ms) {
+                if !request.rule_id.is_empty() && transition.row.rule != request.rule_id.as_str() {
+                    continue;
+                }
+                let state = match transition.state {
+                    AlertState::Fired => v1::AlertState::Fired,
+                    AlertState::Cleared => v1::AlertState::Cleared,
+                };
+                let message = v1::AlertTransition {
+                    alert: Some(convert::alert(&transition.row)),
+                    state: state as i32,
+                    time_ms: transition.time,
+                };
+                if !out.send(message) {
+                    return;
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(receiver))
+}
+
+/// The bounded buffer towards one client.
+struct Outbox<'a, T>(&'a mpsc::Sender<Result<T, Status>>);
+
+impl<T> Outbox<'_, T> {
+    /// Queues `message`; `false` when the client left or was cut off for being behind.
+    fn send(&mut self, message: T) -> bool {
+        // The last slot is kept for the error that cuts a slow client off.
+        if self.0.capacity() <= 1 {
+            self.cut_off("the client reads too slowly".to_owned());
+            return false;
+        }
+        self.0.try_send(Ok(message)).is_ok()
+    }
+
+    fn cut_off(&mut self, why: String) {
+        debug!(%why, "subscriber cut off");
+        let _ = self.0.try_send(Err(Status::resource_exhausted(format!(
+            "subscriber cut off: {why}"
+        ))));
+    }
+}
+
+/// The key a subscription's `key_prefix` filters on.
+fn key_of(row: &AnyRow) -> &str {
+    match row {
+        AnyRow::PageView(row) => &row.page,
+        AnyRow::Session(row) => &row.user_id,
+        AnyRow::Funnel(row) => &row.funnel_step,
+        AnyRow::Alert(row) => &row.page,
+    }
+}
+
+/// One `UpdateBatch` message per time at or after `from` with updates that `keep` takes.
+fn update_batches(
+    changes: &[TimedUpdates],
+    from: Time,
+    keep: &impl Fn(&AnyRow) -> bool,
+) -> Vec<v1::SubscribeResponse> {
+    changes
+        .iter()
+        .filter(|(time, _)| *time >= from)
+        .filter_map(|(time, updates)| {
+            let updates: Vec<v1::Update> = updates
+                .iter()
+                .filter(|(row, _)| keep(row))
+                .map(|(row, diff)| v1::Update {
+                    row: Some(convert::any_row(row)),
+                    diff: *diff as i64,
+                })
+                .collect();
+            (!updates.is_empty()).then(|| {
+                message(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
+                    time_ms: *time,
+                    updates,
+                }))
+            })
+        })
+        .collect()
+}
+
+fn progress(as_of: v1::AsOf) -> v1::SubscribeResponse {
+    message(v1::subscribe_response::Message::Progress(v1::Progress {
+        as_of: Some(as_of),
+    }))
+}
+
+fn message(message: v1::subscribe_response::Message) -> v1::SubscribeResponse {
+    v1::SubscribeResponse {
+        message: Some(message),
+    }
+}
