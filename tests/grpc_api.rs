@@ -1,8 +1,10 @@
 //! The gRPC API of a real `clickflow serve` (port 0) over the real Kafka: queries agree
 //! with `clickflow batch` on the same events; a subscription's snapshot plus its updates
-//! equals a fresh query; resuming continues without gap or duplicate; a slow subscriber is
-//! cut off while others go on; alert rules fire and clear at run time; invalid requests
-//! fail with INVALID_ARGUMENT naming the field; health and reflection answer.
+//! equals a fresh query; resuming continues without gap or duplicate; a final-only
+//! subscription holds back open windows; alert rules fire and clear at run time; invalid
+//! requests fail with INVALID_ARGUMENT naming the field; health and reflection answer.
+//! (Cutting off a slow subscriber is tested in `api/src/subscribe.rs`, where the reader's
+//! pace is under control; over a real connection, HTTP/2 buffers blur it.)
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -261,6 +263,43 @@ async fn queries_agree_with_batch_at_one_as_of() {
         );
     }
 
+    // A final-only subscription holds back the windows the frontier has not passed.
+    let mut final_only = f
+        .client
+        .subscribe(v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            snapshot: true,
+            final_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::subscribe_response::Message::Snapshot(snapshot)) =
+        final_only.message().await.unwrap().unwrap().message
+    else {
+        panic!("no snapshot first");
+    };
+    let frontier = snapshot.as_of.unwrap().frontier_ms;
+    let finals: Vec<Value> = expected_page_views
+        .iter()
+        .filter(|row| row["window_end"].as_u64().unwrap() <= frontier)
+        .cloned()
+        .collect();
+    assert!(
+        finals.len() < expected_page_views.len(),
+        "the last window is still open"
+    );
+    let rows: Vec<Value> = snapshot
+        .rows
+        .iter()
+        .map(|row| match &row.row {
+            Some(v1::row::Row::PageView(row)) => page_view_json(row),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(rows, finals);
+
     // The as_of names the input offsets: everything produced was read.
     let status = f
         .client
@@ -386,33 +425,13 @@ async fn settled_frontier(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn subscriptions_equal_queries_resume_without_gaps_and_cut_off_slow_readers() {
-    let mut f = Fixture::start("grpc-subscribe", 23, 2_000, &["api.subscriber_buffer=4"]).await;
+async fn subscriptions_equal_queries_and_resume_without_gaps() {
+    let mut f = Fixture::start("grpc-subscribe", 23, 2_000, &[]).await;
     let mut early = Replica::default();
     let mut stream = subscribe(&mut f.client, true, 0).await;
     let first = stream.message().await.unwrap().unwrap();
     early.apply(first);
     early.follow_until(&mut stream, 1).await;
-    // A subscriber that never reads, on a connection with small HTTP/2 windows.
-    let slow_channel = Channel::from_shared(f.serve.api_address())
-        .unwrap()
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await
-        .unwrap();
-    // Sessions: big rows (whole page sequences), so that the updates outgrow every buffer
-    // between the server's queue and the client.
-    let mut slow = ClickflowClient::new(slow_channel)
-        .subscribe(v1::SubscribeRequest {
-            view: v1::View::UserSessions as i32,
-            snapshot: true,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-
     // More events arrive; the first subscriber follows a little, then leaves.
     let dir = TempDir::new("grpc-subscribe-more").unwrap();
     let more: Vec<Vec<u8>> = blocking(|| generate(&dir, 29, 6_000))
@@ -452,19 +471,6 @@ async fn subscriptions_equal_queries_resume_without_gaps_and_cut_off_slow_reader
         "snapshot + updates + resumed updates differ from a query at {frontier}"
     );
 
-    // The reader that never read was cut off, with a clear status.
-    let deadline = Instant::now() + WAIT;
-    let status = loop {
-        match tokio::time::timeout(WAIT, slow.message()).await.unwrap() {
-            Ok(Some(_)) => assert!(
-                Instant::now() < deadline,
-                "the slow subscriber was never cut off"
-            ),
-            Ok(None) => panic!("the slow subscriber's stream ended without a status"),
-            Err(status) => break status,
-        }
-    };
-    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let (_, log) = blocking(|| f.serve.stop());
     assert!(!log.contains("panicked"), "{log}");
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub processes: u32,
     /// Retention, to tell an expired alert from a cleared one.
     pub retention_ms: u64,
+    /// The session gap, to tell when a session is final.
+    pub session_gap_ms: u64,
     /// Messages buffered per subscriber before it is cut off.
     pub subscriber_buffer: usize,
     pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
@@ -56,6 +58,7 @@ impl ApiState {
             workers: 1,
             processes: 1,
             retention_ms: 86_400_000,
+            session_gap_ms: 1_800_000,
             subscriber_buffer: 1024,
             feed: broadcast::channel(FEED_BACKLOG).0,
             subscribers: Arc::default(),

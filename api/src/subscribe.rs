@@ -10,6 +10,7 @@
 //! from `R`, with the changelog's updates in `[R, S)`), then sends from the feed exactly
 //! the updates at times at or after `S`: no gap and no duplicate.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,14 +83,18 @@ pub fn subscribe(
             "give snapshot or resume_from_ms, not both",
         ));
     }
-    if request.final_only {
+    if request.final_only && request.resume_from_ms != 0 {
         return Err(ApiError::invalid(
-            "final_only",
-            "not supported by this server yet",
+            "resume_from_ms",
+            "a final_only subscription cannot resume (the rows it held back are gone)",
         ));
     }
     let prefix = request.key_prefix;
     let keep = move |row: &AnyRow| key_of(row).starts_with(prefix.as_str());
+    let mut final_only = request.final_only.then(|| FinalOnly {
+        session_gap_ms: state.session_gap_ms,
+        held: BTreeMap::new(),
+    });
     // Listen first, then read: every change after the read is in the feed.
     let mut feed = state.feed.subscribe();
     let mut first = Vec::new();
@@ -103,19 +108,25 @@ pub fn subscribe(
                     .ok_or(ApiError::ResumeTooOld {
                         kept_from: request.resume_from_ms,
                     })?;
-            first.extend(update_batches(&changes, request.resume_from_ms, &keep));
-        } else if request.snapshot {
-            first.push(message(v1::subscribe_response::Message::Snapshot(
-                v1::Snapshot {
-                    as_of: Some(convert::as_of(as_of, &state.status)),
-                    rows: read
-                        .all(view)
-                        .iter()
-                        .filter(|row| keep(row))
-                        .map(convert::any_row)
-                        .collect(),
-                },
-            )));
+            first.extend(update_batches(
+                &changes,
+                request.resume_from_ms,
+                &mut |row, _| keep(row),
+            ));
+        } else if request.snapshot || final_only.is_some() {
+            let mut rows: Vec<AnyRow> =
+                read.all(view).into_iter().filter(|row| keep(row)).collect();
+            if let Some(final_only) = final_only.as_mut() {
+                rows.retain(|row| final_only.pass(row, 1, frontier));
+            }
+            if request.snapshot {
+                first.push(message(v1::subscribe_response::Message::Snapshot(
+                    v1::Snapshot {
+                        as_of: Some(convert::as_of(as_of, &state.status)),
+                        rows: rows.iter().map(convert::any_row).collect(),
+                    },
+                )));
+            }
         }
         first.push(progress(convert::as_of(as_of, &state.status)));
         frontier
@@ -143,7 +154,25 @@ pub fn subscribe(
             if batch.as_of.frontier_ms <= sent_until {
                 continue;
             }
-            let updates = update_batches(&batch.changes[view as usize], sent_until, &keep);
+            let frontier = batch.as_of.frontier_ms;
+            let mut updates = update_batches(
+                &batch.changes[view as usize],
+                sent_until,
+                &mut |row, diff| {
+                    keep(row)
+                        && final_only
+                            .as_mut()
+                            .is_none_or(|final_only| final_only.pass(row, diff, sent_until))
+                },
+            );
+            if let Some(released) = final_only
+                .as_mut()
+                .map(|final_only| final_only.release(frontier))
+            {
+                let released: Vec<(Time, Vec<(AnyRow, isize)>)> =
+                    vec![(frontier.saturating_sub(1), released)];
+                updates.extend(update_batches(&released, 0, &mut |_, _| true));
+            }
             for message in updates.into_iter().chain([progress(batch.as_of.clone())]) {
                 if !out.send(message) {
                     return;
@@ -210,6 +239,52 @@ pub fn subscribe_alerts(
     Ok(ReceiverStream::new(receiver))
 }
 
+/// A final-only subscription's filter: rows whose window (or session) the frontier has not
+/// passed yet are held back, netted, and released once it has; after that, their
+/// corrections (late events within retention) pass like any update.
+struct FinalOnly {
+    session_gap_ms: u64,
+    held: BTreeMap<AnyRow, isize>,
+}
+
+impl FinalOnly {
+    /// The frontier at which `row` is final: its window's end; a session's end plus the
+    /// gap, plus one (an event exactly `gap` later still joins it).
+    fn final_at(&self, row: &AnyRow) -> Time {
+        match row {
+            AnyRow::PageView(row) => row.window_end,
+            AnyRow::Funnel(row) => row.window_end,
+            AnyRow::Alert(row) => row.window_end,
+            AnyRow::Session(row) => row
+                .session_end
+                .saturating_add(self.session_gap_ms)
+                .saturating_add(1),
+        }
+    }
+
+    /// Whether an update passes now (its row is final at `frontier`); if not, it is held.
+    fn pass(&mut self, row: &AnyRow, diff: isize, frontier: Time) -> bool {
+        if self.final_at(row) <= frontier {
+            return true;
+        }
+        let count = self.held.entry(row.clone()).or_default();
+        *count += diff;
+        if *count == 0 {
+            self.held.remove(row);
+        }
+        false
+    }
+
+    /// The held rows that are final at `frontier`, with their multiplicities.
+    fn release(&mut self, frontier: Time) -> Vec<(AnyRow, isize)> {
+        let (ready, held): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.held)
+            .into_iter()
+            .partition(|(row, _)| self.final_at(row) <= frontier);
+        self.held = held;
+        ready.into_iter().collect()
+    }
+}
+
 /// The bounded buffer towards one client.
 struct Outbox<'a, T>(&'a mpsc::Sender<Result<T, Status>>);
 
@@ -242,11 +317,12 @@ fn key_of(row: &AnyRow) -> &str {
     }
 }
 
-/// One `UpdateBatch` message per time at or after `from` with updates that `keep` takes.
+/// One `UpdateBatch` message per time at or after `from` with updates that `pass` lets
+/// through.
 fn update_batches(
     changes: &[TimedUpdates],
     from: Time,
-    keep: &impl Fn(&AnyRow) -> bool,
+    pass: &mut impl FnMut(&AnyRow, isize) -> bool,
 ) -> Vec<v1::SubscribeResponse> {
     changes
         .iter()
@@ -254,7 +330,7 @@ fn update_batches(
         .filter_map(|(time, updates)| {
             let updates: Vec<v1::Update> = updates
                 .iter()
-                .filter(|(row, _)| keep(row))
+                .filter(|(row, diff)| pass(row, *diff))
                 .map(|(row, diff)| v1::Update {
                     row: Some(convert::any_row(row)),
                     diff: *diff as i64,
@@ -279,5 +355,76 @@ fn progress(as_of: v1::AsOf) -> v1::SubscribeResponse {
 fn message(message: v1::subscribe_response::Message) -> v1::SubscribeResponse {
     v1::SubscribeResponse {
         message: Some(message),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_dataflow::{PageViewRow, RuleChanges, ViewStore};
+    use clickflow_ingest::status::IngestStatus;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::rules::AlertRules;
+
+    fn batch(time: Time) -> Arc<FeedBatch> {
+        let row = PageViewRow {
+            page: "/a".into(),
+            window_start: 0,
+            window_end: 60_000,
+            view_count: time,
+            unique_users: 1,
+        };
+        Arc::new(FeedBatch {
+            as_of: v1::AsOf {
+                frontier_ms: time + 1,
+                offsets: Vec::new(),
+            },
+            changes: [
+                vec![(time, vec![(AnyRow::PageView(row), 1)])],
+                Vec::new(),
+                Vec::new(),
+                Vec::new(),
+            ],
+        })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_that_does_not_read_is_cut_off_while_another_goes_on() {
+        let mut state = ApiState::new(
+            ViewStore::with_changelog(1, 60_000),
+            IngestStatus::default(),
+            AlertRules::new(RuleChanges::default(), []),
+        );
+        state.subscriber_buffer = 4;
+        let request = v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            ..Default::default()
+        };
+        let mut slow = subscribe(&state, request.clone()).unwrap();
+        let mut reader = subscribe(&state, request).unwrap();
+        let mut read = 0;
+        for time in 1..=20 {
+            state.feed.send(batch(time)).unwrap();
+            // The reader keeps up: an update batch and a progress per feed batch.
+            while read < 1 + 2 * time {
+                reader.next().await.unwrap().unwrap();
+                read += 1;
+            }
+        }
+        let mut slow_messages = Vec::new();
+        while let Some(message) = slow.next().await {
+            slow_messages.push(message);
+        }
+        let (last, earlier) = slow_messages.split_last().unwrap();
+        assert!(earlier.iter().all(Result::is_ok));
+        assert!(
+            earlier.len() < 4,
+            "no more than its buffer: {}",
+            earlier.len()
+        );
+        let status = last.as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert_eq!(state.subscribers(), 1, "only the reader is left");
     }
 }

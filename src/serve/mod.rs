@@ -87,6 +87,7 @@ impl Service {
         state.workers = u32::try_from(cluster.workers).unwrap_or(u32::MAX);
         state.processes = u32::try_from(cluster.processes).unwrap_or(u32::MAX);
         state.retention_ms = config.views.retention_ms;
+        state.session_gap_ms = config.views.session_gap_ms;
         state.subscriber_buffer = config.api.subscriber_buffer;
         state
     }
