@@ -73,10 +73,13 @@ impl Scrape {
     }
 
     fn samples<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |sample| sample.name == name)
+        self.samples
+            .iter()
+            .filter(move |sample| sample.name == name)
     }
 
-    fn sum(&self, name: &str) -> f64 {
+    /// The sum of every sample of `name` (a counter's value, over all its labels).
+    pub fn sum(&self, name: &str) -> f64 {
         self.samples(name).map(|sample| sample.value).sum()
     }
 
@@ -95,8 +98,8 @@ impl Scrape {
             .map(|s| s.value)
             .collect();
         Progress {
-            records: (self.sum("clickflow_events_total")
-                + self.sum("clickflow_dead_letters_total")) as u64,
+            records: (self.sum("clickflow_events_total") + self.sum("clickflow_dead_letters_total"))
+                as u64,
             partitions: self.samples("clickflow_partition_next_offset").count(),
             partitions_with_lag: lags.len(),
             lag: lags.iter().sum::<f64>() as u64,
@@ -215,6 +218,22 @@ impl Progress {
     }
 }
 
+/// The cumulative freshness histogram of the events published between `first` and
+/// `last`: `(upper bound in seconds, count)`, sorted by bound; empty without a histogram.
+pub fn freshness_histogram_between(first: &Scrape, last: &Scrape) -> Vec<(f64, f64)> {
+    let before = first.freshness_buckets();
+    last.freshness_buckets()
+        .into_iter()
+        .map(|(bound, count)| {
+            let earlier = before
+                .iter()
+                .find(|(b, _)| *b == bound)
+                .map_or(0.0, |(_, c)| *c);
+            (bound, count - earlier)
+        })
+        .collect()
+}
+
 /// Event freshness (record timestamp to publication) as the service reports it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Freshness {
@@ -227,6 +246,8 @@ pub enum Freshness {
         p99_at_most: f64,
         /// Events published between the scrapes.
         events: u64,
+        /// The mean freshness of those events (from `_sum` and `_count`), in seconds.
+        mean: f64,
     },
     /// From a summary: quantiles over every event the service published since it started.
     Summary {
@@ -252,17 +273,7 @@ impl Freshness {
                 p99: quantile("0.99")?,
             });
         }
-        let before = first.freshness_buckets();
-        let counts: Vec<(f64, f64)> = buckets
-            .iter()
-            .map(|&(bound, count)| {
-                let earlier = before
-                    .iter()
-                    .find(|(b, _)| *b == bound)
-                    .map_or(0.0, |(_, c)| *c);
-                (bound, count - earlier)
-            })
-            .collect();
+        let counts = freshness_histogram_between(first, last);
         let events = counts.last().map_or(0.0, |(_, count)| *count);
         if events <= 0.0 {
             bail!("no events were published between the two freshness scrapes");
@@ -274,10 +285,12 @@ impl Freshness {
                 .find(|(_, count)| *count >= rank)
                 .map_or(f64::INFINITY, |(bound, _)| *bound)
         };
+        let sum = last.sum(&format!("{FRESHNESS}_sum")) - first.sum(&format!("{FRESHNESS}_sum"));
         Ok(Self::Histogram {
             p50_at_most: at_most(0.5),
             p99_at_most: at_most(0.99),
             events: events as u64,
+            mean: sum / events,
         })
     }
 
@@ -337,11 +350,14 @@ clickflow_freshness_seconds{quantile=\"0.99\"} 0.080
     fn histogram_quantiles_come_from_the_difference_of_two_scrapes() {
         let histogram = |counts: [u64; 4]| {
             let bounds = ["0.01", "0.05", "0.1", "+Inf"];
-            let lines: Vec<String> = bounds
+            let mut lines: Vec<String> = bounds
                 .iter()
                 .zip(counts)
-                .map(|(le, count)| format!("clickflow_freshness_seconds_bucket{{le=\"{le}\"}} {count}"))
+                .map(|(le, count)| {
+                    format!("clickflow_freshness_seconds_bucket{{le=\"{le}\"}} {count}")
+                })
                 .collect();
+            lines.push(format!("clickflow_freshness_seconds_sum {}", counts[3] * 2));
             Scrape::parse(&lines.join("\n"))
         };
         // Before: 1,000 slow events at start-up; between the scrapes: 60 under 10 ms,
@@ -353,7 +369,8 @@ clickflow_freshness_seconds{quantile=\"0.99\"} 0.080
             Freshness::Histogram {
                 p50_at_most: 0.01,
                 p99_at_most: 0.05,
-                events: 100
+                events: 100,
+                mean: 2.0,
             }
         );
     }

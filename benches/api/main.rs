@@ -1,0 +1,299 @@
+//! The API benchmark (issue "gRPC API"): query latency and subscription fan-out of a
+//! running `clickflow serve` while the load generator writes live events to its input.
+//! `scripts/bench-api` starts the broker, builds, and runs this against it.
+//!
+//! 1. `clickflow serve -w W` reads a fresh 12-partition topic from its latest offsets,
+//!    with the gRPC API on a free port, while the load generator writes `--rate`
+//!    records/s (event times follow the wall clock) for the whole benchmark.
+//! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client issues as many
+//!    sequential requests as it can of: a point query (one user's sessions, random users),
+//!    a page query (one page's rows of the last minutes), and top-10 pages of the latest
+//!    window. Latencies are measured at the client, over loopback, and reported as
+//!    p50/p99.
+//! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
+//!    connections of at most 100 streams each) for `--phase-seconds` each: updates per
+//!    second delivered to all of them together, and the ingest rate meanwhile (events
+//!    counted per second by the service), to compare with the rate without subscribers.
+//!
+//! Progress goes to stderr, a markdown summary to stdout.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use clap::Parser;
+use clickflow_benches::harness::kafka::{
+    PARTITIONS, create_topics, generator, produce, topic_names,
+};
+use clickflow_benches::harness::serve::{Serve, free_local_address};
+use clickflow_proto::v1;
+use clickflow_proto::v1::clickflow_client::ClickflowClient;
+use tonic::transport::Channel;
+
+/// Streams per connection at most (HTTP/2 servers commonly allow 100 to 200).
+const STREAMS_PER_CONNECTION: usize = 100;
+
+/// Arguments of the benchmark.
+#[derive(Parser, Debug)]
+#[command(about = "clickflow's API benchmark against a running Kafka")]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    bootstrap: String,
+    /// The `clickflow` binary.
+    #[arg(long, default_value = "target/release/clickflow")]
+    clickflow: PathBuf,
+    /// Worker threads of clickflow.
+    #[arg(short = 'w', long, default_value_t = 2)]
+    workers: usize,
+    /// Records per second written while measuring.
+    #[arg(long, default_value_t = 100_000)]
+    rate: u64,
+    /// Seconds before measuring.
+    #[arg(long, default_value_t = 10)]
+    warm_up_seconds: u64,
+    /// Seconds per measured phase.
+    #[arg(long, default_value_t = 10)]
+    phase_seconds: u64,
+    /// Where the service's log goes.
+    #[arg(long, default_value = "target/bench-api")]
+    logs: PathBuf,
+    /// The command line to print in the summary.
+    #[arg(long, default_value = "scripts/bench-api")]
+    command: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.logs)
+        .with_context(|| format!("cannot create {}", args.logs.display()))?;
+    let prefix = format!("bench-api-{}", std::process::id());
+    let topics = topic_names(&prefix);
+    create_topics(&args.bootstrap, &topics.specs())?;
+    let api = free_local_address()?;
+    let sets = vec![
+        format!("kafka.bootstrap=\"{}\"", args.bootstrap),
+        format!("kafka.input_topics=[\"{}\"]", topics.input),
+        format!("kafka.dead_letter_topic=\"{}\"", topics.dead_letters),
+        format!("kafka.page_view_counts_topic=\"{}\"", topics.counts),
+        format!("kafka.alerts_topic=\"{}\"", topics.alerts),
+        format!("kafka.transactional_id=\"{prefix}\""),
+        "kafka.start=\"latest\"".to_owned(),
+        "kafka.idle_timeout_ms=1000".to_owned(),
+        format!("api.listen=\"{api}\""),
+    ];
+    let mut serve = Serve::start(
+        &args.clickflow,
+        args.workers,
+        None,
+        &sets,
+        &args.logs.join("serve.log"),
+    )?;
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The load for the whole benchmark.
+    let total_seconds = args.warm_up_seconds + (args.phase_seconds + 1) * 7 + 10;
+    let events = args.rate * total_seconds;
+    let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
+    let (bootstrap, input) = (args.bootstrap.clone(), topics.input.clone());
+    let load = std::thread::spawn(move || {
+        produce(
+            &bootstrap,
+            &input,
+            generator(events, start_ms, total_seconds * 1000),
+            0,
+        )
+    });
+    eprintln!(
+        "bench-api: writing {events} records at {} records/s to {PARTITIONS} partitions",
+        args.rate
+    );
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(measure(&args, &mut serve, &format!("http://{api}")));
+    let produced = load
+        .join()
+        .map_err(|_| anyhow::anyhow!("the load generator panicked"))?;
+    serve.stop()?;
+    let report = report?;
+    let produced = produced?;
+    println!("## API under ingest load\n");
+    println!(
+        "`{}` (`-w {}`), {} records/s asked, {:.0} records/s delivered by the load generator.\n",
+        args.command,
+        args.workers,
+        args.rate,
+        produced.records_per_second()
+    );
+    println!("| request | requests | p50 | p99 |\n|---|---|---|---|");
+    for (name, latencies) in &report.latencies {
+        println!(
+            "| {name} | {} | {:.3} ms | {:.3} ms |",
+            latencies.len(),
+            percentile(latencies, 0.5),
+            percentile(latencies, 0.99)
+        );
+    }
+    println!(
+        "\n| subscribers | updates/s delivered (all) | events/s ingested meanwhile |\n|---|---|---|"
+    );
+    println!("| 0 | - | {:.0} |", report.ingest_without);
+    for (subscribers, updates, ingest) in &report.fan_out {
+        println!("| {subscribers} | {updates:.0} | {ingest:.0} |");
+    }
+    Ok(())
+}
+
+/// What was measured.
+struct Report {
+    latencies: Vec<(&'static str, Vec<f64>)>,
+    ingest_without: f64,
+    fan_out: Vec<(usize, f64, f64)>,
+}
+
+async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Result<Report> {
+    let mut client = ClickflowClient::connect(address.to_owned())
+        .await
+        .context("connecting to the API")?;
+    tokio::time::sleep(Duration::from_secs(args.warm_up_seconds)).await;
+    let phase = Duration::from_secs(args.phase_seconds);
+    let mut latencies = Vec::new();
+    eprintln!("bench-api: point queries");
+    let mut user = 0_u64;
+    latencies.push((
+        "QuerySessions (one user)",
+        timed(phase, || {
+            user = (user + 7_919) % 1_000_000;
+            let request = v1::QuerySessionsRequest {
+                user_id: format!("u{user}"),
+                ..Default::default()
+            };
+            let mut client = client.clone();
+            async move { client.query_sessions(request).await.map(drop) }
+        })
+        .await?,
+    ));
+    let window_start = client
+        .top_pages(v1::TopPagesRequest::default())
+        .await?
+        .into_inner()
+        .window_start_ms;
+    latencies.push((
+        "QueryPageViews (one page, last 5 windows)",
+        timed(phase, || {
+            let request = v1::QueryPageViewsRequest {
+                page_filter: Some(v1::query_page_views_request::PageFilter::Page(
+                    "/page/1".into(),
+                )),
+                range: Some(v1::TimeRange {
+                    start_ms: window_start.saturating_sub(4 * 60_000),
+                    end_ms: 0,
+                }),
+                ..Default::default()
+            };
+            let mut client = client.clone();
+            async move { client.query_page_views(request).await.map(drop) }
+        })
+        .await?,
+    ));
+    eprintln!("bench-api: top-k queries");
+    latencies.push((
+        "TopPages (k = 10, latest window)",
+        timed(phase, || {
+            let request = v1::TopPagesRequest {
+                k: 10,
+                ..Default::default()
+            };
+            let mut client = client.clone();
+            async move { client.top_pages(request).await.map(drop) }
+        })
+        .await?,
+    ));
+    let ingest_without = ingest_rate(serve, phase).await?;
+    let mut fan_out = Vec::new();
+    for subscribers in [1, 100, 1000] {
+        eprintln!("bench-api: {subscribers} subscribers");
+        let delivered = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        let mut channel = None;
+        for index in 0..subscribers {
+            if index % STREAMS_PER_CONNECTION == 0 {
+                channel = Some(Channel::from_shared(address.to_owned())?.connect().await?);
+            }
+            let mut client = ClickflowClient::new(channel.clone().context("a connection")?);
+            let (delivered, stop) = (Arc::clone(&delivered), Arc::clone(&stop));
+            tasks.push(tokio::spawn(async move {
+                let request = v1::SubscribeRequest {
+                    view: v1::View::PageViewsPerMinute as i32,
+                    ..Default::default()
+                };
+                let mut stream = client.subscribe(request).await?.into_inner();
+                while !stop.load(Ordering::Relaxed) {
+                    match stream.message().await? {
+                        Some(v1::SubscribeResponse {
+                            message: Some(v1::subscribe_response::Message::Updates(batch)),
+                        }) => {
+                            delivered.fetch_add(batch.updates.len() as u64, Ordering::Relaxed);
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = delivered.load(Ordering::Relaxed);
+        let ingest = ingest_rate(serve, phase).await?;
+        let updates = (delivered.load(Ordering::Relaxed) - before) as f64 / phase.as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        for task in tasks {
+            task.abort();
+        }
+        fan_out.push((subscribers, updates, ingest));
+    }
+    drop(client);
+    Ok(Report {
+        latencies,
+        ingest_without,
+        fan_out,
+    })
+}
+
+/// Runs `request` back to back for `phase`; the latency of each, in milliseconds.
+async fn timed<F, Fut>(phase: Duration, mut request: F) -> anyhow::Result<Vec<f64>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), tonic::Status>>,
+{
+    let end = Instant::now() + phase;
+    let mut latencies = Vec::new();
+    while Instant::now() < end {
+        let started = Instant::now();
+        request().await.context("request failed")?;
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    Ok(latencies)
+}
+
+/// Events counted per second by the service over `phase`.
+async fn ingest_rate(serve: &mut Serve, phase: Duration) -> anyhow::Result<f64> {
+    let before = serve.scrape()?.sum("clickflow_events_total");
+    tokio::time::sleep(phase).await;
+    let after = serve.scrape()?.sum("clickflow_events_total");
+    Ok((after - before) / phase.as_secs_f64())
+}
+
+fn percentile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted
+        .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+        .copied()
+        .unwrap_or(f64::NAN)
+}

@@ -1,0 +1,280 @@
+//! The ingest benchmark (issue "Kafka in and out"): events per second from a real local
+//! Kafka topic through all of clickflow's views, side by side with a bare rdkafka
+//! consumer that only reads the same topic, and event freshness at a live rate.
+//! `scripts/bench-ingest` starts the broker, builds, and runs this against it.
+//!
+//! 1. Throughput. A fresh 12-partition topic is filled with `--events` generated records
+//!    (the load generator at full speed, the reference producer's settings). Then, in
+//!    alternation, `--runs` times each:
+//!    - the bare consumer: `-w` threads, each with its own `BaseConsumer` assigned the
+//!      partitions clickflow would give that worker, with clickflow's fetch settings,
+//!      polling in batches until every record is read;
+//!    - `clickflow serve -w W` from the earliest offsets, into fresh output and
+//!      dead-letter topics, timed from the spawn of the process until its metrics show
+//!      every record counted (events plus dead letters), no consumer lag, and the
+//!      published frontier at or past the least partition watermark (the views have
+//!      published everything up to the slowest partition). Its peak RSS is read from
+//!      `/proc` before it is stopped with SIGTERM.
+//! 2. Freshness. `clickflow serve -w W` reads a fresh topic from the latest offsets while
+//!    the load generator writes `--rate` records/s for `--live-seconds`, with event times
+//!    that follow the wall clock. Freshness (record timestamp to publication in the
+//!    output topics) is read from the service's `clickflow_freshness_seconds`: from the
+//!    difference of two scrapes of the histogram (after `--warm-up-seconds` and at the end
+//!    of the sending) when it is one, from the summary (every event since the start)
+//!    otherwise.
+//!
+//! Progress goes to stderr, a markdown summary to stdout.
+
+mod live;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use clickflow_ingest::admin::ReferenceTopics;
+
+use clickflow_benches::harness::kafka::{
+    PARTITIONS, bare_consume, create_topics, generator, produce, topic_names,
+};
+use clickflow_benches::harness::serve::Serve;
+
+/// Event-time span of the throughput phase's records, as in the batch benchmark.
+const FILL_SPAN_MS: u64 = 2 * 60 * 60 * 1000;
+
+/// Arguments of the benchmark.
+#[derive(Parser, Debug)]
+#[command(about = "clickflow's ingest benchmark against a running Kafka")]
+struct Args {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    bootstrap: String,
+    /// The `clickflow` binary.
+    #[arg(long, default_value = "target/release/clickflow")]
+    clickflow: PathBuf,
+    /// Records in the throughput phase's topic.
+    #[arg(long, default_value_t = 5_000_000)]
+    events: u64,
+    /// Worker threads of clickflow, and threads of the bare consumer.
+    #[arg(short = 'w', long, default_value_t = 2)]
+    workers: usize,
+    /// Runs of each side in the throughput phase.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Records per second in the freshness phase.
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// Length of the freshness phase's sending, in seconds.
+    #[arg(long, default_value_t = 30)]
+    live_seconds: u64,
+    /// Seconds of the freshness phase left out of a freshness histogram.
+    #[arg(long, default_value_t = 10)]
+    warm_up_seconds: u64,
+    /// A configuration file for `clickflow serve` (e.g. extra librdkafka properties);
+    /// the benchmark's own settings override its topics, start and metrics address.
+    #[arg(long)]
+    serve_config: Option<PathBuf>,
+    /// The broker's process id, to report its CPU use in the freshness phase.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Directory for the services' logs.
+    #[arg(long, default_value = "target/bench-ingest")]
+    logs: PathBuf,
+    /// The command line to show in the summary.
+    #[arg(long, default_value = "")]
+    command: String,
+}
+
+/// One run of one side of the throughput phase.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    elapsed: Duration,
+    /// Peak RSS of the service, in bytes (none for the bare consumer).
+    peak_rss: Option<u64>,
+    /// From the spawn of the service to the first record counted (none for the bare
+    /// consumer).
+    start_up: Option<Duration>,
+}
+
+/// The throughput phase's outcome.
+struct Throughput {
+    bare: Vec<Run>,
+    clickflow: Vec<Run>,
+    fill_rate: f64,
+    /// The machine's load average before the phase.
+    load_average: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    ensure!(
+        args.workers > 0 && args.runs > 0,
+        "-w and --runs must be at least 1"
+    );
+    ensure!(args.rate > 0, "--rate must be at least 1");
+    std::fs::create_dir_all(&args.logs)
+        .with_context(|| format!("cannot create {}", args.logs.display()))?;
+    let throughput = throughput(&args)?;
+    let live = live::live(&args)?;
+    report::print_summary(&args, &throughput, &live);
+    Ok(())
+}
+
+/// Phase 1: the bare consumer and `clickflow serve` over the same filled topic.
+fn throughput(args: &Args) -> anyhow::Result<Throughput> {
+    let load_average = report::load_average();
+    let topics = topic_names(&unique_prefix("throughput"));
+    create_topics(&args.bootstrap, &topics.specs())?;
+    progress(format!(
+        "filling {} with {} records",
+        topics.input, args.events
+    ));
+    let fill = produce(
+        &args.bootstrap,
+        &topics.input,
+        generator(args.events, now_ms()?, FILL_SPAN_MS),
+        0,
+    )?;
+    progress(format!(
+        "filled in {:.1} s ({:.0} records/s)",
+        fill.elapsed.as_secs_f64(),
+        fill.records_per_second()
+    ));
+    let mut result = Throughput {
+        bare: Vec::new(),
+        clickflow: Vec::new(),
+        fill_rate: fill.records_per_second(),
+        load_average,
+    };
+    for run in 1..=args.runs {
+        let bare = bare_run(args, &topics.input)?;
+        report_run(run, "bare consumer", args.events, &bare);
+        result.bare.push(bare);
+        let clickflow = serve_run(args, &topics.input, run)?;
+        report_run(run, "clickflow serve", args.events, &clickflow);
+        result.clickflow.push(clickflow);
+    }
+    Ok(result)
+}
+
+fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
+    let (records, elapsed) = bare_consume(&args.bootstrap, input, args.workers)?;
+    ensure!(
+        records == args.events,
+        "the bare consumer read {records} records, not {}",
+        args.events
+    );
+    Ok(Run {
+        elapsed,
+        peak_rss: None,
+        start_up: None,
+    })
+}
+
+fn serve_run(args: &Args, input: &str, run: usize) -> anyhow::Result<Run> {
+    let outputs = topic_names(&unique_prefix(&format!("throughput-run{run}")));
+    let specs: Vec<_> = outputs
+        .specs()
+        .into_iter()
+        .filter(|spec| spec.name != outputs.input)
+        .collect();
+    create_topics(&args.bootstrap, &specs)?;
+    let topics = ReferenceTopics {
+        input: input.to_owned(),
+        ..outputs
+    };
+    let log = args.logs.join(format!("throughput-run{run}.log"));
+    let spawned = Instant::now();
+    let mut serve = start_serve(args, &topics, "earliest", &log)?;
+    let timeout = Duration::from_secs(120.max(args.events / 10_000));
+    let mut start_up = None;
+    serve.wait_until("caught up", timeout, |scrape| {
+        let progress = scrape.progress();
+        if start_up.is_none() && progress.records > 0 {
+            start_up = Some(spawned.elapsed());
+        }
+        progress.caught_up(args.events, usize::from(PARTITIONS))
+    })?;
+    let elapsed = serve.elapsed();
+    let peak_rss = serve.peak_rss_bytes()?;
+    serve.stop()?;
+    Ok(Run {
+        elapsed,
+        peak_rss: Some(peak_rss),
+        start_up,
+    })
+}
+
+/// Starts `clickflow serve` on `topics`, reading from `start`.
+fn start_serve(
+    args: &Args,
+    topics: &ReferenceTopics,
+    start: &str,
+    log: &Path,
+) -> anyhow::Result<Serve> {
+    let quoted = |value: &str| format!("{value:?}");
+    let sets = [
+        format!("kafka.bootstrap={}", quoted(&args.bootstrap)),
+        format!("kafka.input_topics=[{}]", quoted(&topics.input)),
+        format!("kafka.dead_letter_topic={}", quoted(&topics.dead_letters)),
+        format!("kafka.page_view_counts_topic={}", quoted(&topics.counts)),
+        format!("kafka.alerts_topic={}", quoted(&topics.alerts)),
+        format!(
+            "kafka.transactional_id={}",
+            quoted(&format!("{}.writer", topics.counts))
+        ),
+        format!("kafka.start={}", quoted(start)),
+        "kafka.idle_timeout_ms=1000".to_owned(),
+    ];
+    progress(format!(
+        "starting {} serve -w {} (log {})",
+        args.clickflow.display(),
+        args.workers,
+        log.display()
+    ));
+    Serve::start(
+        &args.clickflow,
+        args.workers,
+        args.serve_config.as_deref(),
+        &sets,
+        log,
+    )
+}
+
+fn report_run(run: usize, side: &str, events: u64, result: &Run) {
+    let seconds = result.elapsed.as_secs_f64();
+    let rss = result.peak_rss.map_or(String::new(), |bytes| {
+        format!(", peak RSS {:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+    });
+    let start_up = result.start_up.map_or(String::new(), |start_up| {
+        format!(
+            ", first record counted after {:.2} s",
+            start_up.as_secs_f64()
+        )
+    });
+    progress(format!(
+        "run {run}, {side}: {seconds:.2} s, {:.0} events/s{rss}{start_up}",
+        events as f64 / seconds
+    ));
+}
+
+/// A prefix for topic names that no earlier run used.
+fn unique_prefix(what: &str) -> String {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos());
+    format!("bench-ingest-{}-{nanos}-{what}", std::process::id())
+}
+
+/// The wall clock in epoch milliseconds.
+fn now_ms() -> anyhow::Result<u64> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the system clock is before 1970")?;
+    u64::try_from(now.as_millis()).context("the system clock is too far ahead")
+}
+
+fn progress(message: String) {
+    eprintln!("bench-ingest: {message}");
+}

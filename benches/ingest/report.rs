@@ -1,0 +1,193 @@
+//! The summary on stdout: markdown that can go into `benches/RESULTS.md` as it is.
+
+use crate::Args;
+use crate::live::{DELAY_EVERY, Live};
+use crate::{Run, Throughput};
+use clickflow_benches::harness::kafka::PARTITIONS;
+use clickflow_benches::harness::metrics::Freshness;
+
+/// The freshness target of the issue, in seconds.
+const FRESHNESS_TARGET: f64 = 0.1;
+
+/// The throughput target of the issue: clickflow over the bare consumer.
+const RATIO_TARGET: f64 = 0.7;
+
+/// Prints the summary of both phases.
+pub fn print_summary(args: &Args, throughput: &Throughput, live: &Live) {
+    println!("machine: {}", machine());
+    println!(
+        "load average (1 min) at the start and the end: {} and {}",
+        throughput.load_average,
+        load_average()
+    );
+    println!("command: `{}`", args.command);
+    if let Some(config) = &args.serve_config {
+        println!("serve configuration: {}", config.display());
+    }
+    print_throughput(args, throughput);
+    print_freshness(args, live);
+}
+
+fn print_throughput(args: &Args, throughput: &Throughput) {
+    let bare = median_seconds(&throughput.bare);
+    let clickflow = median_seconds(&throughput.clickflow);
+    println!(
+        "throughput: {} events in one {PARTITIONS}-partition topic (filled at {:.0} records/s), {} workers, medians of {} alternating runs",
+        args.events, throughput.fill_rate, args.workers, args.runs
+    );
+    println!();
+    println!("| reader | runs | median | events/s |");
+    println!("|---|---|---|---|");
+    let row = |name: String, runs: &[Run], median: f64| {
+        println!(
+            "| {name} | {} | {median:.2} s | {:.0} |",
+            list_seconds(runs),
+            args.events as f64 / median
+        );
+    };
+    row(
+        format!("bare rdkafka `BaseConsumer` x{}", args.workers),
+        &throughput.bare,
+        bare,
+    );
+    row(
+        format!("`clickflow serve -w {}`, all views", args.workers),
+        &throughput.clickflow,
+        clickflow,
+    );
+    println!();
+    let ratio = bare / clickflow;
+    println!(
+        "clickflow / bare: {ratio:.2} (target >= {RATIO_TARGET}: {})",
+        met(ratio >= RATIO_TARGET)
+    );
+    let start_up = median(
+        throughput
+            .clickflow
+            .iter()
+            .filter_map(|run| run.start_up)
+            .map(|start_up| start_up.as_secs_f64())
+            .collect(),
+    );
+    println!(
+        "clickflow start-up (spawn to first record counted): median {start_up:.2} s; without it, clickflow / bare is {:.2}",
+        bare / (clickflow - start_up)
+    );
+    let peak_rss = throughput
+        .clickflow
+        .iter()
+        .filter_map(|run| run.peak_rss)
+        .max()
+        .unwrap_or_default();
+    println!(
+        "clickflow peak RSS: {:.2} GiB (largest of the runs)",
+        peak_rss as f64 / (1u64 << 30) as f64
+    );
+}
+
+fn print_freshness(args: &Args, live: &Live) {
+    let freshness = match &live.freshness {
+        Freshness::Histogram {
+            p50_at_most,
+            p99_at_most,
+            events,
+            mean,
+        } => format!(
+            "p50 <= {:.0} ms, p99 <= {:.0} ms, mean {:.0} ms (histogram bucket bounds, {events} events published after the first {} s)",
+            p50_at_most * 1000.0,
+            p99_at_most * 1000.0,
+            mean * 1000.0,
+            live.warm_up.as_secs()
+        ),
+        Freshness::Summary { p50, p99 } => format!(
+            "p50 {:.0} ms, p99 {:.0} ms (the service's summary: every event since it started)",
+            p50 * 1000.0,
+            p99 * 1000.0
+        ),
+    };
+    println!(
+        "freshness at {} events/s for {} s: {freshness}; target p99 < {:.0} ms: {}",
+        args.rate,
+        args.live_seconds,
+        FRESHNESS_TARGET * 1000.0,
+        met(live.freshness.p99() < FRESHNESS_TARGET)
+    );
+    let broker = live
+        .cores
+        .broker
+        .map_or(String::new(), |cores| format!(", the broker {cores:.2}"));
+    println!(
+        "  achieved produce rate {:.0} records/s; cores used: clickflow {:.2}{broker}, the load generator {:.2}; {:.1} output transactions/s; {}",
+        live.produced_rate,
+        live.cores.serve,
+        live.cores.generator,
+        live.transactions_per_second,
+        if live.caught_up {
+            "every record counted after the sending"
+        } else {
+            "NOT caught up within a minute of the end of the sending"
+        }
+    );
+    println!(
+        "  behind the wall clock (p50 / p99 of {} samples, every {} ms): least partition watermark {:.0} / {:.0} ms, published frontier {:.0} / {:.0} ms",
+        live.frontier_delay_ms.samples,
+        DELAY_EVERY.as_millis(),
+        live.input_delay_ms.p50,
+        live.input_delay_ms.p99,
+        live.frontier_delay_ms.p50,
+        live.frontier_delay_ms.p99
+    );
+}
+
+fn met(yes: bool) -> &'static str {
+    if yes { "met" } else { "NOT met" }
+}
+
+fn median_seconds(runs: &[Run]) -> f64 {
+    median(runs.iter().map(|run| run.elapsed.as_secs_f64()).collect())
+}
+
+/// The median (the upper one of an even number); NaN for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn list_seconds(runs: &[Run]) -> String {
+    let seconds: Vec<String> = runs
+        .iter()
+        .map(|run| format!("{:.2}", run.elapsed.as_secs_f64()))
+        .collect();
+    seconds.join(", ")
+}
+
+/// Cores, CPU model and memory, from `/proc`.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let read = |path| std::fs::read_to_string(path).unwrap_or_default();
+    let field = |text: &str, name: &str| {
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.split_once(':'))
+            .map(|(_, value)| value.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let model = field(&read("/proc/cpuinfo"), "model name");
+    let memory_kib: f64 = field(&read("/proc/meminfo"), "MemTotal")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or_default();
+    format!(
+        "{cores} cores ({model}), {:.0} GiB",
+        memory_kib / (1u64 << 20) as f64
+    )
+}
+
+/// The machine's load average over the last minute.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}

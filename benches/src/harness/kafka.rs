@@ -1,0 +1,219 @@
+//! The Kafka side of the benchmark: fresh topics, the load generator, and the bare
+//! consumer that clickflow is compared with.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clickflow_ingest::admin::{Admin, ReferenceTopics, TopicSpec, TopicState};
+use clickflow_ingest::generator::GeneratorConfig;
+use clickflow_ingest::partitions::owner;
+use clickflow_ingest::producer::{DeliverySummary, LoadConfig, LoadProducer};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+/// Partitions of every topic the benchmark creates, as in the reference pipeline.
+pub const PARTITIONS: u16 = 12;
+
+/// How long to wait for the cluster (metadata, topic creation, each delivery).
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long the bare consumer may go without a record before it gives up.
+const STALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often the producer's progress is shown.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The reference pipeline's four topics, named `PREFIX.page-views` and so on, with
+/// [`PARTITIONS`] partitions each.
+pub fn topic_names(prefix: &str) -> ReferenceTopics {
+    ReferenceTopics {
+        input: format!("{prefix}.page-views"),
+        dead_letters: format!("{prefix}.page-views.dlq"),
+        counts: format!("{prefix}.page-view-counts"),
+        alerts: format!("{prefix}.alerts"),
+        partitions: PARTITIONS,
+        output_partitions: PARTITIONS,
+        ..ReferenceTopics::default()
+    }
+}
+
+/// Creates the topics of `specs`; fails unless every one of them is new.
+pub fn create_topics(bootstrap: &str, specs: &[TopicSpec]) -> anyhow::Result<()> {
+    let admin = Admin::connect(bootstrap, TIMEOUT)?;
+    for outcome in admin.create_topics(specs)? {
+        match outcome.result {
+            Ok(TopicState::Created) => {}
+            Ok(exists @ TopicState::Exists { .. }) => {
+                bail!("topic {} already exists: {exists:?}", outcome.spec.name)
+            }
+            Err(error) => {
+                return Err(error).with_context(|| format!("creating topic {}", outcome.spec.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The generated records: the generator's default mix (1% out of order, 0.1% late,
+/// 0.05% future, 0.1% malformed, 10% funnel sessions) over 10,000 pages and 1,000,000
+/// users, as in the batch benchmark.
+pub fn generator(events: u64, start_ms: u64, duration_ms: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        events,
+        pages: 10_000,
+        users: 1_000_000,
+        start_ms,
+        duration_ms,
+        ..GeneratorConfig::default()
+    }
+}
+
+/// Sends the generator's records to `topic` at `rate` records/s (0: as fast as
+/// possible) with the reference producer's settings; fails unless all were delivered.
+pub fn produce(
+    bootstrap: &str,
+    topic: &str,
+    generator: GeneratorConfig,
+    rate: u64,
+) -> anyhow::Result<DeliverySummary> {
+    let events = generator.events;
+    let producer = LoadProducer::new(LoadConfig {
+        bootstrap: bootstrap.to_owned(),
+        topic: topic.to_owned(),
+        generator,
+        rate,
+        timeout: TIMEOUT,
+    })?;
+    let mut next_report = Instant::now() + PROGRESS_EVERY;
+    let summary = producer.run(|progress| {
+        if Instant::now() >= next_report {
+            eprintln!(
+                "bench-ingest:   {} of {events} delivered",
+                progress.delivered
+            );
+            next_report += PROGRESS_EVERY;
+        }
+        ControlFlow::Continue(())
+    });
+    if let Some(error) = &summary.first_error {
+        bail!(
+            "{} of {} records to {topic} were not delivered: {error}",
+            summary.failed,
+            summary.sent
+        );
+    }
+    Ok(summary)
+}
+
+/// Reads every record of `topic` with `workers` threads, each with its own
+/// `BaseConsumer` assigned the partitions clickflow would give that worker, and returns
+/// the number of records read and the time from the first consumer's creation to the
+/// last record.
+pub fn bare_consume(
+    bootstrap: &str,
+    topic: &str,
+    workers: usize,
+) -> anyhow::Result<(u64, Duration)> {
+    let ends = end_offsets(bootstrap, topic)?;
+    let started = Instant::now();
+    let records = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..workers)
+            .map(|worker| {
+                let mine: BTreeMap<i32, i64> = ends
+                    .iter()
+                    .filter(|(partition, _)| owner(topic, **partition, workers) == worker)
+                    .map(|(partition, end)| (*partition, *end))
+                    .collect();
+                scope.spawn(move || consume_partitions(bootstrap, topic, worker, mine))
+            })
+            .collect();
+        threads.into_iter().try_fold(0, |total, thread| {
+            let records = thread
+                .join()
+                .map_err(|_| anyhow::anyhow!("a bare consumer thread panicked"))??;
+            anyhow::Ok(total + records)
+        })
+    })?;
+    Ok((records, started.elapsed()))
+}
+
+/// The offset after the last record of each partition of `topic`.
+fn end_offsets(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, i64>> {
+    let consumer: BaseConsumer =
+        bare_consumer_config(bootstrap, "bench-ingest-offsets").create()?;
+    (0..i32::from(PARTITIONS))
+        .map(|partition| {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, partition, TIMEOUT)
+                .with_context(|| format!("high watermark of {topic}/{partition}"))?;
+            Ok((partition, high))
+        })
+        .collect()
+}
+
+/// Reads `partitions` (partition → end offset) from the beginning to their ends; returns
+/// the number of records read.
+fn consume_partitions(
+    bootstrap: &str,
+    topic: &str,
+    worker: usize,
+    mut partitions: BTreeMap<i32, i64>,
+) -> anyhow::Result<u64> {
+    let consumer: BaseConsumer =
+        bare_consumer_config(bootstrap, &format!("bench-ingest-bare-{worker}")).create()?;
+    let mut assignment = TopicPartitionList::new();
+    for partition in partitions.keys() {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    partitions.retain(|_, end| *end > 0);
+    let (mut records, mut bytes) = (0_u64, 0_usize);
+    let mut last_record = Instant::now();
+    while !partitions.is_empty() {
+        // Waits for a record, then takes what is there without waiting: a batch.
+        let mut timeout = Duration::from_millis(100);
+        while let Some(message) = consumer.poll(timeout) {
+            let message = message.context("bare consumer")?;
+            timeout = Duration::ZERO;
+            records += 1;
+            bytes += message.payload_len();
+            let partition = message.partition();
+            if partitions
+                .get(&partition)
+                .is_some_and(|end| message.offset() + 1 >= *end)
+            {
+                partitions.remove(&partition);
+            }
+            last_record = Instant::now();
+        }
+        if last_record.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "bare consumer {worker}: no record for {STALL_TIMEOUT:?}, partitions {partitions:?} unfinished"
+            );
+        }
+    }
+    std::hint::black_box(bytes);
+    Ok(records)
+}
+
+/// The input consumer settings of clickflow's Kafka source (`consumer_config` in
+/// `ingest/src/source.rs`, which is private), minus its statistics: explicit assignment,
+/// no offset commits, `read_committed`, `fetch.wait.max.ms=10`.
+fn bare_consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-ingest-bare")
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10");
+    config
+}
