@@ -97,13 +97,13 @@ fn main() -> anyhow::Result<()> {
     let total_seconds = args.warm_up_seconds + (args.phase_seconds + 1) * 7 + 10;
     let events = args.rate * total_seconds;
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
-    let (bootstrap, input) = (args.bootstrap.clone(), topics.input.clone());
+    let (bootstrap, input, rate) = (args.bootstrap.clone(), topics.input.clone(), args.rate);
     let load = std::thread::spawn(move || {
         produce(
             &bootstrap,
             &input,
             generator(events, start_ms, total_seconds * 1000),
-            0,
+            rate,
         )
     });
     eprintln!(
