@@ -94,7 +94,8 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(3));
 
     // The load for the whole benchmark.
-    let total_seconds = args.warm_up_seconds + (args.phase_seconds + 1) * 7 + 10;
+    // With room to spare: requests under load can overrun their phase.
+    let total_seconds = 2 * (args.warm_up_seconds + (args.phase_seconds + 1) * 7 + 10);
     let events = args.rate * total_seconds;
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     let (bootstrap, input, rate) = (args.bootstrap.clone(), topics.input.clone(), args.rate);

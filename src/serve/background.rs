@@ -18,9 +18,16 @@ use tracing::info;
 /// How often the progress line is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a graceful shutdown may take before the process exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(60);
+
 /// The running background tasks; dropping it stops them.
+///
+/// Two runtimes: the API's, whose load grows with its clients, and a small one for the
+/// signals, the metrics and the progress log, which a busy API must never starve.
 pub struct Background {
-    runtime: Runtime,
+    control: Runtime,
+    api: Option<Runtime>,
 }
 
 impl Background {
@@ -32,12 +39,7 @@ impl Background {
         status: IngestStatus,
         shutdown: Arc<AtomicBool>,
     ) -> anyhow::Result<Self> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("clickflow-background")
-            .enable_all()
-            .build()
-            .context("cannot start the background runtime")?;
+        let runtime = new_runtime("clickflow-control", 1)?;
         if let Some(address) = metrics_listen {
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind(address))
@@ -54,28 +56,49 @@ impl Background {
             runtime.spawn(async move { axum::serve(listener, app).await });
             info!(address = ?bound, "serving metrics at /metrics");
         }
-        if let Some((address, state)) = api {
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(address))
-                .with_context(|| format!("api.listen {address}: cannot listen"))?;
-            info!(address = ?listener.local_addr().ok(), "serving gRPC");
-            let stopped = Arc::clone(&shutdown);
-            runtime.spawn(async move {
-                if let Err(error) = clickflow_api::serve(listener, state, until_set(stopped)).await
-                {
-                    tracing::error!(%error, "the gRPC API stopped");
-                }
-            });
-        }
+        let api = match api {
+            Some((address, state)) => {
+                let api_runtime = new_runtime("clickflow-api", 2)?;
+                let listener = api_runtime
+                    .block_on(tokio::net::TcpListener::bind(address))
+                    .with_context(|| format!("api.listen {address}: cannot listen"))?;
+                info!(address = ?listener.local_addr().ok(), "serving gRPC");
+                let stopped = Arc::clone(&shutdown);
+                api_runtime.spawn(async move {
+                    if let Err(error) =
+                        clickflow_api::serve(listener, state, until_set(stopped)).await
+                    {
+                        tracing::error!(%error, "the gRPC API stopped");
+                    }
+                });
+                Some(api_runtime)
+            }
+            None => None,
+        };
         runtime.spawn(log_progress(status));
         runtime.spawn(stop_on_signal(shutdown));
-        Ok(Self { runtime })
+        Ok(Self {
+            control: runtime,
+            api,
+        })
     }
 
     /// Stops the tasks.
     pub fn stop(self) {
-        self.runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(api) = self.api {
+            api.shutdown_timeout(Duration::from_secs(1));
+        }
+        self.control.shutdown_timeout(Duration::from_secs(1));
     }
+}
+
+fn new_runtime(name: &str, threads: usize) -> anyhow::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("cannot start the {name} runtime"))
 }
 
 async fn log_progress(status: IngestStatus) {
@@ -123,4 +146,10 @@ async fn stop_on_signal(shutdown: Arc<AtomicBool>) {
         () = terminate => info!("terminated; stopping"),
     }
     shutdown.store(true, Ordering::SeqCst);
+    // A shutdown that hangs (a stuck broker, say) must not keep the process forever.
+    std::thread::spawn(|| {
+        std::thread::sleep(SHUTDOWN_GRACE);
+        tracing::error!(grace = ?SHUTDOWN_GRACE, "shutdown did not finish in time; exiting");
+        std::process::exit(1);
+    });
 }
