@@ -143,13 +143,8 @@ pub fn subscribe(
             }
         }
         loop {
-            let batch = match feed.recv().await {
-                Ok(batch) => batch,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    out.cut_off(format!("fell {missed} feed batches behind"));
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+            let Some(batch) = next_batch(&mut feed, &mut out).await else {
+                return;
             };
             if batch.as_of.frontier_ms <= sent_until {
                 continue;
@@ -200,13 +195,8 @@ pub fn subscribe_alerts(
         let _guard = guard;
         let mut out = Outbox(&sender);
         loop {
-            let batch = match feed.recv().await {
-                Ok(batch) => batch,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    out.cut_off(format!("fell {missed} feed batches behind"));
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+            let Some(batch) = next_batch(&mut feed, &mut out).await else {
+                return;
             };
             let updates: Vec<(AlertRow, Time, isize)> = batch.changes[ViewKind::Alerts as usize]
                 .iter()
@@ -282,6 +272,22 @@ impl FinalOnly {
             .partition(|(row, _)| self.final_at(row) <= frontier);
         self.held = held;
         ready.into_iter().collect()
+    }
+}
+
+/// The next feed batch; `None` when the feed has ended or the subscriber fell so far
+/// behind that it was cut off.
+async fn next_batch<T>(
+    feed: &mut broadcast::Receiver<Arc<FeedBatch>>,
+    out: &mut Outbox<'_, T>,
+) -> Option<Arc<FeedBatch>> {
+    match feed.recv().await {
+        Ok(batch) => Some(batch),
+        Err(broadcast::error::RecvError::Lagged(missed)) => {
+            out.cut_off(format!("fell {missed} feed batches behind"));
+            None
+        }
+        Err(broadcast::error::RecvError::Closed) => None,
     }
 }
 
