@@ -218,7 +218,7 @@ fn write_transaction(
                 Ok(()) => break,
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
                     base = returned;
-                    producer.poll(Duration::from_millis(1));
+                    pause(producer);
                 }
                 Err((error, _)) => return Err(error),
             }
@@ -234,8 +234,16 @@ fn write_transaction(
 fn await_deliveries(producer: &BaseProducer<DefaultProducerContext>) {
     let deadline = Instant::now() + OPERATION_TIMEOUT;
     while producer.in_flight_count() > 0 && Instant::now() < deadline {
-        producer.poll(Duration::from_millis(1));
+        pause(producer);
     }
+}
+
+/// Serves what is ready, then sleeps briefly. rdkafka's `poll` with a timeout under a few
+/// milliseconds spins (it hands librdkafka whole milliseconds left, often zero), so a
+/// short wait is a sleep instead.
+fn pause(producer: &BaseProducer<DefaultProducerContext>) {
+    producer.poll(Duration::ZERO);
+    std::thread::sleep(Duration::from_micros(200));
 }
 
 /// Aborts the current transaction, if any, so that the next one can begin.
