@@ -22,7 +22,7 @@ use rdkafka::mocking::MockCluster;
 
 use crate::options::ClusterArgs;
 use crate::serve::config::ServeConfig;
-use crate::serve::{Background, Service, run_service};
+use crate::serve::{Service, run_service};
 
 /// Partitions of the demo's input topic (the reference pipeline's count).
 const INPUT_PARTITIONS: i32 = 12;
@@ -86,15 +86,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         process: 0,
         hostfile: None,
     };
-    let api = config
-        .api_listen()?
-        .map(|address| (address, service.api_state(&config, &cluster_args)));
-    let background = Background::start(
-        config.metrics_listen()?,
-        api,
-        service.status.clone(),
-        Arc::clone(&service.shutdown),
-    )?;
+    let background = service.start_background(&config, &cluster_args)?;
     if let Some(seconds) = args.duration_s {
         let shutdown = Arc::clone(&service.shutdown);
         thread::spawn(move || {

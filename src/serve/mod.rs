@@ -81,6 +81,26 @@ impl Service {
         }
     }
 
+    /// Starts the background tasks: metrics, signals, the progress log, and the gRPC
+    /// API (in process 0, which keeps the views).
+    pub fn start_background(
+        &self,
+        config: &ServeConfig,
+        cluster: &ClusterArgs,
+    ) -> anyhow::Result<Background> {
+        let api = (cluster.process == 0)
+            .then(|| config.api_listen())
+            .transpose()?
+            .flatten()
+            .map(|address| (address, self.api_state(config, cluster)));
+        Background::start(
+            config.metrics_listen()?,
+            api,
+            self.status.clone(),
+            Arc::clone(&self.shutdown),
+        )
+    }
+
     /// The gRPC API's view of the service.
     pub fn api_state(&self, config: &ServeConfig, cluster: &ClusterArgs) -> ApiState {
         let mut state = ApiState::new(self.store.clone(), self.status.clone(), self.rules.clone());
@@ -97,18 +117,7 @@ impl Service {
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
     let service = Service::new(&config, args.cluster.workers as usize);
-    // Process 0 keeps the views, so it serves the API.
-    let api = (args.cluster.process == 0)
-        .then(|| config.api_listen())
-        .transpose()?
-        .flatten()
-        .map(|address| (address, service.api_state(&config, &args.cluster)));
-    let background = Background::start(
-        config.metrics_listen()?,
-        api,
-        service.status.clone(),
-        Arc::clone(&service.shutdown),
-    )?;
+    let background = service.start_background(&config, &args.cluster)?;
     let result = run_service(&config, &args.cluster, &service);
     background.stop();
     result
