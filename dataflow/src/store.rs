@@ -102,8 +102,6 @@ struct Partition {
     alerts: ViewState<AlertRow>,
     /// Page-view rows by `(window_start, page)`, for top-k reads.
     page_views_by_window: BTreeMap<(u64, CompactString), PageViewRow>,
-    /// Every update before this is applied; `None` once everything is.
-    applied: Option<Time>,
 }
 
 struct ViewState<R> {
@@ -183,20 +181,24 @@ impl Partition {
             changelog.record(
                 ViewKind::PageViews,
                 time,
-                AnyRow::PageView(row.clone()),
+                || AnyRow::PageView(row.clone()),
                 diff,
             );
         });
         self.sessions.apply_before(as_of, |row, time, diff| {
-            changelog.record(ViewKind::Sessions, time, AnyRow::Session(row.clone()), diff);
+            changelog.record(
+                ViewKind::Sessions,
+                time,
+                || AnyRow::Session(row.clone()),
+                diff,
+            );
         });
         self.funnel.apply_before(as_of, |row, time, diff| {
-            changelog.record(ViewKind::Funnel, time, AnyRow::Funnel(row.clone()), diff);
+            changelog.record(ViewKind::Funnel, time, || AnyRow::Funnel(row.clone()), diff);
         });
         self.alerts.apply_before(as_of, |row, time, diff| {
-            changelog.record(ViewKind::Alerts, time, AnyRow::Alert(row.clone()), diff);
+            changelog.record(ViewKind::Alerts, time, || AnyRow::Alert(row.clone()), diff);
         });
-        self.applied = as_of;
     }
 }
 
@@ -211,12 +213,13 @@ struct Changelog {
 }
 
 impl Changelog {
-    fn record(&mut self, view: ViewKind, time: Time, row: AnyRow, diff: isize) {
+    /// Records an update; the row is only built (cloned) when the changelog keeps it.
+    fn record(&mut self, view: ViewKind, time: Time, row: impl FnOnce() -> AnyRow, diff: isize) {
         if self.retention_ms > 0 {
             self.views[view as usize]
                 .entry(time)
                 .or_default()
-                .push((row, diff));
+                .push((row(), diff));
         }
     }
 
