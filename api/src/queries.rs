@@ -94,16 +94,9 @@ pub fn top_pages(
         0 => read.latest_window(),
         start => Some(start),
     };
-    let mut rows = window.map(|window| read.window(window)).unwrap_or_default();
-    let metric = |row: &PageViewRow| {
-        if by_users {
-            row.unique_users
-        } else {
-            row.view_count
-        }
-    };
-    rows.sort_unstable_by(|a, b| metric(b).cmp(&metric(a)).then_with(|| a.page.cmp(&b.page)));
-    rows.truncate(k);
+    let rows = window
+        .map(|window| read.top_pages(window, by_users, k))
+        .unwrap_or_default();
     Ok(v1::TopPagesResponse {
         as_of: Some(convert::as_of(read.as_of(), &state.status)),
         window_start_ms: window.unwrap_or(0),

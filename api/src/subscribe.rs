@@ -164,8 +164,8 @@ pub fn subscribe(
                 .as_mut()
                 .map(|final_only| final_only.release(frontier))
             {
-                let released: Vec<(Time, Vec<(AnyRow, isize)>)> =
-                    vec![(frontier.saturating_sub(1), released)];
+                let released: Vec<TimedUpdates> =
+                    vec![(frontier.saturating_sub(1), released.into())];
                 updates.extend(update_batches(&released, 0, &mut |_, _| true));
             }
             for message in updates.into_iter().chain([progress(batch.as_of.clone())]) {
@@ -387,7 +387,7 @@ mod tests {
                 offsets: Vec::new(),
             },
             changes: [
-                vec![(time, vec![(AnyRow::PageView(row), 1)])],
+                vec![(time, vec![(AnyRow::PageView(row), 1)].into())],
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
@@ -398,7 +398,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_does_not_read_is_cut_off_while_another_goes_on() {
         let mut state = ApiState::new(
-            ViewStore::with_changelog(1, 60_000),
+            ViewStore::serving(1, 60_000),
             IngestStatus::default(),
             AlertRules::new(RuleChanges::default(), []),
         );

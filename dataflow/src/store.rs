@@ -2,21 +2,33 @@
 //! and (for subscriptions) a changelog of their recent updates.
 //!
 //! Each view's updates are routed, by a hash of the row, to one of process 0's workers,
-//! which keeps that partition of the rows; an update is stashed until it is before the
-//! store's `as_of`, the least frontier over all views and partitions. Only then is it
-//! applied, so a read shows every view at exactly the same logical time: the views are
-//! mutually consistent. Partitioning spreads the upkeep over all of process 0's workers.
+//! whose sink stashes them with the view's frontier. When the least frontier over every
+//! view and sink (the store's `as_of`) advances, the sink that advanced it applies every
+//! stashed update before the new `as_of` and publishes the result, so a read shows every
+//! view at exactly one logical time: the views are mutually consistent.
 //!
-//! Rows are kept sorted (row order is key order), so that a read can take a key range, and
-//! page-view rows are also indexed by window for top-k reads. When the store keeps a
-//! changelog, every applied update is also recorded with its time for a while, so that a
-//! subscriber can read what changed after a snapshot or a previous subscription.
+//! Reads never wait for that work. A serving store keeps two copies of the rows: the
+//! writer brings the copy nobody reads up to date (the updates it missed last time, then
+//! the new ones), publishes it, and keeps the copy it replaced for next time, once that
+//! copy's last reader has let go. A read takes the published copy (an `Arc`) and keeps it
+//! as long as it needs. A batch store, which nobody reads while it runs, keeps one copy
+//! and updates it in place.
+//!
+//! Rows are kept sorted (row order is key order), so a read can take a key range, and
+//! page-view rows are also ranked per window by views and by users, for top-k reads. A
+//! serving store also keeps a changelog: every applied update with its time, for
+//! `changelog_ms` of logical time, so that a subscriber can read what changed after a
+//! snapshot or a previous subscription.
 
-use std::collections::BTreeMap;
-use std::ops::{Bound, RangeBounds};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{
+    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+};
+use std::time::Duration;
 
-use compact_str::CompactString;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
@@ -28,8 +40,7 @@ use crate::views::{Time, Views};
 /// The current state of every view, shared with readers on other threads.
 #[derive(Clone)]
 pub struct ViewStore {
-    partitions: Arc<Vec<Mutex<Partition>>>,
-    changelog: Arc<Mutex<Changelog>>,
+    shared: Arc<Shared>,
 }
 
 /// Every view's rows at one `as_of`, each sorted by key.
@@ -91,71 +102,119 @@ impl ViewKind {
 }
 
 /// Updates of one view at one time, as recorded in the changelog.
-pub type TimedUpdates = (Time, Vec<(AnyRow, isize)>);
+pub type TimedUpdates = (Time, Arc<[(AnyRow, isize)]>);
 
-/// One worker's share of every view.
-#[derive(Default)]
-struct Partition {
-    page_views: ViewState<PageViewRow>,
-    sessions: ViewState<SessionRow>,
-    funnel: ViewState<FunnelRow>,
-    alerts: ViewState<AlertRow>,
-    /// Page-view rows by `(window_start, page)`, for top-k reads.
-    page_views_by_window: BTreeMap<(u64, CompactString), PageViewRow>,
+/// One view's recorded updates by time.
+type ViewChanges = BTreeMap<Time, Arc<[(AnyRow, isize)]>>;
+
+struct Shared {
+    /// Per partition (one per worker of process 0): updates not yet applied, and frontiers.
+    stashes: Vec<Mutex<Stash>>,
+    /// The copy of the rows that reads take.
+    published: RwLock<Arc<Rows>>,
+    /// Whoever holds it applies; see [`Shared::advance`].
+    writer: Mutex<Writer>,
+    /// Set when a stash's frontier moved; the writer goes on until it is clear.
+    dirty: AtomicBool,
+    changelog: RwLock<Changelog>,
 }
 
-struct ViewState<R> {
-    /// Current rows (row order is key order) and their multiplicities.
-    rows: BTreeMap<R, isize>,
-    pending: BTreeMap<Time, Vec<(R, isize)>>,
-    /// The view's input frontier; `None` when the view is complete.
+struct Writer {
+    /// The copy nobody reads, with the updates it lacks; `None` in a batch store.
+    standby: Option<(Arc<Rows>, Updates)>,
+}
+
+/// One copy of every view's rows, at one `as_of`.
+#[derive(Clone)]
+struct Rows {
+    /// See [`ViewSnapshot::as_of`].
+    as_of: Option<Time>,
+    page_views: BTreeMap<PageViewRow, isize>,
+    sessions: BTreeMap<SessionRow, isize>,
+    funnel: BTreeMap<FunnelRow, isize>,
+    alerts: BTreeMap<AlertRow, isize>,
+    /// Page-view rows by window, ranked for top-k reads.
+    ranked: BTreeMap<u64, Ranking>,
+}
+
+/// A window's page-view rows, most views (most users) first, then by page.
+#[derive(Clone, Default)]
+struct Ranking {
+    by_views: BTreeSet<(Reverse<u64>, PageViewRow)>,
+    by_users: BTreeSet<(Reverse<u64>, PageViewRow)>,
+}
+
+/// Every view's updates, in no particular order.
+#[derive(Clone, Default)]
+struct Updates {
+    page_views: Vec<(PageViewRow, isize)>,
+    sessions: Vec<(SessionRow, isize)>,
+    funnel: Vec<(FunnelRow, isize)>,
+    alerts: Vec<(AlertRow, isize)>,
+}
+
+/// One partition's updates not yet applied, per view.
+#[derive(Default)]
+struct Stash {
+    page_views: Pending<PageViewRow>,
+    sessions: Pending<SessionRow>,
+    funnel: Pending<FunnelRow>,
+    alerts: Pending<AlertRow>,
+}
+
+struct Pending<R> {
+    by_time: BTreeMap<Time, Vec<(R, isize)>>,
+    /// The view's input frontier at this partition; `None` when the view is complete.
     frontier: Option<Time>,
 }
 
-impl<R> Default for ViewState<R> {
+impl<R> Default for Pending<R> {
     fn default() -> Self {
         Self {
-            rows: BTreeMap::new(),
-            pending: BTreeMap::new(),
+            by_time: BTreeMap::new(),
             frontier: Some(0),
         }
     }
 }
 
-impl<R: Ord + Clone> ViewState<R> {
-    /// Applies the pending updates before `as_of`, handing each to `on_apply` too.
-    fn apply_before(&mut self, as_of: Option<Time>, mut on_apply: impl FnMut(&R, Time, isize)) {
-        while let Some(entry) = self.pending.first_entry() {
-            if as_of.is_some_and(|as_of| *entry.key() >= as_of) {
-                break;
-            }
-            let time = *entry.key();
-            for (row, diff) in entry.remove() {
-                on_apply(&row, time, diff);
-                add_to_sorted_counts(&mut self.rows, row, diff);
-            }
-        }
-    }
+/// Every view's updates by time, for the changelog.
+type ChangeBatch = [BTreeMap<Time, Vec<(AnyRow, isize)>>; 4];
 
-    /// The rows in `range` that `visit` takes, each as often as its multiplicity, until it
-    /// says stop.
-    fn range<'a>(
-        &'a self,
-        range: impl RangeBounds<R> + 'a,
-        visit: impl Fn(&R) -> Visit + 'a,
-    ) -> impl Iterator<Item = &'a R> + 'a {
-        self.rows
-            .range(range)
-            .map(move |(row, count)| (row, count, visit(row)))
-            .take_while(|(_, _, visit)| *visit != Visit::Stop)
-            .filter(|(_, _, visit)| *visit == Visit::Take)
-            .flat_map(|(row, &count, _)| {
-                std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
-            })
-    }
+/// A view's row type, and where the store keeps its rows and updates.
+trait StoredRow: ExchangeData + std::hash::Hash + Ord {
+    const VIEW: ViewKind;
+    fn pending(stash: &mut Stash) -> &mut Pending<Self>;
+    fn updates(updates: &mut Updates) -> &mut Vec<(Self, isize)>;
+    fn rows(rows: &Rows) -> &BTreeMap<Self, isize>;
+    fn any(&self) -> AnyRow;
 }
 
-impl Partition {
+macro_rules! stored_row {
+    ($row:ty, $view:ident, $field:ident, $any:ident) => {
+        impl StoredRow for $row {
+            const VIEW: ViewKind = ViewKind::$view;
+            fn pending(stash: &mut Stash) -> &mut Pending<Self> {
+                &mut stash.$field
+            }
+            fn updates(updates: &mut Updates) -> &mut Vec<(Self, isize)> {
+                &mut updates.$field
+            }
+            fn rows(rows: &Rows) -> &BTreeMap<Self, isize> {
+                &rows.$field
+            }
+            fn any(&self) -> AnyRow {
+                AnyRow::$any(self.clone())
+            }
+        }
+    };
+}
+
+stored_row!(PageViewRow, PageViews, page_views, PageView);
+stored_row!(SessionRow, Sessions, sessions, Session);
+stored_row!(FunnelRow, Funnel, funnel, Funnel);
+stored_row!(AlertRow, Alerts, alerts, Alert);
+
+impl Stash {
     /// The least frontier of the partition's views; `None` when all are complete.
     fn frontier(&self) -> Option<Time> {
         [
@@ -169,36 +228,96 @@ impl Partition {
         .min()
     }
 
-    fn apply_before(&mut self, as_of: Option<Time>, changelog: &mut Changelog) {
-        let by_window = &mut self.page_views_by_window;
-        self.page_views.apply_before(as_of, |row, time, diff| {
-            let key = (row.window_start, row.page.clone());
-            if diff > 0 {
-                by_window.insert(key, row.clone());
-            } else if by_window.get(&key) == Some(row) {
-                by_window.remove(&key);
+    /// Moves the updates before `as_of` into `updates` (and `changes`, when kept).
+    fn take_before(
+        &mut self,
+        as_of: Option<Time>,
+        updates: &mut Updates,
+        changes: &mut Option<ChangeBatch>,
+    ) {
+        self.take_view_before::<PageViewRow>(as_of, updates, changes);
+        self.take_view_before::<SessionRow>(as_of, updates, changes);
+        self.take_view_before::<FunnelRow>(as_of, updates, changes);
+        self.take_view_before::<AlertRow>(as_of, updates, changes);
+    }
+
+    fn take_view_before<R: StoredRow>(
+        &mut self,
+        as_of: Option<Time>,
+        updates: &mut Updates,
+        changes: &mut Option<ChangeBatch>,
+    ) {
+        let pending = R::pending(self);
+        let later = match as_of {
+            Some(as_of) => pending.by_time.split_off(&as_of),
+            None => BTreeMap::new(),
+        };
+        for (time, rows) in std::mem::replace(&mut pending.by_time, later) {
+            if let Some(changes) = changes {
+                changes[R::VIEW as usize]
+                    .entry(time)
+                    .or_default()
+                    .extend(rows.iter().map(|(row, diff)| (row.any(), *diff)));
             }
-            changelog.record(
-                ViewKind::PageViews,
-                time,
-                || AnyRow::PageView(row.clone()),
-                diff,
-            );
-        });
-        self.sessions.apply_before(as_of, |row, time, diff| {
-            changelog.record(
-                ViewKind::Sessions,
-                time,
-                || AnyRow::Session(row.clone()),
-                diff,
-            );
-        });
-        self.funnel.apply_before(as_of, |row, time, diff| {
-            changelog.record(ViewKind::Funnel, time, || AnyRow::Funnel(row.clone()), diff);
-        });
-        self.alerts.apply_before(as_of, |row, time, diff| {
-            changelog.record(ViewKind::Alerts, time, || AnyRow::Alert(row.clone()), diff);
-        });
+            R::updates(updates).extend(rows);
+        }
+    }
+}
+
+impl Rows {
+    fn empty() -> Self {
+        Self {
+            as_of: Some(0),
+            page_views: BTreeMap::new(),
+            sessions: BTreeMap::new(),
+            funnel: BTreeMap::new(),
+            alerts: BTreeMap::new(),
+            ranked: BTreeMap::new(),
+        }
+    }
+
+    fn apply(&mut self, updates: Updates) {
+        for (row, diff) in updates.page_views {
+            let before = self.page_views.get(&row).copied().unwrap_or(0);
+            match (before > 0, before + diff > 0) {
+                (false, true) => self.rank(row.clone()),
+                (true, false) => self.unrank(&row),
+                _ => {}
+            }
+            add_to_sorted_counts(&mut self.page_views, row, diff);
+        }
+        apply_to(&mut self.sessions, updates.sessions);
+        apply_to(&mut self.funnel, updates.funnel);
+        apply_to(&mut self.alerts, updates.alerts);
+    }
+
+    fn rank(&mut self, row: PageViewRow) {
+        let ranking = self.ranked.entry(row.window_start).or_default();
+        ranking
+            .by_users
+            .insert((Reverse(row.unique_users), row.clone()));
+        ranking.by_views.insert((Reverse(row.view_count), row));
+    }
+
+    fn unrank(&mut self, row: &PageViewRow) {
+        if let Some(ranking) = self.ranked.get_mut(&row.window_start) {
+            // The sets own their rows; rebuilding the keys clones the row once per set.
+            ranking
+                .by_views
+                .remove(&(Reverse(row.view_count), row.clone()));
+            ranking
+                .by_users
+                .remove(&(Reverse(row.unique_users), row.clone()));
+            if ranking.by_views.is_empty() {
+                self.ranked.remove(&row.window_start);
+            }
+        }
+    }
+}
+
+fn apply_to<R: Ord>(rows: &mut BTreeMap<R, isize>, updates: Vec<(R, isize)>) {
+    for (row, diff) in updates {
+        add_to_sorted_counts(rows, row, diff);
     }
 }
 
@@ -207,19 +326,17 @@ impl Partition {
 #[derive(Default)]
 struct Changelog {
     retention_ms: u64,
-    views: [BTreeMap<Time, Vec<(AnyRow, isize)>>; 4],
+    views: [ViewChanges; 4],
     /// Updates before this time may have been dropped.
     kept_from: Time,
 }
 
 impl Changelog {
-    /// Records an update; the row is only built (cloned) when the changelog keeps it.
-    fn record(&mut self, view: ViewKind, time: Time, row: impl FnOnce() -> AnyRow, diff: isize) {
-        if self.retention_ms > 0 {
-            self.views[view as usize]
-                .entry(time)
-                .or_default()
-                .push((row(), diff));
+    fn append(&mut self, changes: ChangeBatch) {
+        for (view, times) in self.views.iter_mut().zip(changes) {
+            for (time, updates) in times {
+                view.insert(time, updates.into());
+            }
         }
     }
 
@@ -235,17 +352,79 @@ impl Changelog {
     }
 }
 
-/// A consistent read of every view: all partitions locked at one `as_of`.
+impl Shared {
+    /// Applies and publishes what the stashes' frontiers allow. A caller that finds another
+    /// thread applying leaves the work to it: that thread goes on while `dirty` is set.
+    fn advance(&self) {
+        self.dirty.store(true, Ordering::SeqCst);
+        while self.dirty.load(Ordering::SeqCst) {
+            let mut writer = match self.writer.try_lock() {
+                Ok(writer) => writer,
+                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            };
+            self.dirty.store(false, Ordering::SeqCst);
+            self.catch_up(&mut writer);
+        }
+    }
+
+    fn catch_up(&self, writer: &mut Writer) {
+        let mut updates = Updates::default();
+        let mut changes = (read(&self.changelog).retention_ms > 0).then(ChangeBatch::default);
+        let as_of = {
+            let mut stashes: Vec<_> = self.stashes.iter().map(lock).collect();
+            let as_of = stashes.iter().filter_map(|stash| stash.frontier()).min();
+            if as_of == read(&self.published).as_of {
+                return;
+            }
+            for stash in &mut stashes {
+                stash.take_before(as_of, &mut updates, &mut changes);
+            }
+            as_of
+        };
+        // The changelog has every update before `as_of` by the time a read sees `as_of`.
+        if let Some(changes) = changes {
+            write(&self.changelog).append(changes);
+        }
+        match &mut writer.standby {
+            Some((standby, missed)) => {
+                let rows = exclusive(standby);
+                rows.apply(std::mem::take(missed));
+                rows.apply(updates.clone());
+                rows.as_of = as_of;
+                std::mem::swap(&mut *write(&self.published), standby);
+                *missed = updates;
+            }
+            None => {
+                let mut published = write(&self.published);
+                let rows = exclusive(&mut published);
+                rows.apply(updates);
+                rows.as_of = as_of;
+            }
+        }
+        write(&self.changelog).trim(as_of);
+    }
+}
+
+/// The rows, once no read holds them any more (reads are short).
+fn exclusive(rows: &mut Arc<Rows>) -> &mut Rows {
+    while Arc::get_mut(rows).is_none() {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    Arc::get_mut(rows).unwrap_or_else(|| unreachable!("only the writer can share it"))
+}
+
+/// A consistent read of every view at one `as_of`. It holds a copy of the rows, which the
+/// store reuses once the read is dropped: do not keep it for long.
 pub struct ViewRead<'a> {
-    partitions: Vec<MutexGuard<'a, Partition>>,
-    changelog: MutexGuard<'a, Changelog>,
-    as_of: Option<Time>,
+    rows: Arc<Rows>,
+    changelog: &'a RwLock<Changelog>,
 }
 
 impl ViewRead<'_> {
     /// The logical time the rows reflect (see [`ViewSnapshot::as_of`]).
     pub fn as_of(&self) -> Option<Time> {
-        self.as_of
+        self.rows.as_of
     }
 
     /// Up to `limit` page-view rows from `from` on that `visit` takes, in key order.
@@ -255,7 +434,7 @@ impl ViewRead<'_> {
         visit: impl Fn(&PageViewRow) -> Visit,
         limit: usize,
     ) -> Vec<PageViewRow> {
-        self.rows(|p| &p.page_views, from, visit, limit)
+        self.range(from, visit, limit)
     }
 
     /// Up to `limit` session rows from `from` on that `visit` takes, in key order.
@@ -265,7 +444,7 @@ impl ViewRead<'_> {
         visit: impl Fn(&SessionRow) -> Visit,
         limit: usize,
     ) -> Vec<SessionRow> {
-        self.rows(|p| &p.sessions, from, visit, limit)
+        self.range(from, visit, limit)
     }
 
     /// Up to `limit` funnel rows from `from` on that `visit` takes, in key order.
@@ -275,7 +454,7 @@ impl ViewRead<'_> {
         visit: impl Fn(&FunnelRow) -> Visit,
         limit: usize,
     ) -> Vec<FunnelRow> {
-        self.rows(|p| &p.funnel, from, visit, limit)
+        self.range(from, visit, limit)
     }
 
     /// Up to `limit` alert rows from `from` on that `visit` takes, in key order.
@@ -285,149 +464,125 @@ impl ViewRead<'_> {
         visit: impl Fn(&AlertRow) -> Visit,
         limit: usize,
     ) -> Vec<AlertRow> {
-        self.rows(|p| &p.alerts, from, visit, limit)
+        self.range(from, visit, limit)
     }
 
     /// Every row of `view`, in key order.
     pub fn all(&self, view: ViewKind) -> Vec<AnyRow> {
-        let all = usize::MAX;
         match view {
-            ViewKind::PageViews => self
-                .page_views(Bound::Unbounded, |_| Visit::Take, all)
-                .into_iter()
-                .map(AnyRow::PageView)
-                .collect(),
-            ViewKind::Sessions => self
-                .sessions(Bound::Unbounded, |_| Visit::Take, all)
-                .into_iter()
-                .map(AnyRow::Session)
-                .collect(),
-            ViewKind::Funnel => self
-                .funnel(Bound::Unbounded, |_| Visit::Take, all)
-                .into_iter()
-                .map(AnyRow::Funnel)
-                .collect(),
-            ViewKind::Alerts => self
-                .alerts(Bound::Unbounded, |_| Visit::Take, all)
-                .into_iter()
-                .map(AnyRow::Alert)
-                .collect(),
+            ViewKind::PageViews => self.all_of::<PageViewRow>(),
+            ViewKind::Sessions => self.all_of::<SessionRow>(),
+            ViewKind::Funnel => self.all_of::<FunnelRow>(),
+            ViewKind::Alerts => self.all_of::<AlertRow>(),
         }
     }
 
-    /// Every page-view row of the window starting at `window_start`.
-    pub fn window(&self, window_start: u64) -> Vec<PageViewRow> {
-        let from = (window_start, CompactString::default());
-        self.partitions
-            .iter()
-            .flat_map(|partition| {
-                partition
-                    .page_views_by_window
-                    .range(from.clone()..)
-                    .take_while(|((start, _), _)| *start == window_start)
-                    .map(|(_, row)| row.clone())
-            })
-            .collect()
+    /// The `k` page-view rows of the window starting at `window_start` with the most views
+    /// (the most unique users, when `by_users`), ties by page.
+    pub fn top_pages(&self, window_start: u64, by_users: bool, k: usize) -> Vec<PageViewRow> {
+        let Some(ranking) = self.rows.ranked.get(&window_start) else {
+            return Vec::new();
+        };
+        let ranked = if by_users {
+            &ranking.by_users
+        } else {
+            &ranking.by_views
+        };
+        ranked.iter().take(k).map(|(_, row)| row.clone()).collect()
     }
 
     /// The latest window start with any page views.
     pub fn latest_window(&self) -> Option<u64> {
-        self.partitions
-            .iter()
-            .filter_map(|partition| {
-                partition
-                    .page_views_by_window
-                    .last_key_value()
-                    .map(|((start, _), _)| *start)
-            })
-            .max()
+        self.rows.ranked.last_key_value().map(|(start, _)| *start)
     }
 
     /// The updates of `view` at times in `[from, as_of)`, by time; `None` when some of
     /// them are no longer kept.
     pub fn changes_since(&self, view: ViewKind, from: Time) -> Option<Vec<TimedUpdates>> {
-        if from < self.changelog.kept_from || self.changelog.retention_ms == 0 {
+        let changelog = read(self.changelog);
+        if from < changelog.kept_from || changelog.retention_ms == 0 {
             return None;
         }
-        let until = self.as_of.map_or(Bound::Unbounded, Bound::Excluded);
+        let until = self.as_of().map_or(Bound::Unbounded, Bound::Excluded);
         Some(
-            self.changelog.views[view as usize]
+            changelog.views[view as usize]
                 .range((Bound::Included(from), until))
-                .map(|(time, updates)| (*time, updates.clone()))
+                .map(|(time, updates)| (*time, Arc::clone(updates)))
                 .collect(),
         )
     }
 
-    fn rows<R: Ord + Clone>(
+    fn all_of<R: StoredRow>(&self) -> Vec<AnyRow> {
+        self.range::<R>(Bound::Unbounded, |_| Visit::Take, usize::MAX)
+            .iter()
+            .map(R::any)
+            .collect()
+    }
+
+    /// The rows from `from` on that `visit` takes, each as often as its multiplicity,
+    /// until it says stop or `limit` rows are taken.
+    fn range<R: StoredRow>(
         &self,
-        view: fn(&Partition) -> &ViewState<R>,
         from: Bound<&R>,
         visit: impl Fn(&R) -> Visit,
         limit: usize,
     ) -> Vec<R> {
-        let mut rows: Vec<R> = self
-            .partitions
-            .iter()
-            .flat_map(|partition| {
-                view(partition)
-                    .range((from, Bound::Unbounded), &visit)
-                    .take(limit)
-                    .cloned()
+        R::rows(&self.rows)
+            .range((from, Bound::Unbounded))
+            .map(|(row, count)| (row, count, visit(row)))
+            .take_while(|(_, _, visit)| *visit != Visit::Stop)
+            .filter(|(_, _, visit)| *visit == Visit::Take)
+            .flat_map(|(row, &count, _)| {
+                std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
             })
-            .collect();
-        rows.sort_unstable();
-        rows.truncate(limit);
-        rows
+            .take(limit)
+            .cloned()
+            .collect()
     }
 }
 
 impl ViewStore {
-    /// An empty store kept by `partitions` workers: pass the number of worker threads per
-    /// process, so that process 0's workers keep it. It keeps no changelog.
+    /// An empty store for a batch run, kept by `partitions` workers: pass the number of
+    /// worker threads per process, so that process 0's workers keep it. It keeps one copy
+    /// of the rows, which reads wait for while it is updated, and no changelog.
     pub fn new(partitions: usize) -> Self {
-        Self::with_changelog(partitions, 0)
+        Self::build(partitions, false, 0)
     }
 
-    /// An empty store that also keeps every view's updates for `retention_ms` of logical
-    /// time, for subscribers.
-    pub fn with_changelog(partitions: usize, retention_ms: u64) -> Self {
-        let partitions = (0..partitions.max(1))
-            .map(|_| Mutex::new(Partition::default()))
-            .collect();
+    /// An empty store for a service: reads never wait for updates (it keeps two copies of
+    /// the rows), and it keeps every view's updates for `changelog_ms` of logical time,
+    /// for subscribers.
+    pub fn serving(partitions: usize, changelog_ms: u64) -> Self {
+        Self::build(partitions, true, changelog_ms)
+    }
+
+    fn build(partitions: usize, two_copies: bool, changelog_ms: u64) -> Self {
+        let rows = Arc::new(Rows::empty());
+        let standby = two_copies.then(|| (Arc::new(Rows::empty()), Updates::default()));
         Self {
-            partitions: Arc::new(partitions),
-            changelog: Arc::new(Mutex::new(Changelog {
-                retention_ms,
-                ..Changelog::default()
-            })),
+            shared: Arc::new(Shared {
+                stashes: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
+                published: RwLock::new(rows),
+                writer: Mutex::new(Writer { standby }),
+                dirty: AtomicBool::new(false),
+                changelog: RwLock::new(Changelog {
+                    retention_ms: changelog_ms,
+                    ..Changelog::default()
+                }),
+            }),
         }
     }
 
     /// The logical time the store's rows reflect (see [`ViewSnapshot::as_of`]); starts at 0.
     pub fn as_of(&self) -> Option<Time> {
-        self.partitions
-            .iter()
-            .filter_map(|partition| lock(partition).frontier())
-            .min()
+        read(&self.shared.published).as_of
     }
 
-    /// A consistent read of every view at the store's current `as_of`. Hold it briefly:
-    /// the store's upkeep waits for it.
+    /// A consistent read of every view at the store's current `as_of`.
     pub fn read(&self) -> ViewRead<'_> {
-        let mut partitions: Vec<_> = self.partitions.iter().map(lock).collect();
-        let mut changelog = lock(&self.changelog);
-        let as_of = partitions
-            .iter()
-            .filter_map(|partition| partition.frontier())
-            .min();
-        for partition in &mut partitions {
-            partition.apply_before(as_of, &mut changelog);
-        }
-        changelog.trim(as_of);
         ViewRead {
-            partitions,
-            changelog,
-            as_of,
+            rows: Arc::clone(&read(&self.shared.published)),
+            changelog: &self.shared.changelog,
         }
     }
 
@@ -436,11 +591,31 @@ impl ViewStore {
         let read = self.read();
         let all = usize::MAX;
         ViewSnapshot {
-            as_of: read.as_of,
+            as_of: read.as_of(),
             page_views: read.page_views(Bound::Unbounded, |_| Visit::Take, all),
             sessions: read.sessions(Bound::Unbounded, |_| Visit::Take, all),
             funnel: read.funnel(Bound::Unbounded, |_| Visit::Take, all),
             alerts: read.alerts(Bound::Unbounded, |_| Visit::Take, all),
+        }
+    }
+
+    /// Stashes updates of one view at one partition and moves its frontier there.
+    fn stash<R: StoredRow>(
+        &self,
+        partition: usize,
+        updates: impl IntoIterator<Item = (R, Time, isize)>,
+        frontier: Option<Time>,
+    ) {
+        let moved = {
+            let mut stash = lock(&self.shared.stashes[partition]);
+            let pending = R::pending(&mut stash);
+            for (row, time, diff) in updates {
+                pending.by_time.entry(time).or_default().push((row, diff));
+            }
+            std::mem::replace(&mut pending.frontier, frontier) != frontier
+        };
+        if moved {
+            self.shared.advance();
         }
     }
 }
@@ -449,27 +624,30 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Installs one sink per view on every worker; the first workers, one per partition of
 /// the store (process 0's workers), each keep one partition.
 pub(crate) fn export(views: Views<'_>, store: &ViewStore) {
     let index = views.page_views.inner.scope().index();
-    let keeper = (index < store.partitions.len()).then(|| (store.clone(), index));
-    let partitions = store.partitions.len() as u64;
-    sink(views.page_views, partitions, keeper.clone(), |p| {
-        &mut p.page_views
-    });
-    sink(views.sessions, partitions, keeper.clone(), |p| {
-        &mut p.sessions
-    });
-    sink(views.funnel, partitions, keeper.clone(), |p| &mut p.funnel);
-    sink(views.alerts, partitions, keeper, |p| &mut p.alerts);
+    let keeper = (index < store.shared.stashes.len()).then(|| (store.clone(), index));
+    let partitions = store.shared.stashes.len() as u64;
+    sink(views.page_views, partitions, keeper.clone());
+    sink(views.sessions, partitions, keeper.clone());
+    sink(views.funnel, partitions, keeper.clone());
+    sink(views.alerts, partitions, keeper);
 }
 
-fn sink<R: ExchangeData + std::hash::Hash>(
+fn sink<R: StoredRow>(
     view: VecCollection<'_, Time, R>,
     partitions: u64,
     keeper: Option<(ViewStore, usize)>,
-    select: fn(&mut Partition) -> &mut ViewState<R>,
 ) {
     let by_row = Exchange::new(move |(row, _, _): &(R, Time, isize)| row.hashed() % partitions);
     view.inner
@@ -481,19 +659,202 @@ fn sink<R: ExchangeData + std::hash::Hash>(
                 }
             });
             if let Some((store, index)) = &keeper {
-                {
-                    let mut partition = lock(&store.partitions[*index]);
-                    let state = select(&mut partition);
-                    for (row, time, diff) in updates.drain(..) {
-                        state.pending.entry(time).or_default().push((row, diff));
-                    }
-                    state.frontier = frontier.frontier().first().copied();
-                }
-                let as_of = store.as_of();
-                let mut partition = lock(&store.partitions[*index]);
-                let mut changelog = lock(&store.changelog);
-                partition.apply_before(as_of, &mut changelog);
-                changelog.trim(as_of);
+                store.stash(*index, updates, frontier.frontier().first().copied());
             }
         });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn page_view(page: &str, window_start: u64, views: u64, users: u64) -> PageViewRow {
+        PageViewRow {
+            page: page.into(),
+            window_start,
+            window_end: window_start + 60_000,
+            view_count: views,
+            unique_users: users,
+        }
+    }
+
+    /// Moves every view's frontier at `partition` to `frontier`, with `updates` of page views.
+    fn step(
+        store: &ViewStore,
+        partition: usize,
+        updates: Vec<(PageViewRow, Time, isize)>,
+        frontier: Option<Time>,
+    ) {
+        store.stash::<SessionRow>(partition, [], frontier);
+        store.stash::<FunnelRow>(partition, [], frontier);
+        store.stash::<AlertRow>(partition, [], frontier);
+        store.stash(partition, updates, frontier);
+    }
+
+    fn all_page_views(read: &ViewRead<'_>) -> Vec<PageViewRow> {
+        read.page_views(Bound::Unbounded, |_| Visit::Take, usize::MAX)
+    }
+
+    #[test]
+    fn the_store_shows_updates_before_the_least_frontier_of_its_partitions_only() {
+        let store = ViewStore::serving(2, 0);
+        let a = page_view("/a", 0, 1, 1);
+        let b = page_view("/b", 0, 1, 1);
+        step(
+            &store,
+            0,
+            vec![(a.clone(), 1, 1), (b.clone(), 7, 1)],
+            Some(8),
+        );
+        assert_eq!(store.as_of(), Some(0), "partition 1 holds it at 0");
+        step(&store, 1, vec![], Some(5));
+        let read = store.read();
+        assert_eq!(read.as_of(), Some(5));
+        assert_eq!(all_page_views(&read), vec![a.clone()]);
+        drop(read);
+        step(&store, 1, vec![], None);
+        assert_eq!(store.as_of(), Some(8));
+        step(&store, 0, vec![], None);
+        let snapshot = store.snapshot();
+        assert_eq!(snapshot.as_of, None);
+        assert_eq!(snapshot.page_views, vec![a, b]);
+    }
+
+    #[test]
+    fn a_read_keeps_its_rows_while_the_store_moves_on_without_waiting_for_it() {
+        let store = ViewStore::serving(1, 0);
+        let first = page_view("/a", 0, 1, 1);
+        let second = page_view("/a", 0, 2, 2);
+        step(&store, 0, vec![(first.clone(), 1, 1)], Some(2));
+        let held = store.read();
+        let (done, finished) = mpsc::channel();
+        let writer = store.clone();
+        let (first_again, second_again) = (first.clone(), second.clone());
+        std::thread::spawn(move || {
+            step(
+                &writer,
+                0,
+                vec![(first_again, 3, -1), (second_again, 3, 1)],
+                Some(4),
+            );
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the store moved on while a read held the other copy");
+        assert_eq!(held.as_of(), Some(2));
+        assert_eq!(all_page_views(&held), vec![first]);
+        assert_eq!(all_page_views(&store.read()), vec![second.clone()]);
+        drop(held);
+        // The copy the read held is brought up to date next time.
+        step(&store, 0, vec![], Some(6));
+        let read = store.read();
+        assert_eq!(read.as_of(), Some(6));
+        assert_eq!(all_page_views(&read), vec![second]);
+    }
+
+    #[test]
+    fn the_changelog_has_every_update_by_time_until_it_is_trimmed() {
+        let store = ViewStore::serving(2, 100);
+        let a = page_view("/a", 0, 1, 1);
+        let b = page_view("/b", 0, 1, 1);
+        step(&store, 0, vec![(a.clone(), 10, 1)], Some(50));
+        step(
+            &store,
+            1,
+            vec![(b.clone(), 10, 1), (b.clone(), 20, -1)],
+            Some(50),
+        );
+        let changes = store.read().changes_since(ViewKind::PageViews, 0).unwrap();
+        let times: Vec<Time> = changes.iter().map(|(time, _)| *time).collect();
+        assert_eq!(times, vec![10, 20]);
+        let mut at_10 = changes[0].1.to_vec();
+        at_10.sort();
+        assert_eq!(
+            at_10,
+            vec![(AnyRow::PageView(a), 1), (AnyRow::PageView(b.clone()), 1)]
+        );
+        assert_eq!(changes[1].1.to_vec(), vec![(AnyRow::PageView(b), -1)]);
+        assert_eq!(
+            store
+                .read()
+                .changes_since(ViewKind::PageViews, 15)
+                .unwrap()
+                .len(),
+            1
+        );
+        step(&store, 0, vec![], Some(130));
+        step(&store, 1, vec![], Some(130));
+        assert!(
+            store
+                .read()
+                .changes_since(ViewKind::PageViews, 15)
+                .is_none()
+        );
+        assert_eq!(
+            store.read().changes_since(ViewKind::PageViews, 30),
+            Some(Vec::new())
+        );
+        assert!(
+            ViewStore::new(1)
+                .read()
+                .changes_since(ViewKind::PageViews, 0)
+                .is_none()
+        );
+    }
+
+    /// Upserts of page counts: `(page, window, views, users)` per step.
+    fn upsert_steps() -> impl Strategy<Value = Vec<Vec<(u8, u8, u64, u64)>>> {
+        let upsert = (0..6_u8, 0..3_u8, 1..5_u64, 1..5_u64);
+        prop::collection::vec(prop::collection::vec(upsert, 0..8), 1..12)
+    }
+
+    proptest! {
+        #[test]
+        fn rows_and_top_pages_match_a_sorted_reference(
+            steps in upsert_steps(),
+            two_copies in any::<bool>(),
+        ) {
+            let store = if two_copies { ViewStore::serving(2, 0) } else { ViewStore::new(2) };
+            let mut current: BTreeMap<(u8, u8), PageViewRow> = BTreeMap::new();
+            for (index, upserts) in steps.into_iter().enumerate() {
+                let time = index as Time;
+                let mut updates = [Vec::new(), Vec::new()];
+                for (page, window, views, users) in upserts {
+                    let row = page_view(&format!("/{page}"), u64::from(window) * 60_000, views, users);
+                    let partition = usize::from(page % 2);
+                    if let Some(old) = current.insert((page, window), row.clone()) {
+                        updates[partition].push((old, time, -1));
+                    }
+                    updates[partition].push((row, time, 1));
+                }
+                for (partition, updates) in updates.into_iter().enumerate() {
+                    step(&store, partition, updates, Some(time + 1));
+                }
+                let read = store.read();
+                prop_assert_eq!(read.as_of(), Some(time + 1));
+                prop_assert_eq!(all_page_views(&read), current.values().cloned().collect::<Vec<_>>());
+                for window in 0..3_u64 {
+                    let window_start = window * 60_000;
+                    for by_users in [false, true] {
+                        let mut expected: Vec<PageViewRow> = current
+                            .values()
+                            .filter(|row| row.window_start == window_start)
+                            .cloned()
+                            .collect();
+                        let metric = |row: &PageViewRow| if by_users { row.unique_users } else { row.view_count };
+                        expected.sort_by(|a, b| metric(b).cmp(&metric(a)).then_with(|| a.page.cmp(&b.page)));
+                        expected.truncate(3);
+                        prop_assert_eq!(read.top_pages(window_start, by_users, 3), expected);
+                    }
+                }
+                let latest = current.values().map(|row| row.window_start).max();
+                prop_assert_eq!(read.latest_window(), latest);
+            }
+        }
+    }
 }
