@@ -4,6 +4,7 @@
 //! (`next_page_token`), each page at its own `as_of`.
 
 use std::ops::Bound;
+use std::sync::Arc;
 
 use clickflow_dataflow::{AlertRow, FunnelRow, PageViewRow, SessionRow, Visit};
 use clickflow_events::DeadLetterReason;
@@ -122,7 +123,7 @@ pub fn sessions(
         session_start,
         session_end: rest,
         pages_viewed: rest,
-        page_sequence: Vec::new(),
+        page_sequence: Arc::from([]),
     };
     let from = match &after {
         Some((user, session_start)) => Bound::Excluded(bound(user, *session_start, u64::MAX)),

@@ -1,6 +1,7 @@
 //! The rows of each view. Field order is key order, so the derived `Ord` sorts rows by key.
 
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -31,8 +32,9 @@ pub struct SessionRow {
     pub session_end: u64,
     /// Number of events in the session.
     pub pages_viewed: u64,
-    /// Pages in event-time order, ties in arrival order.
-    pub page_sequence: Vec<CompactString>,
+    /// Pages in event-time order, ties in arrival order (shared: a row is copied often
+    /// on its way through the views and the store, its sequence never).
+    pub page_sequence: Arc<[CompactString]>,
 }
 
 /// Hashes the key and the counts but not the page sequence, which is long and nearly
