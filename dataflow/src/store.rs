@@ -3,16 +3,17 @@
 //!
 //! Each view's updates are routed, by a hash of the row, to one of process 0's workers,
 //! whose sink stashes them with the view's frontier. When the least frontier over every
-//! view and sink (the store's `as_of`) advances, the sink that advanced it applies every
+//! view and sink (the store's `as_of`) advances, the store's own thread applies every
 //! stashed update before the new `as_of` and publishes the result, so a read shows every
-//! view at exactly one logical time: the views are mutually consistent.
+//! view at exactly one logical time: the views are mutually consistent. The workers only
+//! stash, so the store's upkeep never delays the dataflow or the output topics.
 //!
-//! Reads never wait for that work. A serving store keeps two copies of the rows: the
-//! writer brings the copy nobody reads up to date (the updates it missed last time, then
-//! the new ones), publishes it, and keeps the copy it replaced for next time, once that
-//! copy's last reader has let go. A read takes the published copy (an `Arc`) and keeps it
-//! as long as it needs. A batch store, which nobody reads while it runs, keeps one copy
-//! and updates it in place.
+//! Reads never wait for that work either. A serving store keeps two copies of the rows:
+//! the store's thread brings the copy nobody reads up to date (the updates it missed last
+//! time, then the new ones), publishes it, and keeps the copy it replaced for next time,
+//! once that copy's last reader has let go. A read takes the published copy (an `Arc`)
+//! and keeps it as long as it needs. A batch store, which nobody reads while it runs,
+//! keeps one copy and updates it in place.
 //!
 //! Rows are kept sorted (row order is key order), so a read can take a key range, and
 //! page-view rows are also ranked per window by views and by users, for top-k reads. A
@@ -23,9 +24,8 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{
-    Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError,
+    Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use std::time::Duration;
 
@@ -37,10 +37,22 @@ use crate::multiset::add_to_sorted_counts;
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::{Time, Views};
 
-/// The current state of every view, shared with readers on other threads.
+/// The current state of every view, shared with readers on other threads. The store's
+/// thread ends when the last clone is dropped.
 #[derive(Clone)]
 pub struct ViewStore {
+    handle: Arc<Handle>,
+}
+
+/// Owned by the store's clones; dropping the last one ends the store's thread.
+struct Handle {
     shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.tell(Signal::Closed);
+    }
 }
 
 /// Every view's rows at one `as_of`, each sorted by key.
@@ -112,13 +124,22 @@ struct Shared {
     stashes: Vec<Mutex<Stash>>,
     /// The copy of the rows that reads take.
     published: RwLock<Arc<Rows>>,
-    /// Whoever holds it applies; see [`Shared::advance`].
-    writer: Mutex<Writer>,
-    /// Set when a stash's frontier moved; the writer goes on until it is clear.
-    dirty: AtomicBool,
     changelog: RwLock<Changelog>,
+    /// What the store's thread has been told since it last looked.
+    signal: Mutex<Signal>,
+    wake: Condvar,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    Nothing,
+    /// A stash's frontier moved.
+    Moved,
+    /// The store is dropped.
+    Closed,
+}
+
+/// The store thread's own state.
 struct Writer {
     /// The copy nobody reads, with the updates it lacks; `None` in a batch store.
     standby: Option<(Arc<Rows>, Updates)>,
@@ -353,17 +374,32 @@ impl Changelog {
 }
 
 impl Shared {
-    /// Applies and publishes what the stashes' frontiers allow. A caller that finds another
-    /// thread applying leaves the work to it: that thread goes on while `dirty` is set.
-    fn advance(&self) {
-        self.dirty.store(true, Ordering::SeqCst);
-        while self.dirty.load(Ordering::SeqCst) {
-            let mut writer = match self.writer.try_lock() {
-                Ok(writer) => writer,
-                Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-                Err(TryLockError::WouldBlock) => return,
-            };
-            self.dirty.store(false, Ordering::SeqCst);
+    /// Tells the store's thread something; closing is never overridden.
+    fn tell(&self, signal: Signal) {
+        let mut current = lock(&self.signal);
+        if *current != Signal::Closed {
+            *current = signal;
+        }
+        self.wake.notify_one();
+    }
+
+    /// The store's thread: applies and publishes what the stashes' frontiers allow, each
+    /// time one moves, until the store is dropped.
+    fn keep_up(&self, mut writer: Writer) {
+        loop {
+            {
+                let mut signal = lock(&self.signal);
+                while *signal == Signal::Nothing {
+                    signal = self
+                        .wake
+                        .wait(signal)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if *signal == Signal::Closed {
+                    return;
+                }
+                *signal = Signal::Nothing;
+            }
             self.catch_up(&mut writer);
         }
     }
@@ -557,32 +593,43 @@ impl ViewStore {
     }
 
     fn build(partitions: usize, two_copies: bool, changelog_ms: u64) -> Self {
-        let rows = Arc::new(Rows::empty());
-        let standby = two_copies.then(|| (Arc::new(Rows::empty()), Updates::default()));
-        Self {
-            shared: Arc::new(Shared {
-                stashes: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
-                published: RwLock::new(rows),
-                writer: Mutex::new(Writer { standby }),
-                dirty: AtomicBool::new(false),
-                changelog: RwLock::new(Changelog {
-                    retention_ms: changelog_ms,
-                    ..Changelog::default()
-                }),
+        let shared = Arc::new(Shared {
+            stashes: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
+            published: RwLock::new(Arc::new(Rows::empty())),
+            changelog: RwLock::new(Changelog {
+                retention_ms: changelog_ms,
+                ..Changelog::default()
             }),
+            signal: Mutex::new(Signal::Nothing),
+            wake: Condvar::new(),
+        });
+        let writer = Writer {
+            standby: two_copies.then(|| (Arc::new(Rows::empty()), Updates::default())),
+        };
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("clickflow-store".to_owned())
+            .spawn(move || thread_shared.keep_up(writer))
+            .unwrap_or_else(|error| panic!("the view store's thread did not start: {error}"));
+        Self {
+            handle: Arc::new(Handle { shared }),
         }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.handle.shared
     }
 
     /// The logical time the store's rows reflect (see [`ViewSnapshot::as_of`]); starts at 0.
     pub fn as_of(&self) -> Option<Time> {
-        read(&self.shared.published).as_of
+        read(&self.shared().published).as_of
     }
 
     /// A consistent read of every view at the store's current `as_of`.
     pub fn read(&self) -> ViewRead<'_> {
         ViewRead {
-            rows: Arc::clone(&read(&self.shared.published)),
-            changelog: &self.shared.changelog,
+            rows: Arc::clone(&read(&self.shared().published)),
+            changelog: &self.shared().changelog,
         }
     }
 
@@ -607,7 +654,7 @@ impl ViewStore {
         frontier: Option<Time>,
     ) {
         let moved = {
-            let mut stash = lock(&self.shared.stashes[partition]);
+            let mut stash = lock(&self.shared().stashes[partition]);
             let pending = R::pending(&mut stash);
             for (row, time, diff) in updates {
                 pending.by_time.entry(time).or_default().push((row, diff));
@@ -615,7 +662,7 @@ impl ViewStore {
             std::mem::replace(&mut pending.frontier, frontier) != frontier
         };
         if moved {
-            self.shared.advance();
+            self.shared().tell(Signal::Moved);
         }
     }
 }
@@ -636,8 +683,8 @@ fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// the store (process 0's workers), each keep one partition.
 pub(crate) fn export(views: Views<'_>, store: &ViewStore) {
     let index = views.page_views.inner.scope().index();
-    let keeper = (index < store.shared.stashes.len()).then(|| (store.clone(), index));
-    let partitions = store.shared.stashes.len() as u64;
+    let keeper = (index < store.shared().stashes.len()).then(|| (store.clone(), index));
+    let partitions = store.shared().stashes.len() as u64;
     sink(views.page_views, partitions, keeper.clone());
     sink(views.sessions, partitions, keeper.clone());
     sink(views.funnel, partitions, keeper.clone());
@@ -666,7 +713,7 @@ fn sink<R: StoredRow>(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::mpsc;
+    use std::time::Instant;
 
     use proptest::prelude::*;
 
@@ -695,6 +742,19 @@ mod tests {
         store.stash(partition, updates, frontier);
     }
 
+    /// Waits until the store's thread has published `as_of`.
+    fn settle(store: &ViewStore, as_of: Option<Time>) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.as_of() != as_of {
+            assert!(
+                Instant::now() < deadline,
+                "the store is at {:?}, not {as_of:?}",
+                store.as_of()
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn all_page_views(read: &ViewRead<'_>) -> Vec<PageViewRow> {
         read.page_views(Bound::Unbounded, |_| Visit::Take, usize::MAX)
     }
@@ -710,18 +770,14 @@ mod tests {
             vec![(a.clone(), 1, 1), (b.clone(), 7, 1)],
             Some(8),
         );
-        assert_eq!(store.as_of(), Some(0), "partition 1 holds it at 0");
         step(&store, 1, vec![], Some(5));
-        let read = store.read();
-        assert_eq!(read.as_of(), Some(5));
-        assert_eq!(all_page_views(&read), vec![a.clone()]);
-        drop(read);
+        settle(&store, Some(5));
+        assert_eq!(all_page_views(&store.read()), vec![a.clone()]);
         step(&store, 1, vec![], None);
-        assert_eq!(store.as_of(), Some(8));
+        settle(&store, Some(8));
         step(&store, 0, vec![], None);
-        let snapshot = store.snapshot();
-        assert_eq!(snapshot.as_of, None);
-        assert_eq!(snapshot.page_views, vec![a, b]);
+        settle(&store, None);
+        assert_eq!(store.snapshot().page_views, vec![a, b]);
     }
 
     #[test]
@@ -730,31 +786,24 @@ mod tests {
         let first = page_view("/a", 0, 1, 1);
         let second = page_view("/a", 0, 2, 2);
         step(&store, 0, vec![(first.clone(), 1, 1)], Some(2));
+        settle(&store, Some(2));
         let held = store.read();
-        let (done, finished) = mpsc::channel();
-        let writer = store.clone();
-        let (first_again, second_again) = (first.clone(), second.clone());
-        std::thread::spawn(move || {
-            step(
-                &writer,
-                0,
-                vec![(first_again, 3, -1), (second_again, 3, 1)],
-                Some(4),
-            );
-            done.send(()).unwrap();
-        });
-        finished
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the store moved on while a read held the other copy");
+        step(
+            &store,
+            0,
+            vec![(first.clone(), 3, -1), (second.clone(), 3, 1)],
+            Some(4),
+        );
+        // Published while the read still holds the copy before it.
+        settle(&store, Some(4));
         assert_eq!(held.as_of(), Some(2));
         assert_eq!(all_page_views(&held), vec![first]);
         assert_eq!(all_page_views(&store.read()), vec![second.clone()]);
         drop(held);
         // The copy the read held is brought up to date next time.
         step(&store, 0, vec![], Some(6));
-        let read = store.read();
-        assert_eq!(read.as_of(), Some(6));
-        assert_eq!(all_page_views(&read), vec![second]);
+        settle(&store, Some(6));
+        assert_eq!(all_page_views(&store.read()), vec![second]);
     }
 
     #[test]
@@ -769,6 +818,7 @@ mod tests {
             vec![(b.clone(), 10, 1), (b.clone(), 20, -1)],
             Some(50),
         );
+        settle(&store, Some(50));
         let changes = store.read().changes_since(ViewKind::PageViews, 0).unwrap();
         let times: Vec<Time> = changes.iter().map(|(time, _)| *time).collect();
         assert_eq!(times, vec![10, 20]);
@@ -779,16 +829,11 @@ mod tests {
             vec![(AnyRow::PageView(a), 1), (AnyRow::PageView(b.clone()), 1)]
         );
         assert_eq!(changes[1].1.to_vec(), vec![(AnyRow::PageView(b), -1)]);
-        assert_eq!(
-            store
-                .read()
-                .changes_since(ViewKind::PageViews, 15)
-                .unwrap()
-                .len(),
-            1
-        );
+        let since_15 = store.read().changes_since(ViewKind::PageViews, 15);
+        assert_eq!(since_15.map(|changes| changes.len()), Some(1));
         step(&store, 0, vec![], Some(130));
         step(&store, 1, vec![], Some(130));
+        settle(&store, Some(130));
         assert!(
             store
                 .read()
@@ -799,12 +844,8 @@ mod tests {
             store.read().changes_since(ViewKind::PageViews, 30),
             Some(Vec::new())
         );
-        assert!(
-            ViewStore::new(1)
-                .read()
-                .changes_since(ViewKind::PageViews, 0)
-                .is_none()
-        );
+        let batch = ViewStore::new(1);
+        assert!(batch.read().changes_since(ViewKind::PageViews, 0).is_none());
     }
 
     /// Upserts of page counts: `(page, window, views, users)` per step.
@@ -835,8 +876,8 @@ mod tests {
                 for (partition, updates) in updates.into_iter().enumerate() {
                     step(&store, partition, updates, Some(time + 1));
                 }
+                settle(&store, Some(time + 1));
                 let read = store.read();
-                prop_assert_eq!(read.as_of(), Some(time + 1));
                 prop_assert_eq!(all_page_views(&read), current.values().cloned().collect::<Vec<_>>());
                 for window in 0..3_u64 {
                     let window_start = window * 60_000;
