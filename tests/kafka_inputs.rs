@@ -1,7 +1,7 @@
 //! `clickflow serve`'s inputs and operations against a real Apache Kafka: several input
-//! topics with fewer partitions than workers, partitions added while running, the start
-//! positions, two processes, the metrics endpoint, clear failures, and the demo (which
-//! needs no Kafka at all).
+//! topics with fewer partitions than workers, partitions added while running, late records
+//! on a worker that was idle, the start positions, two processes, the metrics endpoint,
+//! clear failures, and the demo (which needs no Kafka at all).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -19,6 +19,7 @@ use support::pipeline::{
 };
 use support::run::{TempDir, binary};
 use support::serve::Serve;
+use support::timestamp::parse_iso;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -89,6 +90,54 @@ fn several_topics_fewer_partitions_than_workers_and_partitions_added_while_runni
         3 + 4,
         "{log}"
     );
+}
+
+#[test]
+fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_published() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-idle-worker").unwrap();
+    let topics = Topics::create(&bootstrap, "idle-worker");
+    let lines = generate(&dir, 11, 4_000);
+    let expected = batch(&dir, &lines);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let serve = Serve::start(
+        &["-w", "2"],
+        &topics.settings(
+            &bootstrap,
+            &topics.counts,
+            &topics.alerts,
+            &unique_topic("txn"),
+        ),
+    );
+    produce_lines(&bootstrap, &topics.input, first);
+    let first_half = batch(&dir, first);
+    let published = settled_counts(&bootstrap, &topics.counts, &first_half.counts);
+    assert_counts_equal(&published, &first_half.counts, &serve.log());
+    // Partition 0 (one worker) gets the newest event and every odd line. The other worker,
+    // idle meanwhile, follows its watermark; then partition 1 (that worker's) gets the
+    // rest, all older than where it now is. No later event ever comes.
+    let event_time = |line: &Vec<u8>| {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|event| event["timestamp"].as_str().and_then(parse_iso))
+    };
+    let newest = (0..second.len())
+        .max_by_key(|&index| event_time(&second[index]))
+        .unwrap();
+    let (early, late): (Vec<usize>, Vec<usize>) =
+        (0..second.len()).partition(|&index| index % 2 == 1 || index == newest);
+    let unkeyed = |indices: Vec<usize>| -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        indices
+            .into_iter()
+            .map(|index| (None, second[index].clone()))
+            .collect()
+    };
+    produce_to_partition(&bootstrap, &topics.input, 0, &unkeyed(early));
+    std::thread::sleep(Duration::from_secs(3));
+    produce_to_partition(&bootstrap, &topics.input, 1, &unkeyed(late));
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let (_, log) = serve.stop();
+    assert_counts_equal(&counts, &expected.counts, &log);
 }
 
 #[test]

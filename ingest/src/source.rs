@@ -206,13 +206,14 @@ pub fn kafka_source<'s>(
         move |_frontiers| {
             let time = *events_capability.time();
             let full = reader.read_batch(time);
-            if !reader.updates.is_empty() {
+            let entered = (!reader.updates.is_empty()).then_some(time);
+            if entered.is_some() {
                 events_output
                     .activate()
                     .session(&events_capability)
                     .give_container(&mut std::mem::take(&mut reader.updates));
             }
-            if let Some(watermark) = reader.new_local_watermark() {
+            if let Some(watermark) = reader.new_announcement(entered) {
                 watermark_output
                     .activate()
                     .session(&watermark_capability)
@@ -309,13 +310,20 @@ impl Reader {
         polled == MAX_BATCH
     }
 
-    /// The largest watermark of this worker's partitions, if it grew since last announced.
-    fn new_local_watermark(&mut self) -> Option<Time> {
+    /// What this worker announces, if it grew since last announced: the largest watermark
+    /// of its partitions, or the time at which events just `entered`, if that is larger.
+    ///
+    /// Events enter beyond every watermark when this worker followed the others while its
+    /// partitions were idle and then read older records. Announcing their time moves every
+    /// worker that is idle past it, so that the step holding them completes even if no
+    /// larger watermark ever comes.
+    fn new_announcement(&mut self, entered: Option<Time>) -> Option<Time> {
         let largest = self
             .partitions
             .iter()
             .filter_map(|partition| partition.admission.watermark())
-            .max();
+            .max()
+            .max(entered);
         (largest > self.largest_announced).then(|| {
             self.largest_announced = largest;
             largest
