@@ -130,7 +130,8 @@ pub fn sessions(
         None => Bound::Included(bound(&user, start, 0)),
     };
     let read = state.store.read();
-    let rows = read.sessions(
+    let rows = read.user_sessions(
+        &user,
         as_ref(&from),
         |row| match () {
             () if row.user_id != user.as_str()

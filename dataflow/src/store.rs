@@ -15,21 +15,25 @@
 //! and keeps it as long as it needs. A batch store, which nobody reads while it runs,
 //! keeps one copy and updates it in place.
 //!
-//! Rows are kept sorted (row order is key order), so a read can take a key range, and
-//! page-view rows are also ranked per window by views and by users, for top-k reads. A
+//! Page views, funnel and alert rows are kept sorted (row order is key order), so that a
+//! read can take a key range; page-view rows are also indexed by window, for top-k reads.
+//! Sessions are kept by user, as they are read one user at a time (a read of all of them
+//! sorts them). A
 //! serving store also keeps a changelog: every applied update with its time, for
 //! `changelog_ms` of logical time, so that a subscriber can read what changed after a
 //! snapshot or a previous subscription.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet};
-use std::ops::Bound;
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 use std::time::Duration;
 
+use compact_str::CompactString;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
+use foldhash::HashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
@@ -151,18 +155,12 @@ struct Rows {
     /// See [`ViewSnapshot::as_of`].
     as_of: Option<Time>,
     page_views: BTreeMap<PageViewRow, isize>,
-    sessions: BTreeMap<SessionRow, isize>,
+    /// The page-view rows of each window by page, for top-k reads.
+    windows: BTreeMap<u64, HashMap<CompactString, PageViewRow>>,
+    /// Each user's session rows, sorted, with their multiplicities.
+    sessions: HashMap<CompactString, Vec<(SessionRow, isize)>>,
     funnel: BTreeMap<FunnelRow, isize>,
     alerts: BTreeMap<AlertRow, isize>,
-    /// Page-view rows by window, ranked for top-k reads.
-    ranked: BTreeMap<u64, Ranking>,
-}
-
-/// A window's page-view rows, most views (most users) first, then by page.
-#[derive(Clone, Default)]
-struct Ranking {
-    by_views: BTreeSet<(Reverse<u64>, PageViewRow)>,
-    by_users: BTreeSet<(Reverse<u64>, PageViewRow)>,
 }
 
 /// Every view's updates, in no particular order.
@@ -201,13 +199,17 @@ impl<R> Default for Pending<R> {
 /// Every view's updates by time, for the changelog.
 type ChangeBatch = [BTreeMap<Time, Vec<(AnyRow, isize)>>; 4];
 
-/// A view's row type, and where the store keeps its rows and updates.
+/// A view's row type, and where the store keeps its updates.
 trait StoredRow: ExchangeData + std::hash::Hash + Ord {
     const VIEW: ViewKind;
     fn pending(stash: &mut Stash) -> &mut Pending<Self>;
     fn updates(updates: &mut Updates) -> &mut Vec<(Self, isize)>;
-    fn rows(rows: &Rows) -> &BTreeMap<Self, isize>;
     fn any(&self) -> AnyRow;
+}
+
+/// A view whose rows the store keeps sorted.
+trait SortedRow: StoredRow {
+    fn rows(rows: &Rows) -> &BTreeMap<Self, isize>;
 }
 
 macro_rules! stored_row {
@@ -220,11 +222,18 @@ macro_rules! stored_row {
             fn updates(updates: &mut Updates) -> &mut Vec<(Self, isize)> {
                 &mut updates.$field
             }
-            fn rows(rows: &Rows) -> &BTreeMap<Self, isize> {
-                &rows.$field
-            }
             fn any(&self) -> AnyRow {
                 AnyRow::$any(self.clone())
+            }
+        }
+    };
+}
+
+macro_rules! sorted_row {
+    ($row:ty, $field:ident) => {
+        impl SortedRow for $row {
+            fn rows(rows: &Rows) -> &BTreeMap<Self, isize> {
+                &rows.$field
             }
         }
     };
@@ -234,6 +243,9 @@ stored_row!(PageViewRow, PageViews, page_views, PageView);
 stored_row!(SessionRow, Sessions, sessions, Session);
 stored_row!(FunnelRow, Funnel, funnel, Funnel);
 stored_row!(AlertRow, Alerts, alerts, Alert);
+sorted_row!(PageViewRow, page_views);
+sorted_row!(FunnelRow, funnel);
+sorted_row!(AlertRow, alerts);
 
 impl Stash {
     /// The least frontier of the partition's views; `None` when all are complete.
@@ -290,10 +302,10 @@ impl Rows {
         Self {
             as_of: Some(0),
             page_views: BTreeMap::new(),
-            sessions: BTreeMap::new(),
+            windows: BTreeMap::new(),
+            sessions: HashMap::default(),
             funnel: BTreeMap::new(),
             alerts: BTreeMap::new(),
-            ranked: BTreeMap::new(),
         }
     }
 
@@ -301,37 +313,51 @@ impl Rows {
         for (row, diff) in updates.page_views {
             let before = self.page_views.get(&row).copied().unwrap_or(0);
             match (before > 0, before + diff > 0) {
-                (false, true) => self.rank(row.clone()),
-                (true, false) => self.unrank(&row),
+                (false, true) => {
+                    let window = self.windows.entry(row.window_start).or_default();
+                    window.insert(row.page.clone(), row.clone());
+                }
+                (true, false) => self.unindex(&row),
                 _ => {}
             }
             add_to_sorted_counts(&mut self.page_views, row, diff);
         }
-        apply_to(&mut self.sessions, updates.sessions);
+        for (row, diff) in updates.sessions {
+            self.add_session(row, diff);
+        }
         apply_to(&mut self.funnel, updates.funnel);
         apply_to(&mut self.alerts, updates.alerts);
     }
 
-    fn rank(&mut self, row: PageViewRow) {
-        let ranking = self.ranked.entry(row.window_start).or_default();
-        ranking
-            .by_users
-            .insert((Reverse(row.unique_users), row.clone()));
-        ranking.by_views.insert((Reverse(row.view_count), row));
+    /// Removes a page-view row from its window's index, unless a newer row of its page and
+    /// window has taken its place there already.
+    fn unindex(&mut self, row: &PageViewRow) {
+        if let Some(window) = self.windows.get_mut(&row.window_start) {
+            if window.get(&row.page) == Some(row) {
+                window.remove(&row.page);
+            }
+            if window.is_empty() {
+                self.windows.remove(&row.window_start);
+            }
+        }
     }
 
-    fn unrank(&mut self, row: &PageViewRow) {
-        if let Some(ranking) = self.ranked.get_mut(&row.window_start) {
-            // The sets own their rows; rebuilding the keys clones the row once per set.
-            ranking
-                .by_views
-                .remove(&(Reverse(row.view_count), row.clone()));
-            ranking
-                .by_users
-                .remove(&(Reverse(row.unique_users), row.clone()));
-            if ranking.by_views.is_empty() {
-                self.ranked.remove(&row.window_start);
+    fn add_session(&mut self, row: SessionRow, diff: isize) {
+        let Some(sessions) = self.sessions.get_mut(&row.user_id) else {
+            self.sessions.insert(row.user_id.clone(), vec![(row, diff)]);
+            return;
+        };
+        match sessions.binary_search_by(|(session, _)| session.cmp(&row)) {
+            Ok(index) => {
+                sessions[index].1 += diff;
+                if sessions[index].1 == 0 {
+                    sessions.remove(index);
+                    if sessions.is_empty() {
+                        self.sessions.remove(&row.user_id);
+                    }
+                }
             }
+            Err(index) => sessions.insert(index, (row, diff)),
         }
     }
 }
@@ -473,14 +499,43 @@ impl ViewRead<'_> {
         self.range(from, visit, limit)
     }
 
-    /// Up to `limit` session rows from `from` on that `visit` takes, in key order.
-    pub fn sessions(
+    /// Up to `limit` of `user_id`'s session rows from `from` on that `visit` takes, in key
+    /// order.
+    pub fn user_sessions(
         &self,
+        user_id: &str,
         from: Bound<&SessionRow>,
         visit: impl Fn(&SessionRow) -> Visit,
         limit: usize,
     ) -> Vec<SessionRow> {
-        self.range(from, visit, limit)
+        let sessions = self
+            .rows
+            .sessions
+            .get(user_id)
+            .map_or(&[][..], Vec::as_slice);
+        let from: (Bound<&SessionRow>, Bound<&SessionRow>) = (from, Bound::Unbounded);
+        taken(
+            sessions
+                .iter()
+                .filter(|(row, _)| from.contains(row))
+                .map(|(row, count)| (row, count)),
+            visit,
+            limit,
+        )
+    }
+
+    /// Every session row, in key order.
+    pub fn all_sessions(&self) -> Vec<SessionRow> {
+        let mut rows: Vec<SessionRow> = self
+            .rows
+            .sessions
+            .values()
+            .flatten()
+            .flat_map(|(row, count)| repeat(row, *count))
+            .cloned()
+            .collect();
+        rows.sort_unstable();
+        rows
     }
 
     /// Up to `limit` funnel rows from `from` on that `visit` takes, in key order.
@@ -507,7 +562,11 @@ impl ViewRead<'_> {
     pub fn all(&self, view: ViewKind) -> Vec<AnyRow> {
         match view {
             ViewKind::PageViews => self.all_of::<PageViewRow>(),
-            ViewKind::Sessions => self.all_of::<SessionRow>(),
+            ViewKind::Sessions => self
+                .all_sessions()
+                .into_iter()
+                .map(AnyRow::Session)
+                .collect(),
             ViewKind::Funnel => self.all_of::<FunnelRow>(),
             ViewKind::Alerts => self.all_of::<AlertRow>(),
         }
@@ -516,20 +575,31 @@ impl ViewRead<'_> {
     /// The `k` page-view rows of the window starting at `window_start` with the most views
     /// (the most unique users, when `by_users`), ties by page.
     pub fn top_pages(&self, window_start: u64, by_users: bool, k: usize) -> Vec<PageViewRow> {
-        let Some(ranking) = self.rows.ranked.get(&window_start) else {
+        let Some(window) = self.rows.windows.get(&window_start) else {
             return Vec::new();
         };
-        let ranked = if by_users {
-            &ranking.by_users
-        } else {
-            &ranking.by_views
+        let metric = |row: &PageViewRow| {
+            if by_users {
+                row.unique_users
+            } else {
+                row.view_count
+            }
         };
-        ranked.iter().take(k).map(|(_, row)| row.clone()).collect()
+        let order = |a: &&PageViewRow, b: &&PageViewRow| -> Ordering {
+            metric(b).cmp(&metric(a)).then_with(|| a.page.cmp(&b.page))
+        };
+        let mut rows: Vec<&PageViewRow> = window.values().collect();
+        if rows.len() > k {
+            rows.select_nth_unstable_by(k, order);
+            rows.truncate(k);
+        }
+        rows.sort_unstable_by(order);
+        rows.into_iter().cloned().collect()
     }
 
     /// The latest window start with any page views.
     pub fn latest_window(&self) -> Option<u64> {
-        self.rows.ranked.last_key_value().map(|(start, _)| *start)
+        self.rows.windows.last_key_value().map(|(start, _)| *start)
     }
 
     /// The updates of `view` at times in `[from, as_of)`, by time; `None` when some of
@@ -548,7 +618,7 @@ impl ViewRead<'_> {
         )
     }
 
-    fn all_of<R: StoredRow>(&self) -> Vec<AnyRow> {
+    fn all_of<R: SortedRow>(&self) -> Vec<AnyRow> {
         self.range::<R>(Bound::Unbounded, |_| Visit::Take, usize::MAX)
             .iter()
             .map(R::any)
@@ -557,24 +627,39 @@ impl ViewRead<'_> {
 
     /// The rows from `from` on that `visit` takes, each as often as its multiplicity,
     /// until it says stop or `limit` rows are taken.
-    fn range<R: StoredRow>(
+    fn range<R: SortedRow>(
         &self,
         from: Bound<&R>,
         visit: impl Fn(&R) -> Visit,
         limit: usize,
     ) -> Vec<R> {
-        R::rows(&self.rows)
-            .range((from, Bound::Unbounded))
-            .map(|(row, count)| (row, count, visit(row)))
-            .take_while(|(_, _, visit)| *visit != Visit::Stop)
-            .filter(|(_, _, visit)| *visit == Visit::Take)
-            .flat_map(|(row, &count, _)| {
-                std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
-            })
-            .take(limit)
-            .cloned()
-            .collect()
+        taken(
+            R::rows(&self.rows).range((from, Bound::Unbounded)),
+            visit,
+            limit,
+        )
     }
+}
+
+/// Up to `limit` of `rows` (in order, with their multiplicities) that `visit` takes, each as
+/// often as its multiplicity, until `visit` says stop.
+fn taken<'a, R: Clone + 'a>(
+    rows: impl Iterator<Item = (&'a R, &'a isize)>,
+    visit: impl Fn(&R) -> Visit,
+    limit: usize,
+) -> Vec<R> {
+    rows.map(|(row, count)| (row, count, visit(row)))
+        .take_while(|(_, _, visit)| *visit != Visit::Stop)
+        .filter(|(_, _, visit)| *visit == Visit::Take)
+        .flat_map(|(row, count, _)| repeat(row, *count))
+        .take(limit)
+        .cloned()
+        .collect()
+}
+
+/// `row` as often as its multiplicity (never, when that is not positive).
+fn repeat<R>(row: &R, count: isize) -> impl Iterator<Item = &R> {
+    std::iter::repeat_n(row, usize::try_from(count).unwrap_or(0))
 }
 
 impl ViewStore {
@@ -640,7 +725,7 @@ impl ViewStore {
         ViewSnapshot {
             as_of: read.as_of(),
             page_views: read.page_views(Bound::Unbounded, |_| Visit::Take, all),
-            sessions: read.sessions(Bound::Unbounded, |_| Visit::Take, all),
+            sessions: read.all_sessions(),
             funnel: read.funnel(Bound::Unbounded, |_| Visit::Take, all),
             alerts: read.alerts(Bound::Unbounded, |_| Visit::Take, all),
         }
@@ -846,6 +931,68 @@ mod tests {
         );
         let batch = ViewStore::new(1);
         assert!(batch.read().changes_since(ViewKind::PageViews, 0).is_none());
+    }
+
+    fn session(user: &str, start: u64, end: u64, pages: &[&str]) -> SessionRow {
+        SessionRow {
+            user_id: user.into(),
+            session_start: start,
+            session_end: end,
+            pages_viewed: pages.len() as u64,
+            page_sequence: pages.iter().map(|&page| page.into()).collect(),
+        }
+    }
+
+    #[test]
+    fn sessions_are_read_by_user_in_key_order() {
+        let store = ViewStore::serving(1, 0);
+        let short = session("u1", 10, 10, &["/a"]);
+        let longer = session("u1", 10, 20, &["/a", "/b"]);
+        let later = session("u1", 5_000, 5_000, &["/c"]);
+        let other = session("u2", 0, 0, &["/a"]);
+        let updates = [
+            (later.clone(), 1, 1),
+            (short.clone(), 1, 1),
+            (other.clone(), 1, 1),
+            (longer.clone(), 2, 1),
+            (short.clone(), 2, -1),
+        ];
+        store.stash::<PageViewRow>(0, [], Some(3));
+        store.stash::<FunnelRow>(0, [], Some(3));
+        store.stash::<AlertRow>(0, [], Some(3));
+        store.stash(0, updates, Some(3));
+        settle(&store, Some(3));
+        let read = store.read();
+        let all = |_: &SessionRow| Visit::Take;
+        assert_eq!(
+            read.user_sessions("u1", Bound::Unbounded, all, 10),
+            vec![longer.clone(), later.clone()]
+        );
+        assert_eq!(
+            read.user_sessions("u1", Bound::Excluded(&longer), all, 10),
+            vec![later.clone()]
+        );
+        assert_eq!(
+            read.user_sessions(
+                "u1",
+                Bound::Unbounded,
+                |row| {
+                    if row.session_start < 1_000 {
+                        Visit::Take
+                    } else {
+                        Visit::Stop
+                    }
+                },
+                10
+            ),
+            vec![longer.clone()]
+        );
+        assert_eq!(
+            read.user_sessions("u1", Bound::Unbounded, all, 1),
+            vec![longer.clone()]
+        );
+        assert_eq!(read.user_sessions("u3", Bound::Unbounded, all, 10), vec![]);
+        assert_eq!(read.all_sessions(), vec![longer, later, other]);
     }
 
     /// Upserts of page counts: `(page, window, views, users)` per step.
