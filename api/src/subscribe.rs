@@ -46,8 +46,7 @@ pub async fn run_feed(state: ApiState) {
             if as_of == Some(from) {
                 continue;
             }
-            let changes =
-                ViewKind::ALL.map(|view| read.changes_since(view, from).unwrap_or_default());
+            let changes = ViewKind::ALL.map(|view| read.recent_changes(view, from));
             FeedBatch {
                 as_of: convert::as_of(as_of, &state.status),
                 changes,
@@ -95,7 +94,9 @@ pub fn subscribe(
         session_gap_ms: state.session_gap_ms,
         held: BTreeMap::new(),
     });
-    // Listen first, then read: every change after the read is in the feed.
+    // Follow the view and listen first, then read: every change after the read is in the
+    // feed.
+    state.store.follow(view);
     let mut feed = state.feed.subscribe();
     let mut first = Vec::new();
     let sent_until = {
@@ -187,6 +188,7 @@ pub fn subscribe_alerts(
     if !request.rule_id.is_empty() {
         crate::rules::validate_rule_id(&request.rule_id, "rule_id")?;
     }
+    state.store.follow(ViewKind::Alerts);
     let mut feed = state.feed.subscribe();
     let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
     let guard = state.subscriber();

@@ -129,6 +129,9 @@ struct Shared {
     /// The copy of the rows that reads take.
     published: RwLock<Arc<Rows>>,
     changelog: RwLock<Changelog>,
+    /// Held while updates are taken, recorded and published, and while a view starts being
+    /// followed: a view's changelog starts exactly at a published `as_of`.
+    publishing: Mutex<()>,
     /// What the store's thread has been told since it last looked.
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -196,8 +199,12 @@ impl<R> Default for Pending<R> {
     }
 }
 
-/// Every view's updates by time, for the changelog.
-type ChangeBatch = [BTreeMap<Time, Vec<(AnyRow, isize)>>; 4];
+/// The updates of the followed views by time, on their way to the changelog.
+#[derive(Default)]
+struct Changes {
+    followed: [bool; 4],
+    by_view: [BTreeMap<Time, Vec<(AnyRow, isize)>>; 4],
+}
 
 /// A view's row type, and where the store keeps its updates.
 trait StoredRow: ExchangeData + std::hash::Hash + Ord {
@@ -261,13 +268,9 @@ impl Stash {
         .min()
     }
 
-    /// Moves the updates before `as_of` into `updates` (and `changes`, when kept).
-    fn take_before(
-        &mut self,
-        as_of: Option<Time>,
-        updates: &mut Updates,
-        changes: &mut Option<ChangeBatch>,
-    ) {
+    /// Moves the updates before `as_of` into `updates`, and those of the followed views
+    /// into `changes` too.
+    fn take_before(&mut self, as_of: Option<Time>, updates: &mut Updates, changes: &mut Changes) {
         self.take_view_before::<PageViewRow>(as_of, updates, changes);
         self.take_view_before::<SessionRow>(as_of, updates, changes);
         self.take_view_before::<FunnelRow>(as_of, updates, changes);
@@ -278,7 +281,7 @@ impl Stash {
         &mut self,
         as_of: Option<Time>,
         updates: &mut Updates,
-        changes: &mut Option<ChangeBatch>,
+        changes: &mut Changes,
     ) {
         let pending = R::pending(self);
         let later = match as_of {
@@ -286,8 +289,8 @@ impl Stash {
             None => BTreeMap::new(),
         };
         for (time, rows) in std::mem::replace(&mut pending.by_time, later) {
-            if let Some(changes) = changes {
-                changes[R::VIEW as usize]
+            if changes.followed[R::VIEW as usize] {
+                changes.by_view[R::VIEW as usize]
                     .entry(time)
                     .or_default()
                     .extend(rows.iter().map(|(row, diff)| (row.any(), *diff)));
@@ -368,19 +371,25 @@ fn apply_to<R: Ord>(rows: &mut BTreeMap<R, isize>, updates: Vec<(R, isize)>) {
     }
 }
 
-/// Recent updates of every view by time, kept for `retention_ms` of logical time behind
-/// the store's `as_of` (nothing when it is 0).
+/// Recent updates of the followed views by time, kept for `retention_ms` of logical time
+/// behind the store's `as_of` (nothing when it is 0). A view is followed from its first
+/// subscriber on.
 #[derive(Default)]
 struct Changelog {
     retention_ms: u64,
     views: [ViewChanges; 4],
-    /// Updates before this time may have been dropped.
-    kept_from: Time,
+    /// Per view: `None` while nobody follows it, else the time from which every update is
+    /// kept.
+    kept_from: [Option<Time>; 4],
 }
 
 impl Changelog {
-    fn append(&mut self, changes: ChangeBatch) {
-        for (view, times) in self.views.iter_mut().zip(changes) {
+    fn followed(&self) -> [bool; 4] {
+        self.kept_from.map(|kept_from| kept_from.is_some())
+    }
+
+    fn append(&mut self, changes: Changes) {
+        for (view, times) in self.views.iter_mut().zip(changes.by_view) {
             for (time, updates) in times {
                 view.insert(time, updates.into());
             }
@@ -390,12 +399,17 @@ impl Changelog {
     fn trim(&mut self, as_of: Option<Time>) {
         let Some(as_of) = as_of else { return };
         let keep_from = as_of.saturating_sub(self.retention_ms);
-        if keep_from > self.kept_from {
-            for view in &mut self.views {
+        for (view, kept_from) in self.views.iter_mut().zip(&mut self.kept_from) {
+            if let Some(kept_from) = kept_from.as_mut().filter(|from| **from < keep_from) {
                 *view = view.split_off(&keep_from);
+                *kept_from = keep_from;
             }
-            self.kept_from = keep_from;
         }
+    }
+
+    /// Where `view`'s kept updates start, if it is followed.
+    fn kept_from(&self, view: ViewKind) -> Option<Time> {
+        self.kept_from[view as usize]
     }
 }
 
@@ -431,8 +445,13 @@ impl Shared {
     }
 
     fn catch_up(&self, writer: &mut Writer) {
+        // Nobody starts following a view until the updates are published.
+        let _publishing = lock(&self.publishing);
         let mut updates = Updates::default();
-        let mut changes = (read(&self.changelog).retention_ms > 0).then(ChangeBatch::default);
+        let mut changes = Changes {
+            followed: read(&self.changelog).followed(),
+            ..Changes::default()
+        };
         let as_of = {
             let mut stashes: Vec<_> = self.stashes.iter().map(lock).collect();
             let as_of = stashes.iter().filter_map(|stash| stash.frontier()).min();
@@ -445,9 +464,7 @@ impl Shared {
             as_of
         };
         // The changelog has every update before `as_of` by the time a read sees `as_of`.
-        if let Some(changes) = changes {
-            write(&self.changelog).append(changes);
-        }
+        write(&self.changelog).append(changes);
         match &mut writer.standby {
             Some((standby, missed)) => {
                 let rows = exclusive(standby);
@@ -603,19 +620,30 @@ impl ViewRead<'_> {
     }
 
     /// The updates of `view` at times in `[from, as_of)`, by time; `None` when some of
-    /// them are no longer kept.
+    /// them are not kept (too old, or from before the view was first followed).
     pub fn changes_since(&self, view: ViewKind, from: Time) -> Option<Vec<TimedUpdates>> {
         let changelog = read(self.changelog);
-        if from < changelog.kept_from || changelog.retention_ms == 0 {
-            return None;
-        }
+        let kept_from = changelog.kept_from(view)?;
+        (from >= kept_from).then(|| self.kept_changes(&changelog, view, from))
+    }
+
+    /// The updates of `view` at times in `[from, as_of)` that are kept, by time: those from
+    /// when the view was first followed on, none if it is not.
+    pub fn recent_changes(&self, view: ViewKind, from: Time) -> Vec<TimedUpdates> {
+        let changelog = read(self.changelog);
+        changelog
+            .kept_from(view)
+            .map_or_else(Vec::new, |kept_from| {
+                self.kept_changes(&changelog, view, from.max(kept_from))
+            })
+    }
+
+    fn kept_changes(&self, changelog: &Changelog, view: ViewKind, from: Time) -> Vec<TimedUpdates> {
         let until = self.as_of().map_or(Bound::Unbounded, Bound::Excluded);
-        Some(
-            changelog.views[view as usize]
-                .range((Bound::Included(from), until))
-                .map(|(time, updates)| (*time, Arc::clone(updates)))
-                .collect(),
-        )
+        changelog.views[view as usize]
+            .range((Bound::Included(from), until))
+            .map(|(time, updates)| (*time, Arc::clone(updates)))
+            .collect()
     }
 
     fn all_of<R: SortedRow>(&self) -> Vec<AnyRow> {
@@ -685,6 +713,7 @@ impl ViewStore {
                 retention_ms: changelog_ms,
                 ..Changelog::default()
             }),
+            publishing: Mutex::new(()),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
         });
@@ -715,6 +744,18 @@ impl ViewStore {
         ViewRead {
             rows: Arc::clone(&read(&self.shared().published)),
             changelog: &self.shared().changelog,
+        }
+    }
+
+    /// Starts keeping `view`'s updates in the changelog (if the store keeps one), from the
+    /// current `as_of` on: call it before reading what a subscriber starts from.
+    pub fn follow(&self, view: ViewKind) {
+        let shared = self.shared();
+        let _publishing = lock(&shared.publishing);
+        let mut changelog = write(&shared.changelog);
+        if changelog.retention_ms > 0 && changelog.kept_from(view).is_none() {
+            let as_of = read(&shared.published).as_of;
+            changelog.kept_from[view as usize] = Some(as_of.unwrap_or(Time::MAX));
         }
     }
 
@@ -896,6 +937,7 @@ mod tests {
         let store = ViewStore::serving(2, 100);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
+        store.follow(ViewKind::PageViews);
         step(&store, 0, vec![(a.clone(), 10, 1)], Some(50));
         step(
             &store,
@@ -931,6 +973,36 @@ mod tests {
         );
         let batch = ViewStore::new(1);
         assert!(batch.read().changes_since(ViewKind::PageViews, 0).is_none());
+    }
+
+    #[test]
+    fn a_view_is_kept_in_the_changelog_from_the_as_of_it_was_first_followed_at() {
+        let store = ViewStore::serving(1, 1_000);
+        let a = page_view("/a", 0, 1, 1);
+        let b = page_view("/b", 0, 1, 1);
+        step(&store, 0, vec![(a.clone(), 5, 1)], Some(10));
+        settle(&store, Some(10));
+        assert_eq!(store.read().changes_since(ViewKind::PageViews, 0), None);
+        assert_eq!(store.read().recent_changes(ViewKind::PageViews, 0), vec![]);
+        store.follow(ViewKind::PageViews);
+        step(&store, 0, vec![(b.clone(), 12, 1)], Some(20));
+        settle(&store, Some(20));
+        let read = store.read();
+        assert_eq!(
+            read.changes_since(ViewKind::PageViews, 5),
+            None,
+            "before it was followed"
+        );
+        let kept = read.changes_since(ViewKind::PageViews, 10).unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].0, 12);
+        assert_eq!(kept[0].1.to_vec(), vec![(AnyRow::PageView(b), 1)]);
+        assert_eq!(read.recent_changes(ViewKind::PageViews, 0), kept);
+        assert_eq!(
+            read.changes_since(ViewKind::Sessions, 10),
+            None,
+            "never followed"
+        );
     }
 
     fn session(user: &str, start: u64, end: u64, pages: &[&str]) -> SessionRow {
