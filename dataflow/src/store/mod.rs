@@ -31,15 +31,16 @@ use std::sync::{
 };
 use std::time::Duration;
 
-use compact_str::CompactString;
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
-use foldhash::HashMap;
 use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::multiset::add_to_sorted_counts;
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::{Time, Views};
+
+mod rows;
+
+use rows::{Rows, Updates};
 
 /// The current state of every view, shared with readers on other threads. The store's
 /// thread ends when the last clone is dropped.
@@ -152,29 +153,6 @@ struct Writer {
     standby: Option<(Arc<Rows>, Updates)>,
 }
 
-/// One copy of every view's rows, at one `as_of`.
-#[derive(Clone)]
-struct Rows {
-    /// See [`ViewSnapshot::as_of`].
-    as_of: Option<Time>,
-    page_views: BTreeMap<PageViewRow, isize>,
-    /// The page-view rows of each window by page, for top-k reads.
-    windows: BTreeMap<u64, HashMap<CompactString, PageViewRow>>,
-    /// Each user's session rows, sorted, with their multiplicities.
-    sessions: HashMap<CompactString, Vec<(SessionRow, isize)>>,
-    funnel: BTreeMap<FunnelRow, isize>,
-    alerts: BTreeMap<AlertRow, isize>,
-}
-
-/// Every view's updates, in no particular order.
-#[derive(Clone, Default)]
-struct Updates {
-    page_views: Vec<(PageViewRow, isize)>,
-    sessions: Vec<(SessionRow, isize)>,
-    funnel: Vec<(FunnelRow, isize)>,
-    alerts: Vec<(AlertRow, isize)>,
-}
-
 /// One partition's updates not yet applied, per view.
 #[derive(Default)]
 struct Stash {
@@ -214,11 +192,6 @@ trait StoredRow: ExchangeData + std::hash::Hash + Ord {
     fn any(&self) -> AnyRow;
 }
 
-/// A view whose rows the store keeps sorted.
-trait SortedRow: StoredRow {
-    fn rows(rows: &Rows) -> &BTreeMap<Self, isize>;
-}
-
 macro_rules! stored_row {
     ($row:ty, $view:ident, $field:ident, $any:ident) => {
         impl StoredRow for $row {
@@ -236,23 +209,10 @@ macro_rules! stored_row {
     };
 }
 
-macro_rules! sorted_row {
-    ($row:ty, $field:ident) => {
-        impl SortedRow for $row {
-            fn rows(rows: &Rows) -> &BTreeMap<Self, isize> {
-                &rows.$field
-            }
-        }
-    };
-}
-
 stored_row!(PageViewRow, PageViews, page_views, PageView);
 stored_row!(SessionRow, Sessions, sessions, Session);
 stored_row!(FunnelRow, Funnel, funnel, Funnel);
 stored_row!(AlertRow, Alerts, alerts, Alert);
-sorted_row!(PageViewRow, page_views);
-sorted_row!(FunnelRow, funnel);
-sorted_row!(AlertRow, alerts);
 
 impl Stash {
     /// The least frontier of the partition's views; `None` when all are complete.
@@ -297,77 +257,6 @@ impl Stash {
             }
             R::updates(updates).extend(rows);
         }
-    }
-}
-
-impl Rows {
-    fn empty() -> Self {
-        Self {
-            as_of: Some(0),
-            page_views: BTreeMap::new(),
-            windows: BTreeMap::new(),
-            sessions: HashMap::default(),
-            funnel: BTreeMap::new(),
-            alerts: BTreeMap::new(),
-        }
-    }
-
-    fn apply(&mut self, updates: Updates) {
-        for (row, diff) in updates.page_views {
-            let before = self.page_views.get(&row).copied().unwrap_or(0);
-            match (before > 0, before + diff > 0) {
-                (false, true) => {
-                    let window = self.windows.entry(row.window_start).or_default();
-                    window.insert(row.page.clone(), row.clone());
-                }
-                (true, false) => self.unindex(&row),
-                _ => {}
-            }
-            add_to_sorted_counts(&mut self.page_views, row, diff);
-        }
-        for (row, diff) in updates.sessions {
-            self.add_session(row, diff);
-        }
-        apply_to(&mut self.funnel, updates.funnel);
-        apply_to(&mut self.alerts, updates.alerts);
-    }
-
-    /// Removes a page-view row from its window's index, unless a newer row of its page and
-    /// window has taken its place there already.
-    fn unindex(&mut self, row: &PageViewRow) {
-        if let Some(window) = self.windows.get_mut(&row.window_start) {
-            if window.get(&row.page) == Some(row) {
-                window.remove(&row.page);
-            }
-            if window.is_empty() {
-                self.windows.remove(&row.window_start);
-            }
-        }
-    }
-
-    fn add_session(&mut self, row: SessionRow, diff: isize) {
-        let Some(sessions) = self.sessions.get_mut(&row.user_id) else {
-            self.sessions.insert(row.user_id.clone(), vec![(row, diff)]);
-            return;
-        };
-        match sessions.binary_search_by(|(session, _)| session.cmp(&row)) {
-            Ok(index) => {
-                sessions[index].1 += diff;
-                if sessions[index].1 == 0 {
-                    sessions.remove(index);
-                    if sessions.is_empty() {
-                        self.sessions.remove(&row.user_id);
-                    }
-                }
-            }
-            Err(index) => sessions.insert(index, (row, diff)),
-        }
-    }
-}
-
-fn apply_to<R: Ord>(rows: &mut BTreeMap<R, isize>, updates: Vec<(R, isize)>) {
-    for (row, diff) in updates {
-        add_to_sorted_counts(rows, row, diff);
     }
 }
 
@@ -513,7 +402,7 @@ impl ViewRead<'_> {
         visit: impl Fn(&PageViewRow) -> Visit,
         limit: usize,
     ) -> Vec<PageViewRow> {
-        self.range(from, visit, limit)
+        taken(self.rows.page_views.from(from), visit, limit)
     }
 
     /// Up to `limit` of `user_id`'s session rows from `from` on that `visit` takes, in key
@@ -562,7 +451,11 @@ impl ViewRead<'_> {
         visit: impl Fn(&FunnelRow) -> Visit,
         limit: usize,
     ) -> Vec<FunnelRow> {
-        self.range(from, visit, limit)
+        taken(
+            self.rows.funnel.range((from, Bound::Unbounded)),
+            visit,
+            limit,
+        )
     }
 
     /// Up to `limit` alert rows from `from` on that `visit` takes, in key order.
@@ -572,27 +465,31 @@ impl ViewRead<'_> {
         visit: impl Fn(&AlertRow) -> Visit,
         limit: usize,
     ) -> Vec<AlertRow> {
-        self.range(from, visit, limit)
+        taken(
+            self.rows.alerts.range((from, Bound::Unbounded)),
+            visit,
+            limit,
+        )
     }
 
     /// Every row of `view`, in key order.
     pub fn all(&self, view: ViewKind) -> Vec<AnyRow> {
         match view {
-            ViewKind::PageViews => self.all_of::<PageViewRow>(),
+            ViewKind::PageViews => self.all_of(Self::page_views),
             ViewKind::Sessions => self
                 .all_sessions()
                 .into_iter()
                 .map(AnyRow::Session)
                 .collect(),
-            ViewKind::Funnel => self.all_of::<FunnelRow>(),
-            ViewKind::Alerts => self.all_of::<AlertRow>(),
+            ViewKind::Funnel => self.all_of(Self::funnel),
+            ViewKind::Alerts => self.all_of(Self::alerts),
         }
     }
 
     /// The `k` page-view rows of the window starting at `window_start` with the most views
     /// (the most unique users, when `by_users`), ties by page.
     pub fn top_pages(&self, window_start: u64, by_users: bool, k: usize) -> Vec<PageViewRow> {
-        let Some(window) = self.rows.windows.get(&window_start) else {
+        let Some(window) = self.rows.page_views.windows.get(&window_start) else {
             return Vec::new();
         };
         let metric = |row: &PageViewRow| {
@@ -616,7 +513,11 @@ impl ViewRead<'_> {
 
     /// The latest window start with any page views.
     pub fn latest_window(&self) -> Option<u64> {
-        self.rows.windows.last_key_value().map(|(start, _)| *start)
+        self.rows
+            .page_views
+            .windows
+            .last_key_value()
+            .map(|(start, _)| *start)
     }
 
     /// The updates of `view` at times in `[from, as_of)`, by time; `None` when some of
@@ -646,26 +547,15 @@ impl ViewRead<'_> {
             .collect()
     }
 
-    fn all_of<R: SortedRow>(&self) -> Vec<AnyRow> {
-        self.range::<R>(Bound::Unbounded, |_| Visit::Take, usize::MAX)
+    /// Every row that `read` reads from the start.
+    fn all_of<R: StoredRow>(
+        &self,
+        read: impl Fn(&Self, Bound<&R>, fn(&R) -> Visit, usize) -> Vec<R>,
+    ) -> Vec<AnyRow> {
+        read(self, Bound::Unbounded, |_| Visit::Take, usize::MAX)
             .iter()
             .map(R::any)
             .collect()
-    }
-
-    /// The rows from `from` on that `visit` takes, each as often as its multiplicity,
-    /// until it says stop or `limit` rows are taken.
-    fn range<R: SortedRow>(
-        &self,
-        from: Bound<&R>,
-        visit: impl Fn(&R) -> Visit,
-        limit: usize,
-    ) -> Vec<R> {
-        taken(
-            R::rows(&self.rows).range((from, Bound::Unbounded)),
-            visit,
-            limit,
-        )
     }
 }
 
@@ -1097,7 +987,20 @@ mod tests {
                 }
                 settle(&store, Some(time + 1));
                 let read = store.read();
-                prop_assert_eq!(all_page_views(&read), current.values().cloned().collect::<Vec<_>>());
+                let rows: Vec<PageViewRow> = current.values().cloned().collect();
+                prop_assert_eq!(all_page_views(&read), rows.clone());
+                for (index, row) in rows.iter().enumerate() {
+                    let after = read.page_views(Bound::Excluded(row), |_| Visit::Take, 2);
+                    let expected: Vec<PageViewRow> = rows.iter().skip(index + 1).take(2).cloned().collect();
+                    prop_assert_eq!(after, expected);
+                    let same_page = read.page_views(
+                        Bound::Included(row),
+                        |other| if other.page == row.page { Visit::Take } else { Visit::Stop },
+                        usize::MAX,
+                    );
+                    let expected: Vec<PageViewRow> = rows[index..].iter().take_while(|other| other.page == row.page).cloned().collect();
+                    prop_assert_eq!(same_page, expected);
+                }
                 for window in 0..3_u64 {
                     let window_start = window * 60_000;
                     for by_users in [false, true] {
