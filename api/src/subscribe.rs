@@ -400,7 +400,7 @@ mod tests {
     #[tokio::test]
     async fn a_subscriber_that_does_not_read_is_cut_off_while_another_goes_on() {
         let mut state = ApiState::new(
-            ViewStore::serving(1, 60_000),
+            ViewStore::with_changelog(1, 60_000),
             IngestStatus::default(),
             AlertRules::new(RuleChanges::default(), []),
         );

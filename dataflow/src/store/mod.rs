@@ -8,12 +8,8 @@
 //! view at exactly one logical time: the views are mutually consistent. The workers only
 //! stash, so the store's upkeep never delays the dataflow or the output topics.
 //!
-//! Reads never wait for that work either. A serving store keeps two copies of the rows:
-//! the store's thread brings the copy nobody reads up to date (the updates it missed last
-//! time, then the new ones), publishes it, and keeps the copy it replaced for next time,
-//! once that copy's last reader has let go. A read takes the published copy (an `Arc`)
-//! and keeps it as long as it needs. A batch store, which nobody reads while it runs,
-//! keeps one copy and updates it in place.
+//! The thread applies a large backlog in chunks of whole times, publishing each, so a read
+//! waits for at most one chunk (about [`CHUNK_UPDATES`] updates), never for the backlog.
 //!
 //! Page views, funnel and alert rows are kept sorted (row order is key order), so that a
 //! read can take a key range; page-view rows are also indexed by window, for top-k reads.
@@ -29,7 +25,6 @@ use std::ops::{Bound, RangeBounds};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
-use std::time::Duration;
 
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -127,8 +122,8 @@ type ViewChanges = BTreeMap<Time, Arc<[(AnyRow, isize)]>>;
 struct Shared {
     /// Per partition (one per worker of process 0): updates not yet applied, and frontiers.
     stashes: Vec<Mutex<Stash>>,
-    /// The copy of the rows that reads take.
-    published: RwLock<Arc<Rows>>,
+    /// The rows, at their `as_of`.
+    published: RwLock<Rows>,
     changelog: RwLock<Changelog>,
     /// Held while updates are taken, recorded and published, and while a view starts being
     /// followed: a view's changelog starts exactly at a published `as_of`.
@@ -147,11 +142,8 @@ enum Signal {
     Closed,
 }
 
-/// The store thread's own state.
-struct Writer {
-    /// The copy nobody reads, with the updates it lacks; `None` in a batch store.
-    standby: Option<(Arc<Rows>, Updates)>,
-}
+/// The most updates the store's thread applies while reads wait, unless one time has more.
+const CHUNK_UPDATES: usize = 2048;
 
 /// One partition's updates not yet applied, per view.
 #[derive(Default)]
@@ -166,6 +158,14 @@ struct Pending<R> {
     by_time: BTreeMap<Time, Vec<(R, isize)>>,
     /// The view's input frontier at this partition; `None` when the view is complete.
     frontier: Option<Time>,
+}
+
+impl<R> Pending<R> {
+    fn count_by_time(&self, counts: &mut BTreeMap<Time, usize>) {
+        for (time, updates) in &self.by_time {
+            *counts.entry(*time).or_default() += updates.len();
+        }
+    }
 }
 
 impl<R> Default for Pending<R> {
@@ -226,6 +226,14 @@ impl Stash {
         .into_iter()
         .flatten()
         .min()
+    }
+
+    /// Adds the number of updates stashed at each time to `counts`.
+    fn count_by_time(&self, counts: &mut BTreeMap<Time, usize>) {
+        self.page_views.count_by_time(counts);
+        self.sessions.count_by_time(counts);
+        self.funnel.count_by_time(counts);
+        self.alerts.count_by_time(counts);
     }
 
     /// Moves the updates before `as_of` into `updates`, and those of the followed views
@@ -314,7 +322,7 @@ impl Shared {
 
     /// The store's thread: applies and publishes what the stashes' frontiers allow, each
     /// time one moves, until the store is dropped.
-    fn keep_up(&self, mut writer: Writer) {
+    fn keep_up(&self) {
         loop {
             {
                 let mut signal = lock(&self.signal);
@@ -329,63 +337,70 @@ impl Shared {
                 }
                 *signal = Signal::Nothing;
             }
-            self.catch_up(&mut writer);
+            self.catch_up();
         }
     }
 
-    fn catch_up(&self, writer: &mut Writer) {
-        // Nobody starts following a view until the updates are published.
-        let _publishing = lock(&self.publishing);
-        let mut updates = Updates::default();
-        let mut changes = Changes {
-            followed: read(&self.changelog).followed(),
-            ..Changes::default()
-        };
-        let as_of = {
-            let mut stashes: Vec<_> = self.stashes.iter().map(lock).collect();
-            let as_of = stashes.iter().filter_map(|stash| stash.frontier()).min();
-            if as_of == read(&self.published).as_of {
-                return;
-            }
-            for stash in &mut stashes {
-                stash.take_before(as_of, &mut updates, &mut changes);
-            }
-            as_of
-        };
-        // The changelog has every update before `as_of` by the time a read sees `as_of`.
-        write(&self.changelog).append(changes);
-        match &mut writer.standby {
-            Some((standby, missed)) => {
-                let rows = exclusive(standby);
-                rows.apply(std::mem::take(missed));
-                rows.apply(updates.clone());
-                rows.as_of = as_of;
-                std::mem::swap(&mut *write(&self.published), standby);
-                *missed = updates;
-            }
-            None => {
-                let mut published = write(&self.published);
-                let rows = exclusive(&mut published);
+    /// Applies and publishes every stashed update before the least frontier, a chunk at a
+    /// time (see [`chunk_end`]).
+    fn catch_up(&self) {
+        loop {
+            // Nobody starts following a view until the updates are published.
+            let _publishing = lock(&self.publishing);
+            let mut updates = Updates::default();
+            let mut changes = Changes {
+                followed: read(&self.changelog).followed(),
+                ..Changes::default()
+            };
+            let as_of = {
+                let mut stashes: Vec<_> = self.stashes.iter().map(lock).collect();
+                let frontier = stashes.iter().filter_map(|stash| stash.frontier()).min();
+                if frontier == read(&self.published).as_of {
+                    return;
+                }
+                let mut counts = BTreeMap::new();
+                for stash in &stashes {
+                    stash.count_by_time(&mut counts);
+                }
+                let as_of = chunk_end(&counts, frontier, CHUNK_UPDATES);
+                for stash in &mut stashes {
+                    stash.take_before(as_of, &mut updates, &mut changes);
+                }
+                as_of
+            };
+            // The changelog has every update before `as_of` by the time a read sees `as_of`.
+            write(&self.changelog).append(changes);
+            {
+                let mut rows = write(&self.published);
                 rows.apply(updates);
                 rows.as_of = as_of;
             }
+            write(&self.changelog).trim(as_of);
         }
-        write(&self.changelog).trim(as_of);
     }
 }
 
-/// The rows, once no read holds them any more (reads are short).
-fn exclusive(rows: &mut Arc<Rows>) -> &mut Rows {
-    while Arc::get_mut(rows).is_none() {
-        std::thread::sleep(Duration::from_micros(50));
+/// Where the next chunk of updates ends: at `frontier`, or earlier, at the first time where
+/// the updates before it (`counts` by time) would add up to more than `max`. A chunk holds
+/// at least one time, and never part of one.
+fn chunk_end(counts: &BTreeMap<Time, usize>, frontier: Option<Time>, max: usize) -> Option<Time> {
+    let mut total = 0;
+    for (&time, &count) in counts {
+        if frontier.is_some_and(|frontier| time >= frontier) {
+            break;
+        }
+        if total > 0 && total + count > max {
+            return Some(time);
+        }
+        total += count;
     }
-    Arc::get_mut(rows).unwrap_or_else(|| unreachable!("only the writer can share it"))
+    frontier
 }
 
-/// A consistent read of every view at one `as_of`. It holds a copy of the rows, which the
-/// store reuses once the read is dropped: do not keep it for long.
+/// A consistent read of every view at one `as_of`. The store's updates wait while it is
+/// held: do not keep it for long.
 pub struct ViewRead<'a> {
-    rows: Arc<Rows>,
+    rows: RwLockReadGuard<'a, Rows>,
     changelog: &'a RwLock<Changelog>,
 }
 
@@ -581,24 +596,18 @@ fn repeat<R>(row: &R, count: isize) -> impl Iterator<Item = &R> {
 }
 
 impl ViewStore {
-    /// An empty store for a batch run, kept by `partitions` workers: pass the number of
-    /// worker threads per process, so that process 0's workers keep it. It keeps one copy
-    /// of the rows, which reads wait for while it is updated, and no changelog.
+    /// An empty store kept by `partitions` workers: pass the number of worker threads per
+    /// process, so that process 0's workers keep it. It keeps no changelog.
     pub fn new(partitions: usize) -> Self {
-        Self::build(partitions, false, 0)
+        Self::with_changelog(partitions, 0)
     }
 
-    /// An empty store for a service: reads never wait for updates (it keeps two copies of
-    /// the rows), and it keeps every view's updates for `changelog_ms` of logical time,
-    /// for subscribers.
-    pub fn serving(partitions: usize, changelog_ms: u64) -> Self {
-        Self::build(partitions, true, changelog_ms)
-    }
-
-    fn build(partitions: usize, two_copies: bool, changelog_ms: u64) -> Self {
+    /// An empty store that also keeps the followed views' updates for `changelog_ms` of
+    /// logical time, for subscribers (see [`ViewStore::follow`]).
+    pub fn with_changelog(partitions: usize, changelog_ms: u64) -> Self {
         let shared = Arc::new(Shared {
             stashes: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
-            published: RwLock::new(Arc::new(Rows::empty())),
+            published: RwLock::new(Rows::empty()),
             changelog: RwLock::new(Changelog {
                 retention_ms: changelog_ms,
                 ..Changelog::default()
@@ -607,13 +616,10 @@ impl ViewStore {
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
         });
-        let writer = Writer {
-            standby: two_copies.then(|| (Arc::new(Rows::empty()), Updates::default())),
-        };
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("clickflow-store".to_owned())
-            .spawn(move || thread_shared.keep_up(writer))
+            .spawn(move || thread_shared.keep_up())
             .unwrap_or_else(|error| panic!("the view store's thread did not start: {error}"));
         Self {
             handle: Arc::new(Handle { shared }),
@@ -632,7 +638,7 @@ impl ViewStore {
     /// A consistent read of every view at the store's current `as_of`.
     pub fn read(&self) -> ViewRead<'_> {
         ViewRead {
-            rows: Arc::clone(&read(&self.shared().published)),
+            rows: read(&self.shared().published),
             changelog: &self.shared().changelog,
         }
     }
@@ -729,7 +735,7 @@ fn sink<R: StoredRow>(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use proptest::prelude::*;
 
@@ -777,7 +783,7 @@ mod tests {
 
     #[test]
     fn the_store_shows_updates_before_the_least_frontier_of_its_partitions_only() {
-        let store = ViewStore::serving(2, 0);
+        let store = ViewStore::with_changelog(2, 0);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         step(
@@ -797,34 +803,41 @@ mod tests {
     }
 
     #[test]
-    fn a_read_keeps_its_rows_while_the_store_moves_on_without_waiting_for_it() {
-        let store = ViewStore::serving(1, 0);
-        let first = page_view("/a", 0, 1, 1);
-        let second = page_view("/a", 0, 2, 2);
-        step(&store, 0, vec![(first.clone(), 1, 1)], Some(2));
-        settle(&store, Some(2));
-        let held = store.read();
-        step(
-            &store,
-            0,
-            vec![(first.clone(), 3, -1), (second.clone(), 3, 1)],
-            Some(4),
+    fn a_backlog_is_published_in_chunks_of_whole_times() {
+        let counts = BTreeMap::from([(1, 3), (2, 3), (3, 10), (4, 1), (9, 1)]);
+        assert_eq!(chunk_end(&counts, Some(5), 100), Some(5), "all of it fits");
+        assert_eq!(chunk_end(&counts, Some(5), 6), Some(3));
+        assert_eq!(chunk_end(&counts, Some(5), 5), Some(2));
+        assert_eq!(
+            chunk_end(&counts, Some(5), 2),
+            Some(2),
+            "one time at least, though it has more"
         );
-        // Published while the read still holds the copy before it.
-        settle(&store, Some(4));
-        assert_eq!(held.as_of(), Some(2));
-        assert_eq!(all_page_views(&held), vec![first]);
-        assert_eq!(all_page_views(&store.read()), vec![second.clone()]);
-        drop(held);
-        // The copy the read held is brought up to date next time.
-        step(&store, 0, vec![], Some(6));
-        settle(&store, Some(6));
-        assert_eq!(all_page_views(&store.read()), vec![second]);
+        assert_eq!(chunk_end(&counts, Some(3), 100), Some(3));
+        assert_eq!(chunk_end(&counts, None, 100), None);
+        assert_eq!(chunk_end(&counts, None, 17), Some(9));
+        assert_eq!(chunk_end(&BTreeMap::new(), Some(7), 1), Some(7));
+    }
+
+    #[test]
+    fn a_backlog_ends_at_the_frontier_whatever_its_chunks() {
+        let store = ViewStore::new(1);
+        let rows: Vec<PageViewRow> = (0..3 * CHUNK_UPDATES as u64)
+            .map(|n| page_view(&format!("/{n}"), 0, 1, 1))
+            .collect();
+        let updates = rows
+            .iter()
+            .enumerate()
+            .map(|(index, row)| (row.clone(), index as Time / 100, 1))
+            .collect();
+        step(&store, 0, updates, Some(1_000));
+        settle(&store, Some(1_000));
+        assert_eq!(all_page_views(&store.read()).len(), rows.len());
     }
 
     #[test]
     fn the_changelog_has_every_update_by_time_until_it_is_trimmed() {
-        let store = ViewStore::serving(2, 100);
+        let store = ViewStore::with_changelog(2, 100);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         store.follow(ViewKind::PageViews);
@@ -867,7 +880,7 @@ mod tests {
 
     #[test]
     fn a_view_is_kept_in_the_changelog_from_the_as_of_it_was_first_followed_at() {
-        let store = ViewStore::serving(1, 1_000);
+        let store = ViewStore::with_changelog(1, 1_000);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         step(&store, 0, vec![(a.clone(), 5, 1)], Some(10));
@@ -907,7 +920,7 @@ mod tests {
 
     #[test]
     fn sessions_are_read_by_user_in_key_order() {
-        let store = ViewStore::serving(1, 0);
+        let store = ViewStore::with_changelog(1, 0);
         let short = session("u1", 10, 10, &["/a"]);
         let longer = session("u1", 10, 20, &["/a", "/b"]);
         let later = session("u1", 5_000, 5_000, &["/c"]);
@@ -967,9 +980,9 @@ mod tests {
         #[test]
         fn rows_and_top_pages_match_a_sorted_reference(
             steps in upsert_steps(),
-            two_copies in any::<bool>(),
+            changelog in any::<bool>(),
         ) {
-            let store = if two_copies { ViewStore::serving(2, 0) } else { ViewStore::new(2) };
+            let store = if changelog { ViewStore::with_changelog(2, 1_000) } else { ViewStore::new(2) };
             let mut current: BTreeMap<(u8, u8), PageViewRow> = BTreeMap::new();
             for (index, upserts) in steps.into_iter().enumerate() {
                 let time = index as Time;
