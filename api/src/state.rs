@@ -43,6 +43,8 @@ pub struct ApiState {
     pub session_gap_ms: u64,
     /// Messages buffered per subscriber before it is cut off.
     pub subscriber_buffer: usize,
+    /// Encoded bytes buffered per subscriber before it is cut off.
+    pub subscriber_buffer_bytes: usize,
     pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
     subscribers: Arc<AtomicUsize>,
 }
@@ -60,6 +62,7 @@ impl ApiState {
             retention_ms: 86_400_000,
             session_gap_ms: 1_800_000,
             subscriber_buffer: 1024,
+            subscriber_buffer_bytes: 4 << 20,
             feed: broadcast::channel(FEED_BACKLOG).0,
             subscribers: Arc::default(),
         }

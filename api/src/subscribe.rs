@@ -2,23 +2,29 @@
 //!
 //! One feed task reads the store's changelog every few milliseconds and broadcasts each
 //! view's new updates, by time, with the new `as_of`. Every subscriber has its own task
-//! that filters the feed and writes to a bounded buffer towards its client. A subscriber
-//! that falls behind (its buffer is full, or the feed has moved past what it has read) is
-//! cut off with `RESOURCE_EXHAUSTED`; ingestion never waits for subscribers.
+//! that filters the feed and writes to a buffer towards its client, bounded both in
+//! messages and in bytes. A subscriber that falls behind (its buffer is full, or the feed
+//! has moved past what it has read) is cut off with `RESOURCE_EXHAUSTED`; ingestion never
+//! waits for subscribers.
 //!
 //! A subscription starts with a snapshot at the store's `as_of` `S` (or, when resuming
 //! from `R`, with the changelog's updates in `[R, S)`), then sends from the feed exactly
 //! the updates at times at or after `S`: no gap and no duplicate.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clickflow_dataflow::{
     AlertRow, AlertState, AnyRow, Time, TimedUpdates, ViewKind, alert_transitions,
 };
 use clickflow_proto::v1;
+use prost::Message;
 use tokio::sync::{broadcast, mpsc};
+use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 use tracing::debug;
@@ -30,8 +36,41 @@ use crate::state::{ApiState, FeedBatch};
 /// How often the feed reads the store.
 const FEED_INTERVAL: Duration = Duration::from_millis(5);
 
-/// The stream a subscriber reads.
-pub type Subscription<T> = ReceiverStream<Result<T, Status>>;
+/// The stream a subscriber reads: its buffer's receiving end, which gives the bytes of each
+/// message back to the buffer's budget as the client takes it.
+pub struct Subscription<T> {
+    messages: ReceiverStream<Result<T, Status>>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl<T: Message> Stream for Subscription<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = Pin::new(&mut self.messages).poll_next(context);
+        if let Poll::Ready(Some(Ok(message))) = &next {
+            self.queued_bytes
+                .fetch_sub(message.encoded_len(), Ordering::Relaxed);
+        }
+        next
+    }
+}
+
+/// A subscriber's buffer: the sending end, for its task, and the stream for its client.
+fn buffer<T>(state: &ApiState) -> (Outbox<T>, Subscription<T>) {
+    let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        sender,
+        queued_bytes: Arc::clone(&queued_bytes),
+        max_bytes: state.subscriber_buffer_bytes,
+    };
+    let subscription = Subscription {
+        messages: ReceiverStream::new(receiver),
+        queued_bytes,
+    };
+    (outbox, subscription)
+}
 
 /// Reads the store's changelog and broadcasts the changes until the views are complete.
 pub async fn run_feed(state: ApiState) {
@@ -132,12 +171,11 @@ pub fn subscribe(
         first.push(progress(convert::as_of(as_of, &state.status)));
         frontier
     };
-    let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
+    let (mut out, subscription) = buffer(state);
     let guard = state.subscriber();
     tokio::spawn(async move {
         let _guard = guard;
         let mut sent_until = sent_until;
-        let mut out = Outbox(&sender);
         for message in first {
             if !out.send(message) {
                 return;
@@ -177,7 +215,7 @@ pub fn subscribe(
             sent_until = batch.as_of.frontier_ms;
         }
     });
-    Ok(ReceiverStream::new(receiver))
+    Ok(subscription)
 }
 
 /// Starts a `SubscribeAlerts`.
@@ -190,12 +228,11 @@ pub fn subscribe_alerts(
     }
     state.store.follow(ViewKind::Alerts);
     let mut feed = state.feed.subscribe();
-    let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
+    let (mut out, subscription) = buffer(state);
     let guard = state.subscriber();
     let retention_ms = state.retention_ms;
     tokio::spawn(async move {
         let _guard = guard;
-        let mut out = Outbox(&sender);
         loop {
             let Some(batch) = next_batch(&mut feed, &mut out).await else {
                 return;
@@ -228,7 +265,7 @@ pub fn subscribe_alerts(
             }
         }
     });
-    Ok(ReceiverStream::new(receiver))
+    Ok(subscription)
 }
 
 /// A final-only subscription's filter: rows whose window (or session) the frontier has not
@@ -279,9 +316,9 @@ impl FinalOnly {
 
 /// The next feed batch; `None` when the feed has ended or the subscriber fell so far
 /// behind that it was cut off.
-async fn next_batch<T>(
+async fn next_batch<T: Message>(
     feed: &mut broadcast::Receiver<Arc<FeedBatch>>,
-    out: &mut Outbox<'_, T>,
+    out: &mut Outbox<T>,
 ) -> Option<Arc<FeedBatch>> {
     match feed.recv().await {
         Ok(batch) => Some(batch),
@@ -293,23 +330,31 @@ async fn next_batch<T>(
     }
 }
 
-/// The bounded buffer towards one client.
-struct Outbox<'a, T>(&'a mpsc::Sender<Result<T, Status>>);
+/// The bounded buffer towards one client: at most `subscriber_buffer` messages and
+/// `max_bytes` encoded bytes (one message alone may be larger).
+struct Outbox<T> {
+    sender: mpsc::Sender<Result<T, Status>>,
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
+}
 
-impl<T> Outbox<'_, T> {
+impl<T: Message> Outbox<T> {
     /// Queues `message`; `false` when the client left or was cut off for being behind.
     fn send(&mut self, message: T) -> bool {
+        let size = message.encoded_len();
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
         // The last slot is kept for the error that cuts a slow client off.
-        if self.0.capacity() <= 1 {
+        if self.sender.capacity() <= 1 || (queued > 0 && queued + size > self.max_bytes) {
             self.cut_off("the client reads too slowly".to_owned());
             return false;
         }
-        self.0.try_send(Ok(message)).is_ok()
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        self.sender.try_send(Ok(message)).is_ok()
     }
 
     fn cut_off(&mut self, why: String) {
         debug!(%why, "subscriber cut off");
-        let _ = self.0.try_send(Err(Status::resource_exhausted(format!(
+        let _ = self.sender.try_send(Err(Status::resource_exhausted(format!(
             "subscriber cut off: {why}"
         ))));
     }
@@ -395,6 +440,52 @@ mod tests {
                 Vec::new(),
             ],
         })
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_cut_off_by_the_bytes_it_leaves_unread_while_a_reader_goes_on() {
+        let mut state = ApiState::new(
+            ViewStore::with_changelog(1, 60_000),
+            IngestStatus::default(),
+            AlertRules::new(RuleChanges::default(), []),
+        );
+        state.subscriber_buffer_bytes = 1_000;
+        let request = v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            ..Default::default()
+        };
+        let mut slow = subscribe(&state, request.clone()).unwrap();
+        let mut reader = subscribe(&state, request).unwrap();
+        let mut read = 0;
+        for time in 1..=100 {
+            state.feed.send(batch(time)).unwrap();
+            while read < 1 + 2 * time {
+                reader.next().await.unwrap().unwrap();
+                read += 1;
+            }
+        }
+        let mut slow_messages = Vec::new();
+        let cut_off = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(message) = slow.next().await {
+                slow_messages.push(message);
+            }
+        });
+        cut_off.await.expect("the slow subscriber is cut off");
+        let (last, earlier) = slow_messages.split_last().unwrap();
+        let earlier_bytes: usize = earlier
+            .iter()
+            .map(|message| message.as_ref().unwrap().encoded_len())
+            .sum();
+        assert!(
+            earlier_bytes <= 1_000 && earlier.len() < 100,
+            "{} messages, {earlier_bytes} bytes",
+            earlier.len()
+        );
+        assert_eq!(
+            last.as_ref().unwrap_err().code(),
+            tonic::Code::ResourceExhausted
+        );
+        assert_eq!(state.subscribers(), 1, "only the reader is left");
     }
 
     #[tokio::test]

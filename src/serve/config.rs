@@ -106,6 +106,8 @@ pub struct ApiConfig {
     pub changelog_ms: u64,
     /// Messages buffered per subscriber; a subscriber further behind is cut off.
     pub subscriber_buffer: usize,
+    /// Encoded bytes buffered per subscriber; a subscriber further behind is cut off.
+    pub subscriber_buffer_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -114,6 +116,7 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:50051".to_owned(),
             changelog_ms: 60_000,
             subscriber_buffer: 1024,
+            subscriber_buffer_bytes: 4 << 20,
         }
     }
 }
@@ -169,6 +172,9 @@ impl ServeConfig {
         self.api_listen()?;
         if self.api.subscriber_buffer < 2 {
             bail!("api.subscriber_buffer: at least 2");
+        }
+        if self.api.subscriber_buffer_bytes == 0 {
+            bail!("api.subscriber_buffer_bytes: at least 1");
         }
         self.views.view_config().context("views")?;
         Ok(())

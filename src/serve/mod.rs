@@ -109,6 +109,7 @@ impl Service {
         state.retention_ms = config.views.retention_ms;
         state.session_gap_ms = config.views.session_gap_ms;
         state.subscriber_buffer = config.api.subscriber_buffer;
+        state.subscriber_buffer_bytes = config.api.subscriber_buffer_bytes;
         state
     }
 }
