@@ -19,9 +19,9 @@
 //! `changelog_ms` of logical time, so that a subscriber can read what changed after a
 //! snapshot or a previous subscription.
 
-use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -128,6 +128,8 @@ struct Shared {
     /// Held while updates are taken, recorded and published, and while a view starts being
     /// followed: a view's changelog starts exactly at a published `as_of`.
     publishing: Mutex<()>,
+    /// Reads waiting for the rows: the store's thread lets them in before its next chunk.
+    waiting_reads: AtomicUsize,
     /// What the store's thread has been told since it last looked.
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -143,7 +145,7 @@ enum Signal {
 }
 
 /// The most updates the store's thread applies while reads wait, unless one time has more.
-const CHUNK_UPDATES: usize = 2048;
+const CHUNK_UPDATES: usize = 512;
 
 /// One partition's updates not yet applied, per view.
 #[derive(Default)]
@@ -311,6 +313,14 @@ impl Changelog {
 }
 
 impl Shared {
+    /// The rows, for a read; counted as waiting until it has them.
+    fn read_rows(&self) -> RwLockReadGuard<'_, Rows> {
+        self.waiting_reads.fetch_add(1, Ordering::AcqRel);
+        let rows = read(&self.published);
+        self.waiting_reads.fetch_sub(1, Ordering::AcqRel);
+        rows
+    }
+
     /// Tells the store's thread something; closing is never overridden.
     fn tell(&self, signal: Signal) {
         let mut current = lock(&self.signal);
@@ -342,59 +352,75 @@ impl Shared {
     }
 
     /// Applies and publishes every stashed update before the least frontier, a chunk at a
-    /// time (see [`chunk_end`]).
+    /// time (see [`chunk_ends`]).
     fn catch_up(&self) {
-        loop {
-            // Nobody starts following a view until the updates are published.
-            let _publishing = lock(&self.publishing);
-            let mut updates = Updates::default();
-            let mut changes = Changes {
-                followed: read(&self.changelog).followed(),
-                ..Changes::default()
-            };
-            let as_of = {
-                let mut stashes: Vec<_> = self.stashes.iter().map(lock).collect();
-                let frontier = stashes.iter().filter_map(|stash| stash.frontier()).min();
-                if frontier == read(&self.published).as_of {
-                    return;
-                }
-                let mut counts = BTreeMap::new();
-                for stash in &stashes {
-                    stash.count_by_time(&mut counts);
-                }
-                let as_of = chunk_end(&counts, frontier, CHUNK_UPDATES);
-                for stash in &mut stashes {
-                    stash.take_before(as_of, &mut updates, &mut changes);
-                }
-                as_of
-            };
-            // The changelog has every update before `as_of` by the time a read sees `as_of`.
-            write(&self.changelog).append(changes);
-            {
-                let mut rows = write(&self.published);
-                rows.apply(updates);
-                rows.as_of = as_of;
+        let (frontier, chunk_ends) = {
+            let stashes: Vec<_> = self.stashes.iter().map(lock).collect();
+            let frontier = stashes.iter().filter_map(|stash| stash.frontier()).min();
+            let mut counts = BTreeMap::new();
+            for stash in &stashes {
+                stash.count_by_time(&mut counts);
             }
-            write(&self.changelog).trim(as_of);
+            (frontier, chunk_ends(&counts, frontier, CHUNK_UPDATES))
+        };
+        if frontier == read(&self.published).as_of {
+            return;
         }
+        for as_of in chunk_ends {
+            self.publish_before(as_of);
+        }
+    }
+
+    /// Applies every stashed update before `as_of` and publishes the rows at `as_of`.
+    fn publish_before(&self, as_of: Option<Time>) {
+        // Nobody starts following a view until the updates are published.
+        let _publishing = lock(&self.publishing);
+        let mut updates = Updates::default();
+        let mut changes = Changes {
+            followed: read(&self.changelog).followed(),
+            ..Changes::default()
+        };
+        for stash in &self.stashes {
+            lock(stash).take_before(as_of, &mut updates, &mut changes);
+        }
+        // The changelog has every update before `as_of` by the time a read sees `as_of`.
+        write(&self.changelog).append(changes);
+        {
+            // Reads that queued up during the last chunk go first.
+            while self.waiting_reads.load(Ordering::Acquire) > 0 {
+                std::thread::yield_now();
+            }
+            let mut rows = write(&self.published);
+            rows.apply(updates);
+            rows.as_of = as_of;
+        }
+        write(&self.changelog).trim(as_of);
     }
 }
 
-/// Where the next chunk of updates ends: at `frontier`, or earlier, at the first time where
-/// the updates before it (`counts` by time) would add up to more than `max`. A chunk holds
-/// at least one time, and never part of one.
-fn chunk_end(counts: &BTreeMap<Time, usize>, frontier: Option<Time>, max: usize) -> Option<Time> {
+/// Where the chunks of updates before `frontier` end, in order: each at the first time
+/// where the updates before it since the last end (`counts` by time) would add up to more
+/// than `max`, and the last at `frontier`. A chunk holds at least one time, and never part
+/// of one.
+fn chunk_ends(
+    counts: &BTreeMap<Time, usize>,
+    frontier: Option<Time>,
+    max: usize,
+) -> Vec<Option<Time>> {
+    let mut ends = Vec::new();
     let mut total = 0;
     for (&time, &count) in counts {
         if frontier.is_some_and(|frontier| time >= frontier) {
             break;
         }
         if total > 0 && total + count > max {
-            return Some(time);
+            ends.push(Some(time));
+            total = 0;
         }
         total += count;
     }
-    frontier
+    ends.push(frontier);
+    ends
 }
 
 /// A consistent read of every view at one `as_of`. The store's updates wait while it is
@@ -514,7 +540,7 @@ impl ViewRead<'_> {
                 row.view_count
             }
         };
-        let order = |a: &&PageViewRow, b: &&PageViewRow| -> Ordering {
+        let order = |a: &&PageViewRow, b: &&PageViewRow| -> std::cmp::Ordering {
             metric(b).cmp(&metric(a)).then_with(|| a.page.cmp(&b.page))
         };
         let mut rows: Vec<&PageViewRow> = window.values().collect();
@@ -613,6 +639,7 @@ impl ViewStore {
                 ..Changelog::default()
             }),
             publishing: Mutex::new(()),
+            waiting_reads: AtomicUsize::new(0),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
         });
@@ -638,7 +665,7 @@ impl ViewStore {
     /// A consistent read of every view at the store's current `as_of`.
     pub fn read(&self) -> ViewRead<'_> {
         ViewRead {
-            rows: read(&self.shared().published),
+            rows: self.shared().read_rows(),
             changelog: &self.shared().changelog,
         }
     }
@@ -805,18 +832,25 @@ mod tests {
     #[test]
     fn a_backlog_is_published_in_chunks_of_whole_times() {
         let counts = BTreeMap::from([(1, 3), (2, 3), (3, 10), (4, 1), (9, 1)]);
-        assert_eq!(chunk_end(&counts, Some(5), 100), Some(5), "all of it fits");
-        assert_eq!(chunk_end(&counts, Some(5), 6), Some(3));
-        assert_eq!(chunk_end(&counts, Some(5), 5), Some(2));
         assert_eq!(
-            chunk_end(&counts, Some(5), 2),
-            Some(2),
+            chunk_ends(&counts, Some(5), 100),
+            vec![Some(5)],
+            "all of it fits"
+        );
+        assert_eq!(
+            chunk_ends(&counts, Some(5), 6),
+            vec![Some(3), Some(4), Some(5)]
+        );
+        assert_eq!(chunk_ends(&counts, Some(5), 11), vec![Some(3), Some(5)]);
+        assert_eq!(
+            chunk_ends(&counts, Some(5), 2),
+            vec![Some(2), Some(3), Some(4), Some(5)],
             "one time at least, though it has more"
         );
-        assert_eq!(chunk_end(&counts, Some(3), 100), Some(3));
-        assert_eq!(chunk_end(&counts, None, 100), None);
-        assert_eq!(chunk_end(&counts, None, 17), Some(9));
-        assert_eq!(chunk_end(&BTreeMap::new(), Some(7), 1), Some(7));
+        assert_eq!(chunk_ends(&counts, Some(3), 100), vec![Some(3)]);
+        assert_eq!(chunk_ends(&counts, None, 100), vec![None]);
+        assert_eq!(chunk_ends(&counts, None, 16), vec![Some(4), None]);
+        assert_eq!(chunk_ends(&BTreeMap::new(), Some(7), 1), vec![Some(7)]);
     }
 
     #[test]
