@@ -147,6 +147,9 @@ enum Signal {
 /// The most updates the store's thread applies while reads wait, unless one time has more.
 const CHUNK_UPDATES: usize = 512;
 
+/// How long the store's thread steps aside between chunks when reads are waiting.
+const READS_FIRST: std::time::Duration = std::time::Duration::from_micros(200);
+
 /// One partition's updates not yet applied, per view.
 #[derive(Default)]
 struct Stash {
@@ -386,9 +389,10 @@ impl Shared {
         // The changelog has every update before `as_of` by the time a read sees `as_of`.
         write(&self.changelog).append(changes);
         {
-            // Reads that queued up during the last chunk go first.
-            while self.waiting_reads.load(Ordering::Acquire) > 0 {
-                std::thread::yield_now();
+            // Reads that queued up during the last chunk go first: a moment off the CPU
+            // lets them take the rows before the next chunk does.
+            if self.waiting_reads.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(READS_FIRST);
             }
             let mut rows = write(&self.published);
             rows.apply(updates);
