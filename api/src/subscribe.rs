@@ -442,23 +442,24 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_subscriber_is_cut_off_by_the_bytes_it_leaves_unread_while_a_reader_goes_on() {
-        let mut state = ApiState::new(
-            ViewStore::with_changelog(1, 60_000),
-            IngestStatus::default(),
-            AlertRules::new(RuleChanges::default(), []),
-        );
-        state.subscriber_buffer_bytes = 1_000;
+    /// Feeds `batches` batches to two subscribers of `state`, one of which reads along
+    /// while the other reads nothing; then returns what the one that did not read got, up
+    /// to the end of its stream (which must come: it is cut off), and checks that the
+    /// other was left subscribed.
+    async fn slow_and_reader(
+        state: &ApiState,
+        batches: u64,
+    ) -> Vec<Result<v1::SubscribeResponse, Status>> {
         let request = v1::SubscribeRequest {
             view: v1::View::PageViewsPerMinute as i32,
             ..Default::default()
         };
-        let mut slow = subscribe(&state, request.clone()).unwrap();
-        let mut reader = subscribe(&state, request).unwrap();
+        let mut slow = subscribe(state, request.clone()).unwrap();
+        let mut reader = subscribe(state, request).unwrap();
         let mut read = 0;
-        for time in 1..=100 {
+        for time in 1..=batches {
             state.feed.send(batch(time)).unwrap();
+            // The reader keeps up: an update batch and a progress per feed batch.
             while read < 1 + 2 * time {
                 reader.next().await.unwrap().unwrap();
                 read += 1;
@@ -471,7 +472,26 @@ mod tests {
             }
         });
         cut_off.await.expect("the slow subscriber is cut off");
-        let (last, earlier) = slow_messages.split_last().unwrap();
+        assert_eq!(state.subscribers(), 1, "only the reader is left");
+        let status = slow_messages.last().unwrap().as_ref().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        slow_messages
+    }
+
+    fn state() -> ApiState {
+        ApiState::new(
+            ViewStore::with_changelog(1, 60_000),
+            IngestStatus::default(),
+            AlertRules::new(RuleChanges::default(), []),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_is_cut_off_by_the_bytes_it_leaves_unread_while_a_reader_goes_on() {
+        let mut state = state();
+        state.subscriber_buffer_bytes = 1_000;
+        let slow_messages = slow_and_reader(&state, 100).await;
+        let (_, earlier) = slow_messages.split_last().unwrap();
         let earlier_bytes: usize = earlier
             .iter()
             .map(|message| message.as_ref().unwrap().encoded_len())
@@ -481,49 +501,19 @@ mod tests {
             "{} messages, {earlier_bytes} bytes",
             earlier.len()
         );
-        assert_eq!(
-            last.as_ref().unwrap_err().code(),
-            tonic::Code::ResourceExhausted
-        );
-        assert_eq!(state.subscribers(), 1, "only the reader is left");
     }
 
     #[tokio::test]
     async fn a_subscriber_that_does_not_read_is_cut_off_while_another_goes_on() {
-        let mut state = ApiState::new(
-            ViewStore::with_changelog(1, 60_000),
-            IngestStatus::default(),
-            AlertRules::new(RuleChanges::default(), []),
-        );
+        let mut state = state();
         state.subscriber_buffer = 4;
-        let request = v1::SubscribeRequest {
-            view: v1::View::PageViewsPerMinute as i32,
-            ..Default::default()
-        };
-        let mut slow = subscribe(&state, request.clone()).unwrap();
-        let mut reader = subscribe(&state, request).unwrap();
-        let mut read = 0;
-        for time in 1..=20 {
-            state.feed.send(batch(time)).unwrap();
-            // The reader keeps up: an update batch and a progress per feed batch.
-            while read < 1 + 2 * time {
-                reader.next().await.unwrap().unwrap();
-                read += 1;
-            }
-        }
-        let mut slow_messages = Vec::new();
-        while let Some(message) = slow.next().await {
-            slow_messages.push(message);
-        }
-        let (last, earlier) = slow_messages.split_last().unwrap();
+        let slow_messages = slow_and_reader(&state, 20).await;
+        let (_, earlier) = slow_messages.split_last().unwrap();
         assert!(earlier.iter().all(Result::is_ok));
         assert!(
             earlier.len() < 4,
             "no more than its buffer: {}",
             earlier.len()
         );
-        let status = last.as_ref().unwrap_err();
-        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert_eq!(state.subscribers(), 1, "only the reader is left");
     }
 }
