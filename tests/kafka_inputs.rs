@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use support::kafka::{add_partitions, bootstrap, create_topic, produce_to_partition, unique_topic};
 use support::pipeline::{
-    SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate, produce_lines,
-    settled_counts,
+    SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate,
+    produce_and_await_counts, produce_lines, settled_counts,
 };
 use support::run::{TempDir, binary};
 use support::serve::Serve;
@@ -109,10 +109,7 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
             &unique_topic("txn"),
         ),
     );
-    produce_lines(&bootstrap, &topics.input, first);
-    let first_half = batch(&dir, first);
-    let published = settled_counts(&bootstrap, &topics.counts, &first_half.counts);
-    assert_counts_equal(&published, &first_half.counts, &serve.log());
+    produce_and_await_counts(&bootstrap, &topics, &dir, first, &serve);
     // Partition 0 (one worker) gets the newest event and every odd line. The other worker,
     // idle meanwhile, follows its watermark; then partition 1 (that worker's) gets the
     // rest, all older than where it now is. No later event ever comes.

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
 use support::pipeline::{
-    SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_lines,
-    settled_counts,
+    SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_and_await_counts,
+    produce_lines, settled_counts,
 };
 use support::run::TempDir;
 use support::serve::Serve;
@@ -144,10 +144,7 @@ fn a_broker_restart_in_mid_stream_loses_and_duplicates_nothing() {
         &["-w", "2"],
         &topics.settings(&bootstrap, &topics.counts, &topics.alerts, "restart-txn"),
     );
-    produce_lines(&bootstrap, &topics.input, first);
-    let first_half = batch(&dir, first);
-    let published = settled_counts(&bootstrap, &topics.counts, &first_half.counts);
-    assert_counts_equal(&published, &first_half.counts, &serve.log());
+    produce_and_await_counts(&bootstrap, &topics, &dir, first, &serve);
     // The broker goes down between published steps, comes back, and goes down again as
     // soon as the second half is written: while the service reads it and writes output.
     broker("kafka-stop", &[]);

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::kafka::{ConsumedRecord, consume_all, create_topic, produce, unique_topic};
 use super::run::{TempDir, binary};
+use super::serve::Serve;
 use super::timestamp::parse_iso;
 
 /// The `high_traffic` threshold: low, so that the generated load fires alerts.
@@ -287,4 +288,19 @@ pub fn await_first_output(bootstrap: &str, topic: &str, log: impl Fn() -> String
         SETTLE,
     );
     assert!(!written.is_empty(), "no output in {topic}:\n{}", log());
+}
+
+/// Writes `lines` to the input topic and waits until `serve` has published exactly their
+/// counts (`batch`'s) to the counts topic.
+pub fn produce_and_await_counts(
+    bootstrap: &str,
+    topics: &Topics,
+    dir: &TempDir,
+    lines: &[Vec<u8>],
+    serve: &Serve,
+) {
+    produce_lines(bootstrap, &topics.input, lines);
+    let expected = batch(dir, lines);
+    let published = settled_counts(bootstrap, &topics.counts, &expected.counts);
+    assert_counts_equal(&published, &expected.counts, &serve.log());
 }
