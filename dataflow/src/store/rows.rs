@@ -15,7 +15,7 @@ use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::Time;
 
 /// Every view's updates, in no particular order.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(super) struct Updates {
     pub(super) page_views: Vec<(PageViewRow, isize)>,
     pub(super) sessions: Vec<(SessionRow, isize)>,
@@ -24,7 +24,6 @@ pub(super) struct Updates {
 }
 
 /// One copy of every view's rows.
-#[derive(Clone)]
 pub(super) struct Rows {
     /// See [`super::ViewSnapshot::as_of`].
     pub(super) as_of: Option<Time>,
@@ -36,7 +35,7 @@ pub(super) struct Rows {
 }
 
 /// The page-view rows, by page and by window.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(super) struct PageViews {
     /// Every page with rows, in order.
     pages: BTreeSet<CompactString>,
