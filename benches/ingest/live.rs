@@ -5,6 +5,7 @@
 //! published frontier behind the wall clock are sampled, and the CPU used by the service,
 //! the broker and the load generator is measured.
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use crate::{Args, now_ms, progress, start_serve, unique_prefix};
@@ -65,8 +66,10 @@ pub fn live(args: &Args) -> anyhow::Result<Live> {
         args.rate, topics.input
     ));
     let warm_up = Duration::from_secs(args.warm_up_seconds.min(args.live_seconds / 2));
+    let never = AtomicBool::new(false);
     let window = std::thread::scope(|scope| {
-        let sending = scope.spawn(|| produce(&args.bootstrap, &topics.input, records, args.rate));
+        let sending =
+            scope.spawn(|| produce(&args.bootstrap, &topics.input, records, args.rate, &never));
         watch(&mut serve, args.broker_pid, warm_up, || {
             sending.is_finished()
         })

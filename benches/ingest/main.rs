@@ -29,6 +29,7 @@ mod live;
 mod report;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, ensure};
@@ -135,6 +136,7 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         &topics.input,
         generator(args.events, now_ms()?, FILL_SPAN_MS),
         0,
+        &AtomicBool::new(false),
     )?;
     progress(format!(
         "filled in {:.1} s ({:.0} records/s)",

@@ -10,7 +10,7 @@
 //! flushed), since a producer whose records time out would otherwise keep queueing more.
 //!
 //! With a rate of `r` records per second, record `i` is sent `i / r` seconds after the
-//! start. Setting the generator's `start_ms` to the current time and its `duration_ms` to
+//! start (or right after, when a sleep overshot its due time). Setting the generator's `start_ms` to the current time and its `duration_ms` to
 //! `events / r` seconds makes the event times follow the wall clock, as a live source's
 //! would; the records themselves depend only on the generator's configuration.
 
@@ -335,7 +335,12 @@ impl LoadProducer {
                     if now >= due {
                         break;
                     }
-                    producer.poll((due - now).min(PROGRESS_INTERVAL));
+                    // A sleep, not `poll(due - now)`: rdkafka's poll spins through
+                    // waits under a millisecond, which at tens of thousands of records per
+                    // second would keep a core busy. Records that fall due during a sleep
+                    // go out back to back after it.
+                    producer.poll(Duration::ZERO);
+                    std::thread::sleep((due - now).min(PROGRESS_INTERVAL));
                     if report(sent, false).is_break() {
                         break 'records;
                     }

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -73,12 +74,14 @@ pub fn generator(events: u64, start_ms: u64, duration_ms: u64) -> GeneratorConfi
 }
 
 /// Sends the generator's records to `topic` at `rate` records/s (0: as fast as
-/// possible) with the reference producer's settings; fails unless all were delivered.
+/// possible) with the reference producer's settings, until all are sent or `stop` is set;
+/// fails unless all that were sent were delivered.
 pub fn produce(
     bootstrap: &str,
     topic: &str,
     generator: GeneratorConfig,
     rate: u64,
+    stop: &AtomicBool,
 ) -> anyhow::Result<DeliverySummary> {
     let events = generator.events;
     let producer = LoadProducer::new(LoadConfig {
@@ -97,7 +100,11 @@ pub fn produce(
             );
             next_report += PROGRESS_EVERY;
         }
-        ControlFlow::Continue(())
+        if stop.load(Ordering::Relaxed) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
     });
     if let Some(error) = &summary.first_error {
         bail!(
