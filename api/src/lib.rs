@@ -5,10 +5,12 @@
 //! - [`subscribe`]: the feed of changes, `Subscribe` and `SubscribeAlerts`;
 //! - [`rules`]: alert rules as data;
 //! - [`convert`]: rows and rules as messages;
+//! - [`metrics`]: request durations and subscribers, for Prometheus;
 //! - [`service`]: the service and [`serve`].
 
 pub mod convert;
 mod error;
+pub mod metrics;
 pub mod queries;
 pub mod rules;
 mod service;

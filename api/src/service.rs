@@ -2,6 +2,7 @@
 //! listener, until a shutdown signal.
 
 use std::future::Future;
+use std::time::Instant;
 
 use clickflow_proto::FILE_DESCRIPTOR_SET;
 use clickflow_proto::v1;
@@ -11,6 +12,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::error::ApiError;
+use crate::metrics::Method;
 use crate::rules::{parse_rule, validate_rule_id};
 use crate::state::ApiState;
 use crate::subscribe::{Subscription, run_feed, subscribe, subscribe_alerts};
@@ -52,41 +54,65 @@ fn answer<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
+impl Service {
+    /// Answers a unary query with `query`, counting the time it took.
+    fn timed<T>(
+        &self,
+        method: Method,
+        query: impl FnOnce(&ApiState) -> Result<T, ApiError>,
+    ) -> Result<Response<T>, Status> {
+        let started = Instant::now();
+        let result = query(&self.state);
+        self.state.durations.record(method, started.elapsed());
+        answer(result)
+    }
+}
+
 #[tonic::async_trait]
 impl Clickflow for Service {
     async fn query_page_views(
         &self,
         request: Request<v1::QueryPageViewsRequest>,
     ) -> Result<Response<v1::QueryPageViewsResponse>, Status> {
-        answer(queries::page_views(&self.state, request.into_inner()))
+        self.timed(Method::QueryPageViews, |state| {
+            queries::page_views(state, request.into_inner())
+        })
     }
 
     async fn top_pages(
         &self,
         request: Request<v1::TopPagesRequest>,
     ) -> Result<Response<v1::TopPagesResponse>, Status> {
-        answer(queries::top_pages(&self.state, request.into_inner()))
+        self.timed(Method::TopPages, |state| {
+            queries::top_pages(state, request.into_inner())
+        })
     }
 
     async fn query_sessions(
         &self,
         request: Request<v1::QuerySessionsRequest>,
     ) -> Result<Response<v1::QuerySessionsResponse>, Status> {
-        answer(queries::sessions(&self.state, request.into_inner()))
+        self.timed(Method::QuerySessions, |state| {
+            queries::sessions(state, request.into_inner())
+        })
     }
 
     async fn query_funnel(
         &self,
         request: Request<v1::QueryFunnelRequest>,
     ) -> Result<Response<v1::QueryFunnelResponse>, Status> {
-        answer(queries::funnel(&self.state, request.into_inner()))
+        self.timed(Method::QueryFunnel, |state| {
+            queries::funnel(state, request.into_inner())
+        })
     }
 
     async fn list_alerts(
         &self,
         request: Request<v1::ListAlertsRequest>,
     ) -> Result<Response<v1::ListAlertsResponse>, Status> {
-        answer(queries::alerts(&self.state, request.into_inner()))
+        self.timed(Method::ListAlerts, |state| {
+            queries::alerts(state, request.into_inner())
+        })
     }
 
     type SubscribeStream = Subscription<v1::SubscribeResponse>;
@@ -147,6 +173,6 @@ impl Clickflow for Service {
         &self,
         _: Request<v1::GetStatusRequest>,
     ) -> Result<Response<v1::GetStatusResponse>, Status> {
-        Ok(Response::new(queries::status(&self.state)))
+        self.timed(Method::GetStatus, |state| Ok(queries::status(state)))
     }
 }

@@ -9,6 +9,7 @@ use clickflow_ingest::status::IngestStatus;
 use clickflow_proto::v1;
 use tokio::sync::broadcast;
 
+use crate::metrics::RequestDurations;
 use crate::rules::AlertRules;
 
 /// Feed batches kept for subscribers that are behind; one that falls further behind is
@@ -46,6 +47,7 @@ pub struct ApiState {
     /// Encoded bytes buffered per subscriber before it is cut off.
     pub subscriber_buffer_bytes: usize,
     pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
+    pub(crate) durations: Arc<RequestDurations>,
     subscribers: Arc<AtomicUsize>,
 }
 
@@ -64,6 +66,7 @@ impl ApiState {
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 4 << 20,
             feed: broadcast::channel(FEED_BACKLOG).0,
+            durations: Arc::default(),
             subscribers: Arc::default(),
         }
     }
@@ -71,6 +74,11 @@ impl ApiState {
     /// Subscribers connected now.
     pub fn subscribers(&self) -> usize {
         self.subscribers.load(Ordering::Relaxed)
+    }
+
+    /// The API's metrics in Prometheus text (see [`crate::metrics`]).
+    pub fn prometheus_text(&self) -> String {
+        self.durations.prometheus_text(self.subscribers())
     }
 
     /// Counts a subscriber until the returned guard drops.

@@ -27,6 +27,7 @@ use clap::Parser;
 use clickflow_benches::harness::kafka::{
     PARTITIONS, create_topics, generator, produce, topic_names,
 };
+use clickflow_benches::harness::metrics::{histogram_between, quantile_at_most};
 use clickflow_benches::harness::serve::{Serve, free_local_address};
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
@@ -94,17 +95,21 @@ fn main() -> anyhow::Result<()> {
     std::thread::sleep(Duration::from_secs(3));
 
     // The load for the whole benchmark.
-    // With room to spare: requests under load can overrun their phase.
+    // With room to spare (requests under load can overrun their phase); the load stops
+    // when the measuring ends.
     let total_seconds = 2 * (args.warm_up_seconds + (args.phase_seconds + 1) * 7 + 10);
     let events = args.rate * total_seconds;
     let start_ms = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis() as u64;
     let (bootstrap, input, rate) = (args.bootstrap.clone(), topics.input.clone(), args.rate);
+    let measured = Arc::new(AtomicBool::new(false));
+    let load_stop = Arc::clone(&measured);
     let load = std::thread::spawn(move || {
         produce(
             &bootstrap,
             &input,
             generator(events, start_ms, total_seconds * 1000),
             rate,
+            &load_stop,
         )
     });
     eprintln!(
@@ -116,6 +121,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let report = runtime.block_on(measure(&args, &mut serve, &format!("http://{api}")));
+    measured.store(true, Ordering::Relaxed);
     let produced = load
         .join()
         .map_err(|_| anyhow::anyhow!("the load generator panicked"))?;
@@ -130,13 +136,23 @@ fn main() -> anyhow::Result<()> {
         args.rate,
         produced.records_per_second()
     );
-    println!("| request | requests | p50 | p99 |\n|---|---|---|---|");
-    for (name, latencies) in &report.latencies {
+    println!(
+        "Client: measured by the benchmark's client. Server: from the service's \
+         `clickflow_api_request_duration_seconds` (the bucket bound each quantile falls in).\n"
+    );
+    println!(
+        "| request | requests | client p50 | client p99 | server p50 | server p99 |\n\
+         |---|---|---|---|---|---|"
+    );
+    for phase in &report.latencies {
         println!(
-            "| {name} | {} | {:.3} ms | {:.3} ms |",
-            latencies.len(),
-            percentile(latencies, 0.5),
-            percentile(latencies, 0.99)
+            "| {} | {} | {:.3} ms | {:.3} ms | ≤ {} ms | ≤ {} ms |",
+            phase.name,
+            phase.client.len(),
+            percentile(&phase.client, 0.5),
+            percentile(&phase.client, 0.99),
+            phase.server_p50 * 1000.0,
+            phase.server_p99 * 1000.0
         );
     }
     println!(
@@ -151,7 +167,7 @@ fn main() -> anyhow::Result<()> {
 
 /// What was measured.
 struct Report {
-    latencies: Vec<(&'static str, Vec<f64>)>,
+    latencies: Vec<Latencies>,
     ingest_without: f64,
     fan_out: Vec<(usize, f64, f64)>,
 }
@@ -165,55 +181,70 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
     let mut latencies = Vec::new();
     eprintln!("bench-api: point queries");
     let mut user = 0_u64;
-    latencies.push((
-        "QuerySessions (one user)",
-        timed(phase, || {
-            user = (user + 7_919) % 1_000_000;
-            let request = v1::QuerySessionsRequest {
-                user_id: format!("u{user}"),
-                ..Default::default()
-            };
-            let mut client = client.clone();
-            async move { client.query_sessions(request).await.map(drop) }
-        })
+    latencies.push(
+        timed(
+            serve,
+            "QuerySessions (one user)",
+            "QuerySessions",
+            phase,
+            || {
+                user = (user + 7_919) % 1_000_000;
+                let request = v1::QuerySessionsRequest {
+                    user_id: format!("u{user}"),
+                    ..Default::default()
+                };
+                let mut client = client.clone();
+                async move { client.query_sessions(request).await.map(drop) }
+            },
+        )
         .await?,
-    ));
+    );
     let window_start = client
         .top_pages(v1::TopPagesRequest::default())
         .await?
         .into_inner()
         .window_start_ms;
-    latencies.push((
-        "QueryPageViews (one page, last 5 windows)",
-        timed(phase, || {
-            let request = v1::QueryPageViewsRequest {
-                page_filter: Some(v1::query_page_views_request::PageFilter::Page(
-                    "/page/1".into(),
-                )),
-                range: Some(v1::TimeRange {
-                    start_ms: window_start.saturating_sub(4 * 60_000),
-                    end_ms: 0,
-                }),
-                ..Default::default()
-            };
-            let mut client = client.clone();
-            async move { client.query_page_views(request).await.map(drop) }
-        })
+    latencies.push(
+        timed(
+            serve,
+            "QueryPageViews (one page, last 5 windows)",
+            "QueryPageViews",
+            phase,
+            || {
+                let request = v1::QueryPageViewsRequest {
+                    page_filter: Some(v1::query_page_views_request::PageFilter::Page(
+                        "/page/1".into(),
+                    )),
+                    range: Some(v1::TimeRange {
+                        start_ms: window_start.saturating_sub(4 * 60_000),
+                        end_ms: 0,
+                    }),
+                    ..Default::default()
+                };
+                let mut client = client.clone();
+                async move { client.query_page_views(request).await.map(drop) }
+            },
+        )
         .await?,
-    ));
+    );
     eprintln!("bench-api: top-k queries");
-    latencies.push((
-        "TopPages (k = 10, latest window)",
-        timed(phase, || {
-            let request = v1::TopPagesRequest {
-                k: 10,
-                ..Default::default()
-            };
-            let mut client = client.clone();
-            async move { client.top_pages(request).await.map(drop) }
-        })
+    latencies.push(
+        timed(
+            serve,
+            "TopPages (k = 10, latest window)",
+            "TopPages",
+            phase,
+            || {
+                let request = v1::TopPagesRequest {
+                    k: 10,
+                    ..Default::default()
+                };
+                let mut client = client.clone();
+                async move { client.top_pages(request).await.map(drop) }
+            },
+        )
         .await?,
-    ));
+    );
     let ingest_without = ingest_rate(serve, phase).await?;
     let mut fan_out = Vec::new();
     for subscribers in [1, 100, 1000] {
@@ -266,20 +297,49 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
     })
 }
 
-/// Runs `request` back to back for `phase`; the latency of each, in milliseconds.
-async fn timed<F, Fut>(phase: Duration, mut request: F) -> anyhow::Result<Vec<f64>>
+/// One kind of request's latencies.
+struct Latencies {
+    name: &'static str,
+    /// Each request's, at the client, in milliseconds.
+    client: Vec<f64>,
+    /// The service's own median and 99th percentile (bucket bounds), in seconds.
+    server_p50: f64,
+    server_p99: f64,
+}
+
+/// Runs `request` back to back for `phase`; the latencies at the client, and the service's
+/// own for `method` over the same requests.
+async fn timed<F, Fut>(
+    serve: &mut Serve,
+    name: &'static str,
+    method: &str,
+    phase: Duration,
+    mut request: F,
+) -> anyhow::Result<Latencies>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
+    let before = serve.scrape()?;
     let end = Instant::now() + phase;
-    let mut latencies = Vec::new();
+    let mut client = Vec::new();
     while Instant::now() < end {
         let started = Instant::now();
         request().await.context("request failed")?;
-        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        client.push(started.elapsed().as_secs_f64() * 1000.0);
     }
-    Ok(latencies)
+    let server = histogram_between(
+        &before,
+        &serve.scrape()?,
+        "clickflow_api_request_duration_seconds",
+        Some(("method", method)),
+    );
+    Ok(Latencies {
+        name,
+        client,
+        server_p50: quantile_at_most(&server, 0.5),
+        server_p99: quantile_at_most(&server, 0.99),
+    })
 }
 
 /// Events counted per second by the service over `phase`.

@@ -46,10 +46,14 @@ impl Background {
                 .with_context(|| format!("metrics.listen {address}: cannot listen"))?;
             let bound = listener.local_addr().ok();
             let metrics_status = status.clone();
+            let metrics_api = api.as_ref().map(|(_, state)| state.clone());
             let app = Router::new().route(
                 "/metrics",
                 get(move || {
-                    let text = metrics_status.prometheus_text();
+                    let mut text = metrics_status.prometheus_text();
+                    if let Some(api) = &metrics_api {
+                        text.push_str(&api.prometheus_text());
+                    }
                     async move { text }
                 }),
             );

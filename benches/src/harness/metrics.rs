@@ -113,8 +113,15 @@ impl Scrape {
     /// The cumulative freshness histogram, `(upper bound in seconds, count)` sorted by
     /// bound; empty when the service exposes no histogram.
     fn freshness_buckets(&self) -> Vec<(f64, f64)> {
+        self.buckets(FRESHNESS, None)
+    }
+
+    /// The cumulative buckets of histogram `name` (of the series with label `label`, if
+    /// given), `(upper bound, count)` sorted by bound.
+    fn buckets(&self, name: &str, label: Option<(&str, &str)>) -> Vec<(f64, f64)> {
         let mut buckets: Vec<(f64, f64)> = self
-            .samples(&format!("{FRESHNESS}_bucket"))
+            .samples(&format!("{name}_bucket"))
+            .filter(|sample| label.is_none_or(|(key, value)| sample.label(key) == Some(value)))
             .filter_map(|sample| {
                 let bound = match sample.label("le")? {
                     "+Inf" => f64::INFINITY,
@@ -221,8 +228,19 @@ impl Progress {
 /// The cumulative freshness histogram of the events published between `first` and
 /// `last`: `(upper bound in seconds, count)`, sorted by bound; empty without a histogram.
 pub fn freshness_histogram_between(first: &Scrape, last: &Scrape) -> Vec<(f64, f64)> {
-    let before = first.freshness_buckets();
-    last.freshness_buckets()
+    histogram_between(first, last, FRESHNESS, None)
+}
+
+/// The cumulative histogram `name` (of the series with `label`, if given) of what was
+/// observed between `first` and `last`: `(upper bound, count)`, sorted by bound.
+pub fn histogram_between(
+    first: &Scrape,
+    last: &Scrape,
+    name: &str,
+    label: Option<(&str, &str)>,
+) -> Vec<(f64, f64)> {
+    let before = first.buckets(name, label);
+    last.buckets(name, label)
         .into_iter()
         .map(|(bound, count)| {
             let earlier = before
@@ -232,6 +250,17 @@ pub fn freshness_histogram_between(first: &Scrape, last: &Scrape) -> Vec<(f64, f
             (bound, count - earlier)
         })
         .collect()
+}
+
+/// The upper bound of the bucket that the `q`-quantile of a cumulative histogram
+/// (`(upper bound, count)` sorted by bound) falls in; infinite when it is empty.
+pub fn quantile_at_most(counts: &[(f64, f64)], q: f64) -> f64 {
+    let total = counts.last().map_or(0.0, |(_, count)| *count);
+    let rank = (q * total).ceil().max(1.0);
+    counts
+        .iter()
+        .find(|(_, count)| *count >= rank)
+        .map_or(f64::INFINITY, |(bound, _)| *bound)
 }
 
 /// Event freshness (record timestamp to publication) as the service reports it.
@@ -278,17 +307,10 @@ impl Freshness {
         if events <= 0.0 {
             bail!("no events were published between the two freshness scrapes");
         }
-        let at_most = |q: f64| {
-            let rank = (q * events).ceil().max(1.0);
-            counts
-                .iter()
-                .find(|(_, count)| *count >= rank)
-                .map_or(f64::INFINITY, |(bound, _)| *bound)
-        };
         let sum = last.sum(&format!("{FRESHNESS}_sum")) - first.sum(&format!("{FRESHNESS}_sum"));
         Ok(Self::Histogram {
-            p50_at_most: at_most(0.5),
-            p99_at_most: at_most(0.99),
+            p50_at_most: quantile_at_most(&counts, 0.5),
+            p99_at_most: quantile_at_most(&counts, 0.99),
             events: events as u64,
             mean: sum / events,
         })
