@@ -57,15 +57,17 @@ impl OwnedPartition {
 
 /// The logical time a worker's input may advance to, given its partitions.
 ///
-/// Active partitions hold the time at their least watermark (an active partition that has
-/// admitted nothing yet holds it where it is). With no active partition the worker follows
-/// the largest watermark any worker has announced, plus one: everything up to that
-/// watermark is then complete as far as this worker is concerned.
+/// Active partitions hold the time at their least watermark, rounded down to a multiple of
+/// `tick` (an active partition that has admitted nothing yet holds it where it is), so that
+/// the events of one tick share a logical time and the views work a tick at a time. With no
+/// active partition the worker follows the largest watermark any worker has announced,
+/// plus one: everything up to that watermark is then complete as far as this worker is
+/// concerned.
 pub fn input_time(
     current: Time,
     partitions: &[OwnedPartition],
     now: Instant,
-    idle_timeout: Duration,
+    (idle_timeout, tick): (Duration, Time),
     announced_watermark: Option<Time>,
 ) -> Time {
     let mut active = partitions
@@ -78,7 +80,7 @@ pub fn input_time(
             .try_fold(Time::MAX, |least, watermark| {
                 watermark.map(|w| least.min(w))
             })
-            .unwrap_or(current)
+            .map_or(current, |least| least - least % tick.max(1))
     } else {
         announced_watermark.map_or(current, |watermark| watermark.saturating_add(1))
     };
@@ -123,10 +125,24 @@ mod tests {
             partition(Some(300), false),
             partition(Some(100), true),
         ];
-        assert_eq!(input_time(0, &parts, now, idle, Some(900)), 300);
+        assert_eq!(input_time(0, &parts, now, (idle, 1), Some(900)), 300);
         assert_eq!(
-            input_time(400, &parts, now, idle, None),
+            input_time(400, &parts, now, (idle, 1), None),
             400,
+            "never goes back"
+        );
+    }
+
+    #[test]
+    fn active_partitions_hold_the_time_at_the_start_of_the_least_watermarks_tick() {
+        let idle = Duration::from_secs(10);
+        let now = Instant::now();
+        let parts = [partition(Some(1_234), false), partition(Some(1_299), false)];
+        assert_eq!(input_time(0, &parts, now, (idle, 100), None), 1_200);
+        assert_eq!(input_time(0, &parts, now, (idle, 1_000), None), 1_000);
+        assert_eq!(
+            input_time(1_210, &parts, now, (idle, 100), None),
+            1_210,
             "never goes back"
         );
     }
@@ -139,7 +155,7 @@ mod tests {
                 7,
                 &parts,
                 Instant::now(),
-                Duration::from_secs(10),
+                (Duration::from_secs(10), 1),
                 Some(900)
             ),
             7
@@ -151,13 +167,16 @@ mod tests {
         let parts = [partition(Some(100), true)];
         let now = Instant::now();
         assert_eq!(
-            input_time(50, &parts, now, Duration::from_secs(10), Some(900)),
+            input_time(50, &parts, now, (Duration::from_secs(10), 100), Some(900)),
             901
         );
         assert_eq!(
-            input_time(50, &[], now, Duration::from_secs(10), Some(900)),
+            input_time(50, &[], now, (Duration::from_secs(10), 100), Some(900)),
             901
         );
-        assert_eq!(input_time(50, &[], now, Duration::from_secs(10), None), 50);
+        assert_eq!(
+            input_time(50, &[], now, (Duration::from_secs(10), 100), None),
+            50
+        );
     }
 }

@@ -101,6 +101,9 @@ pub struct SourceConfig {
     pub start: StartPosition,
     /// A partition with no record for this long stops holding back the frontier.
     pub idle_timeout: Duration,
+    /// The logical time advances by whole ticks of this many milliseconds of event time
+    /// while partitions are active (see [`crate::partitions::input_time`]).
+    pub tick_ms: Time,
     /// Records larger than this are `too_large`.
     pub max_event_bytes: usize,
     /// Retention and the future bound, per partition watermark.
@@ -223,7 +226,7 @@ pub fn kafka_source<'s>(
                 time,
                 &reader.partitions,
                 Instant::now(),
-                reader.config.idle_timeout,
+                (reader.config.idle_timeout, reader.config.tick_ms),
                 heard.get().max(reader.largest_announced),
             );
             events_capability.downgrade(&next);

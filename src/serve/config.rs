@@ -48,6 +48,8 @@ pub struct KafkaConfig {
     pub start: String,
     /// A partition with no record for this long stops holding back the frontier.
     pub idle_timeout_ms: u64,
+    /// The frontier advances in ticks of this many milliseconds of event time.
+    pub tick_ms: u64,
     /// Where refused records go.
     pub dead_letter_topic: String,
     /// Output topic of page-view counts.
@@ -69,6 +71,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["page-views".to_owned()],
             start: "earliest".to_owned(),
             idle_timeout_ms: 10_000,
+            tick_ms: 1,
             dead_letter_topic: "page-views.dlq".to_owned(),
             page_view_counts_topic: "page-view-counts".to_owned(),
             alerts_topic: "alerts".to_owned(),
@@ -108,6 +111,9 @@ pub struct ApiConfig {
     pub subscriber_buffer: usize,
     /// Encoded bytes buffered per subscriber; a subscriber further behind is cut off.
     pub subscriber_buffer_bytes: usize,
+    /// How many nice levels (0 to 19) below the API and the view store the dataflow runs:
+    /// the timely workers, their Kafka clients and the output writer.
+    pub dataflow_nice: i32,
 }
 
 impl Default for ApiConfig {
@@ -117,6 +123,7 @@ impl Default for ApiConfig {
             changelog_ms: 60_000,
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 4 << 20,
+            dataflow_nice: 0,
         }
     }
 }
@@ -167,6 +174,9 @@ impl ServeConfig {
         if self.kafka.bootstrap.trim().is_empty() {
             bail!("kafka.bootstrap: empty");
         }
+        if self.kafka.tick_ms == 0 {
+            bail!("kafka.tick_ms: at least 1");
+        }
         self.start_position()?;
         self.metrics_listen()?;
         self.api_listen()?;
@@ -175,6 +185,9 @@ impl ServeConfig {
         }
         if self.api.subscriber_buffer_bytes == 0 {
             bail!("api.subscriber_buffer_bytes: at least 1");
+        }
+        if !(0..=19).contains(&self.api.dataflow_nice) {
+            bail!("api.dataflow_nice: from 0 to 19");
         }
         self.views.view_config().context("views")?;
         Ok(())
@@ -205,6 +218,7 @@ impl ServeConfig {
             topics: self.kafka.input_topics.clone(),
             start: self.start_position()?,
             idle_timeout: Duration::from_millis(self.kafka.idle_timeout_ms),
+            tick_ms: self.kafka.tick_ms,
             max_event_bytes: self.views.max_event_bytes,
             admission: self.views.admission_config(),
             properties: self.kafka.consumer.clone(),
@@ -283,6 +297,9 @@ mod tests {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clickflow.toml");
         let from_file = ServeConfig::load(Some(&example), vec![], &[]).unwrap();
         assert_eq!(from_file.kafka.dead_letter_topic, "page-views.dlq");
+        let defaults = ServeConfig::load(None, vec![], &[]).unwrap();
+        assert_eq!(from_file.kafka.tick_ms, defaults.kafka.tick_ms);
+        assert_eq!(from_file.api.dataflow_nice, defaults.api.dataflow_nice);
         let config = ServeConfig::load(
             Some(&example),
             env(&[
@@ -313,5 +330,8 @@ mod tests {
         assert!(error(&["metrics.listen=nowhere"]).contains("metrics.listen"));
         assert!(error(&["views.funnel_steps=a=/x,b=/x"]).contains("more than one step"));
         assert!(error(&["kafka"]).contains("KEY=VALUE"));
+        assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
+        assert!(error(&["api.dataflow_nice=20"]).contains("api.dataflow_nice"));
+        assert!(error(&["api.dataflow_nice=-1"]).contains("api.dataflow_nice"));
     }
 }

@@ -8,6 +8,7 @@
 
 mod background;
 pub mod config;
+mod priority;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,6 +131,8 @@ pub fn run_service(
     cluster: &ClusterArgs,
     service: &Service,
 ) -> anyhow::Result<()> {
+    // The API and the view store already run; what starts from here on runs below them.
+    priority::lower_current_thread(config.api.dataflow_nice);
     let views = config.views.view_config()?;
     let source_config = Arc::new(config.source_config()?);
     let producer_properties: Vec<(String, String)> = config
