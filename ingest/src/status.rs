@@ -176,11 +176,13 @@ impl IngestStatus {
         offsets
             .iter()
             .filter_map(|((topic, partition), marks)| {
-                marks
-                    .iter()
-                    .rev()
-                    .find(|(time, _)| as_of.is_none_or(|as_of| *time < as_of))
-                    .map(|(_, next_offset)| (topic.clone(), *partition, *next_offset))
+                // Marks are in time order: the last one before `as_of` by binary search,
+                // as the lock is shared with every worker's activations.
+                let before = as_of.map_or(marks.len(), |as_of| {
+                    marks.partition_point(|(time, _)| *time < as_of)
+                });
+                let (_, next_offset) = marks.get(before.checked_sub(1)?)?;
+                Some((topic.clone(), *partition, *next_offset))
             })
             .collect()
     }
@@ -455,6 +457,14 @@ mod tests {
         assert_eq!(
             status.offsets_before(Some(11)),
             vec![("t".to_owned(), 0, 7)]
+        );
+        assert_eq!(
+            status.offsets_before(Some(20)),
+            vec![("t".to_owned(), 0, 7)]
+        );
+        assert_eq!(
+            status.offsets_before(Some(31)),
+            vec![("t".to_owned(), 0, 9), ("t".to_owned(), 1, 2)]
         );
         assert_eq!(
             status.offsets_before(None),
