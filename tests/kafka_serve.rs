@@ -1,8 +1,9 @@
 //! `clickflow serve` against a real Apache Kafka: events produced to the input topic come
 //! out in the output topics with exactly the values `clickflow batch` computes for the
 //! same events; refused records land in the dead-letter topic with the right reason and
-//! headers; a restart that replays from `earliest` reproduces the same output; and a
-//! broker restart in mid-stream loses and duplicates nothing.
+//! headers; a restart that replays from `earliest` reproduces the same output (also with
+//! a longer tick and a lowered dataflow priority); and a broker restart in mid-stream
+//! loses and duplicates nothing.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -92,22 +93,25 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
         "dead letters differ from batch"
     );
 
-    // A restart that replays from the beginning writes the same final values.
+    // A restart that replays from the beginning writes the same final values, also with
+    // logical times in 250 ms ticks and the dataflow below the API's priority.
     let (counts_again, alerts_again) = (
         unique_topic("serve-counts-again"),
         unique_topic("serve-alerts-again"),
     );
     create_topic(&bootstrap, &counts_again, 1, true);
     create_topic(&bootstrap, &alerts_again, 1, true);
-    let serve = Serve::start(
-        &["-w", "1"],
-        &topics.settings(
-            &bootstrap,
-            &counts_again,
-            &alerts_again,
-            &unique_topic("txn"),
-        ),
+    let mut settings = topics.settings(
+        &bootstrap,
+        &counts_again,
+        &alerts_again,
+        &unique_topic("txn"),
     );
+    settings.extend([
+        "kafka.tick_ms=250".to_owned(),
+        "api.dataflow_nice=3".to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "1"], &settings);
     let replayed = settled_counts(&bootstrap, &counts_again, &expected.counts);
     let replayed_alerts = alert_states(&bootstrap, &alerts_again, expected.alerts.len());
     let (_, log) = serve.stop();

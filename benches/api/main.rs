@@ -9,7 +9,7 @@
 //!    sequential requests as it can of: a point query (one user's sessions, random users),
 //!    a page query (one page's rows of the last minutes), and top-10 pages of the latest
 //!    window. Latencies are measured at the client, over loopback, and reported as
-//!    p50/p99.
+//!    p50/p99, beside the service's own (`clickflow_api_request_duration_seconds`).
 //! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
 //!    connections of at most 100 streams each) for `--phase-seconds` each: updates per
 //!    second delivered to all of them together, and the ingest rate meanwhile (events
