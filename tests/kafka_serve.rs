@@ -2,7 +2,7 @@
 //! out in the output topics with exactly the values `clickflow batch` computes for the
 //! same events; refused records land in the dead-letter topic with the right reason and
 //! headers; a restart that replays from `earliest` reproduces the same output (also with
-//! a longer tick and a lowered dataflow priority); and a broker restart in mid-stream
+//! another tick and a lowered dataflow priority); and a broker restart in mid-stream
 //! loses and duplicates nothing.
 #![allow(clippy::unwrap_used)]
 
@@ -93,8 +93,8 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
         "dead letters differ from batch"
     );
 
-    // A restart that replays from the beginning writes the same final values, also with
-    // logical times in 250 ms ticks and the dataflow below the API's priority.
+    // A restart that replays from the beginning writes the same final values, also with a
+    // logical time per watermark (no 50 ms ticks) and the dataflow below the API.
     let (counts_again, alerts_again) = (
         unique_topic("serve-counts-again"),
         unique_topic("serve-alerts-again"),
@@ -108,7 +108,7 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
         &unique_topic("txn"),
     );
     settings.extend([
-        "kafka.tick_ms=250".to_owned(),
+        "kafka.tick_ms=1".to_owned(),
         "api.dataflow_nice=3".to_owned(),
     ]);
     let serve = Serve::start(&["-w", "1"], &settings);
