@@ -271,6 +271,8 @@ impl Reader {
             self.next_refresh = Instant::now() + METADATA_REFRESH;
         }
         let mut polled = 0;
+        // One clock reading per batch: a partition's last record is the batch's time.
+        let now = Instant::now();
         while polled < MAX_BATCH {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
@@ -283,7 +285,7 @@ impl Reader {
                         &self.config,
                         &self.context,
                         &message,
-                        time,
+                        (time, now),
                     );
                     if let Some(record_timestamp) =
                         admitted.filter(|_| self.context.measure_freshness)
@@ -456,14 +458,15 @@ impl Reader {
     }
 }
 
-/// Decodes and admits one record; returns its Kafka timestamp when it was counted.
+/// Decodes and admits one record, read `now`, at logical time `time`; returns its Kafka
+/// timestamp when it was counted.
 fn admit(
     partitions: &mut [OwnedPartition],
     updates: &mut EventUpdates,
     config: &SourceConfig,
     context: &SourceContext,
     message: &BorrowedMessage<'_>,
-    time: Time,
+    (time, now): (Time, Instant),
 ) -> Option<i64> {
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
     let Some(owned) = partitions
@@ -477,7 +480,7 @@ fn admit(
         return None;
     };
     owned.next_offset = offset + 1;
-    owned.last_record = Instant::now();
+    owned.last_record = now;
     let value = message.payload().unwrap_or_default();
     let admitted = decode_event(value, config.max_event_bytes)
         .and_then(|event| owned.admission.admit_at(event.time, time).map(|()| event));
