@@ -67,7 +67,8 @@ pub fn input_time(
     current: Time,
     partitions: &[OwnedPartition],
     now: Instant,
-    (idle_timeout, tick): (Duration, Time),
+    idle_timeout: Duration,
+    tick: Time,
     announced_watermark: Option<Time>,
 ) -> Time {
     let mut active = partitions
@@ -125,9 +126,9 @@ mod tests {
             partition(Some(300), false),
             partition(Some(100), true),
         ];
-        assert_eq!(input_time(0, &parts, now, (idle, 1), Some(900)), 300);
+        assert_eq!(input_time(0, &parts, now, idle, 1, Some(900)), 300);
         assert_eq!(
-            input_time(400, &parts, now, (idle, 1), None),
+            input_time(400, &parts, now, idle, 1, None),
             400,
             "never goes back"
         );
@@ -138,10 +139,10 @@ mod tests {
         let idle = Duration::from_secs(10);
         let now = Instant::now();
         let parts = [partition(Some(1_234), false), partition(Some(1_299), false)];
-        assert_eq!(input_time(0, &parts, now, (idle, 100), None), 1_200);
-        assert_eq!(input_time(0, &parts, now, (idle, 1_000), None), 1_000);
+        assert_eq!(input_time(0, &parts, now, idle, 100, None), 1_200);
+        assert_eq!(input_time(0, &parts, now, idle, 1_000, None), 1_000);
         assert_eq!(
-            input_time(1_210, &parts, now, (idle, 100), None),
+            input_time(1_210, &parts, now, idle, 100, None),
             1_210,
             "never goes back"
         );
@@ -155,7 +156,8 @@ mod tests {
                 7,
                 &parts,
                 Instant::now(),
-                (Duration::from_secs(10), 1),
+                Duration::from_secs(10),
+                1,
                 Some(900)
             ),
             7
@@ -167,15 +169,15 @@ mod tests {
         let parts = [partition(Some(100), true)];
         let now = Instant::now();
         assert_eq!(
-            input_time(50, &parts, now, (Duration::from_secs(10), 100), Some(900)),
+            input_time(50, &parts, now, Duration::from_secs(10), 100, Some(900)),
             901
         );
         assert_eq!(
-            input_time(50, &[], now, (Duration::from_secs(10), 100), Some(900)),
+            input_time(50, &[], now, Duration::from_secs(10), 100, Some(900)),
             901
         );
         assert_eq!(
-            input_time(50, &[], now, (Duration::from_secs(10), 100), None),
+            input_time(50, &[], now, Duration::from_secs(10), 100, None),
             50
         );
     }

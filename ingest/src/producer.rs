@@ -10,9 +10,10 @@
 //! flushed), since a producer whose records time out would otherwise keep queueing more.
 //!
 //! With a rate of `r` records per second, record `i` is sent `i / r` seconds after the
-//! start (or right after, when a sleep overshot its due time). Setting the generator's `start_ms` to the current time and its `duration_ms` to
-//! `events / r` seconds makes the event times follow the wall clock, as a live source's
-//! would; the records themselves depend only on the generator's configuration.
+//! start (or right after, when a sleep overshot its due time). Setting the generator's
+//! `start_ms` to the current time and its `duration_ms` to `events / r` seconds makes the
+//! event times follow the wall clock, as a live source's would; the records themselves
+//! depend only on the generator's configuration.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};

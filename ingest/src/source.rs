@@ -226,7 +226,8 @@ pub fn kafka_source<'s>(
                 time,
                 &reader.partitions,
                 Instant::now(),
-                (reader.config.idle_timeout, reader.config.tick_ms),
+                reader.config.idle_timeout,
+                reader.config.tick_ms,
                 heard.get().max(reader.largest_announced),
             );
             events_capability.downgrade(&next);
@@ -285,7 +286,8 @@ impl Reader {
                         &self.config,
                         &self.context,
                         &message,
-                        (time, now),
+                        time,
+                        now,
                     );
                     if let Some(record_timestamp) =
                         admitted.filter(|_| self.context.measure_freshness)
@@ -466,7 +468,8 @@ fn admit(
     config: &SourceConfig,
     context: &SourceContext,
     message: &BorrowedMessage<'_>,
-    (time, now): (Time, Instant),
+    time: Time,
+    now: Instant,
 ) -> Option<i64> {
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
     let Some(owned) = partitions
