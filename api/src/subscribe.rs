@@ -480,7 +480,7 @@ mod tests {
 
     fn state() -> ApiState {
         ApiState::new(
-            ViewStore::with_changelog(1, 60_000),
+            ViewStore::serving(1, 60_000),
             IngestStatus::default(),
             AlertRules::new(RuleChanges::default(), []),
         )

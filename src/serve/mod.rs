@@ -75,7 +75,7 @@ impl Service {
     pub fn new(config: &ServeConfig, workers: usize) -> Self {
         let high_traffic = AlertRule::high_traffic(config.views.high_traffic_threshold);
         Self {
-            store: ViewStore::with_changelog(workers, config.api.changelog_ms),
+            store: ViewStore::serving(workers, config.api.changelog_ms),
             status: IngestStatus::default(),
             rules: AlertRules::new(RuleChanges::default(), [high_traffic]),
             shutdown: Arc::new(AtomicBool::new(false)),

@@ -8,23 +8,27 @@
 //! view at exactly one logical time: the views are mutually consistent. The workers only
 //! stash, so the store's upkeep never delays the dataflow or the output topics.
 //!
-//! The thread applies a large backlog in chunks of whole times, publishing each, so a read
-//! waits for at most one chunk (about [`CHUNK_UPDATES`] updates), never for the backlog.
+//! In a serving store, reads never wait for the store's thread either. It keeps two copies
+//! of the rows: the published one, which reads share, and a standby that it brings up to
+//! date (the updates it published last, then the new ones) and publishes in its place by
+//! swapping a pointer. The old published copy becomes the standby once the last read of it
+//! ends. A store read only once its input has ended (`batch`) keeps one copy, updated in
+//! place. A backlog is applied in chunks of whole times, each published at its own `as_of`
+//! (about [`CHUNK_UPDATES`] updates each), so that it shows as it is applied.
 //!
 //! Page views, funnel and alert rows are kept sorted (row order is key order), so that a
 //! read can take a key range; page-view rows are also indexed by window, for top-k reads.
 //! Sessions are kept by user, as they are read one user at a time (a read of all of them
-//! sorts them). A
-//! serving store also keeps a changelog: every applied update with its time, for
-//! `changelog_ms` of logical time, so that a subscriber can read what changed after a
+//! sorts them). A serving store also keeps a changelog: every applied update with its time,
+//! for `changelog_ms` of logical time, so that a subscriber can read what changed after a
 //! snapshot or a previous subscription.
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
+use std::time::Duration;
 
 use differential_dataflow::{ExchangeData, Hashable, VecCollection};
 use timely::dataflow::channels::pact::Exchange;
@@ -122,14 +126,13 @@ type ViewChanges = BTreeMap<Time, Arc<[(AnyRow, isize)]>>;
 struct Shared {
     /// Per partition (one per worker of process 0): updates not yet applied, and frontiers.
     stashes: Vec<Mutex<Stash>>,
-    /// The rows, at their `as_of`.
-    published: RwLock<Rows>,
+    /// The rows at the latest published `as_of`; a read shares them (the lock is held only
+    /// to copy or swap the pointer).
+    published: Mutex<Arc<Rows>>,
     changelog: RwLock<Changelog>,
     /// Held while updates are taken, recorded and published, and while a view starts being
     /// followed: a view's changelog starts exactly at a published `as_of`.
     publishing: Mutex<()>,
-    /// Reads waiting for the rows: the store's thread lets them in before its next chunk.
-    waiting_reads: AtomicUsize,
     /// What the store's thread has been told since it last looked.
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -144,11 +147,34 @@ enum Signal {
     Closed,
 }
 
-/// The most updates the store's thread applies while reads wait, unless one time has more.
+/// The most updates the store's thread publishes at once, unless one time has more.
 const CHUNK_UPDATES: usize = 512;
 
-/// How long the store's thread steps aside between chunks when reads are waiting.
-const READS_FIRST: std::time::Duration = std::time::Duration::from_micros(200);
+/// How long the store's thread sleeps between looks while a read still holds the rows it
+/// is to update.
+const READ_ENDING: Duration = Duration::from_micros(50);
+
+/// How the store's thread brings the published rows up to date.
+enum Upkeep {
+    /// In place, while reads wait: for a store read once its input has ended (`batch`).
+    InPlace,
+    /// On a standby copy that then replaces the published one, so reads never wait: for a
+    /// store that serves reads while it is updated.
+    Standby {
+        rows: Arc<Rows>,
+        /// The updates of the last publication, which this copy has not had yet.
+        behind: Updates,
+    },
+}
+
+/// `rows`, once no read holds them any more (no read can start holding them meanwhile:
+/// reads only take the published copy).
+fn exclusive(rows: &mut Arc<Rows>) -> &mut Rows {
+    while Arc::get_mut(rows).is_none() {
+        std::thread::sleep(READ_ENDING);
+    }
+    Arc::get_mut(rows).unwrap_or_else(|| unreachable!("a read took the standby copy"))
+}
 
 /// One partition's updates not yet applied, per view.
 #[derive(Default)]
@@ -316,12 +342,9 @@ impl Changelog {
 }
 
 impl Shared {
-    /// The rows, for a read; counted as waiting until it has them.
-    fn read_rows(&self) -> RwLockReadGuard<'_, Rows> {
-        self.waiting_reads.fetch_add(1, Ordering::AcqRel);
-        let rows = read(&self.published);
-        self.waiting_reads.fetch_sub(1, Ordering::AcqRel);
-        rows
+    /// The published rows, for a read.
+    fn published(&self) -> Arc<Rows> {
+        Arc::clone(&lock(&self.published))
     }
 
     /// Tells the store's thread something; closing is never overridden.
@@ -335,7 +358,7 @@ impl Shared {
 
     /// The store's thread: applies and publishes what the stashes' frontiers allow, each
     /// time one moves, until the store is dropped.
-    fn keep_up(&self) {
+    fn keep_up(&self, mut upkeep: Upkeep) {
         loop {
             {
                 let mut signal = lock(&self.signal);
@@ -350,13 +373,13 @@ impl Shared {
                 }
                 *signal = Signal::Nothing;
             }
-            self.catch_up();
+            self.catch_up(&mut upkeep);
         }
     }
 
     /// Applies and publishes every stashed update before the least frontier, a chunk at a
     /// time (see [`chunk_ends`]).
-    fn catch_up(&self) {
+    fn catch_up(&self, upkeep: &mut Upkeep) {
         let (frontier, chunk_ends) = {
             let stashes: Vec<_> = self.stashes.iter().map(lock).collect();
             let frontier = stashes.iter().filter_map(|stash| stash.frontier()).min();
@@ -366,16 +389,16 @@ impl Shared {
             }
             (frontier, chunk_ends(&counts, frontier, CHUNK_UPDATES))
         };
-        if frontier == read(&self.published).as_of {
+        if frontier == lock(&self.published).as_of {
             return;
         }
         for as_of in chunk_ends {
-            self.publish_before(as_of);
+            self.publish_before(as_of, upkeep);
         }
     }
 
     /// Applies every stashed update before `as_of` and publishes the rows at `as_of`.
-    fn publish_before(&self, as_of: Option<Time>) {
+    fn publish_before(&self, as_of: Option<Time>, upkeep: &mut Upkeep) {
         // Nobody starts following a view until the updates are published.
         let _publishing = lock(&self.publishing);
         let mut updates = Updates::default();
@@ -388,15 +411,25 @@ impl Shared {
         }
         // The changelog has every update before `as_of` by the time a read sees `as_of`.
         write(&self.changelog).append(changes);
-        {
-            // Reads that queued up during the last chunk go first: a moment off the CPU
-            // lets them take the rows before the next chunk does.
-            if self.waiting_reads.load(Ordering::Acquire) > 0 {
-                std::thread::sleep(READS_FIRST);
+        match upkeep {
+            Upkeep::InPlace => loop {
+                let mut published = lock(&self.published);
+                if let Some(rows) = Arc::get_mut(&mut published) {
+                    rows.apply(updates);
+                    rows.as_of = as_of;
+                    break;
+                }
+                drop(published);
+                std::thread::sleep(READ_ENDING);
+            },
+            Upkeep::Standby { rows, behind } => {
+                let standby = exclusive(rows);
+                standby.apply(std::mem::take(behind));
+                standby.apply(updates.clone());
+                standby.as_of = as_of;
+                std::mem::swap(&mut *lock(&self.published), rows);
+                *behind = updates;
             }
-            let mut rows = write(&self.published);
-            rows.apply(updates);
-            rows.as_of = as_of;
         }
         write(&self.changelog).trim(as_of);
     }
@@ -427,10 +460,10 @@ fn chunk_ends(
     ends
 }
 
-/// A consistent read of every view at one `as_of`. The store's updates wait while it is
-/// held: do not keep it for long.
+/// A consistent read of every view at one `as_of`. The store publishes its next rows
+/// meanwhile, but cannot reuse these until the read ends: do not keep it for long.
 pub struct ViewRead<'a> {
-    rows: RwLockReadGuard<'a, Rows>,
+    rows: Arc<Rows>,
     changelog: &'a RwLock<Changelog>,
 }
 
@@ -626,31 +659,40 @@ fn repeat<R>(row: &R, count: isize) -> impl Iterator<Item = &R> {
 }
 
 impl ViewStore {
-    /// An empty store kept by `partitions` workers: pass the number of worker threads per
-    /// process, so that process 0's workers keep it. It keeps no changelog.
+    /// An empty store kept by `partitions` workers (pass the number of worker threads per
+    /// process, so that process 0's workers keep it), to be read once its input has ended:
+    /// it keeps one copy of the rows, updated in place while reads wait, and no changelog.
     pub fn new(partitions: usize) -> Self {
-        Self::with_changelog(partitions, 0)
+        Self::start(partitions, 0, Upkeep::InPlace)
     }
 
-    /// An empty store that also keeps the followed views' updates for `changelog_ms` of
-    /// logical time, for subscribers (see [`ViewStore::follow`]).
-    pub fn with_changelog(partitions: usize, changelog_ms: u64) -> Self {
+    /// An empty store that serves reads while it is updated: it keeps two copies of the
+    /// rows, so that reads never wait for updates, and keeps the followed views' updates
+    /// for `changelog_ms` of logical time for subscribers (see [`ViewStore::follow`]).
+    pub fn serving(partitions: usize, changelog_ms: u64) -> Self {
+        let standby = Upkeep::Standby {
+            rows: Arc::new(Rows::empty()),
+            behind: Updates::default(),
+        };
+        Self::start(partitions, changelog_ms, standby)
+    }
+
+    fn start(partitions: usize, changelog_ms: u64, upkeep: Upkeep) -> Self {
         let shared = Arc::new(Shared {
             stashes: (0..partitions.max(1)).map(|_| Mutex::default()).collect(),
-            published: RwLock::new(Rows::empty()),
+            published: Mutex::new(Arc::new(Rows::empty())),
             changelog: RwLock::new(Changelog {
                 retention_ms: changelog_ms,
                 ..Changelog::default()
             }),
             publishing: Mutex::new(()),
-            waiting_reads: AtomicUsize::new(0),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
         });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("clickflow-store".to_owned())
-            .spawn(move || thread_shared.keep_up())
+            .spawn(move || thread_shared.keep_up(upkeep))
             .unwrap_or_else(|error| panic!("the view store's thread did not start: {error}"));
         Self {
             handle: Arc::new(Handle { shared }),
@@ -663,13 +705,13 @@ impl ViewStore {
 
     /// The logical time the store's rows reflect (see [`ViewSnapshot::as_of`]); starts at 0.
     pub fn as_of(&self) -> Option<Time> {
-        read(&self.shared().published).as_of
+        lock(&self.shared().published).as_of
     }
 
     /// A consistent read of every view at the store's current `as_of`.
     pub fn read(&self) -> ViewRead<'_> {
         ViewRead {
-            rows: self.shared().read_rows(),
+            rows: self.shared().published(),
             changelog: &self.shared().changelog,
         }
     }
@@ -681,7 +723,7 @@ impl ViewStore {
         let _publishing = lock(&shared.publishing);
         let mut changelog = write(&shared.changelog);
         if changelog.retention_ms > 0 && changelog.kept_from(view).is_none() {
-            let as_of = read(&shared.published).as_of;
+            let as_of = lock(&shared.published).as_of;
             changelog.kept_from[view as usize] = Some(as_of.unwrap_or(Time::MAX));
         }
     }
@@ -814,7 +856,7 @@ mod tests {
 
     #[test]
     fn the_store_shows_updates_before_the_least_frontier_of_its_partitions_only() {
-        let store = ViewStore::with_changelog(2, 0);
+        let store = ViewStore::serving(2, 0);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         step(
@@ -831,6 +873,30 @@ mod tests {
         step(&store, 0, vec![], None);
         settle(&store, None);
         assert_eq!(store.snapshot().page_views, vec![a, b]);
+    }
+
+    #[test]
+    fn a_read_keeps_its_as_of_while_later_rows_are_published_beside_it() {
+        let store = ViewStore::serving(1, 0);
+        let a = page_view("/a", 0, 1, 1);
+        let b = page_view("/b", 0, 1, 1);
+        step(&store, 0, vec![(a.clone(), 1, 1)], Some(2));
+        settle(&store, Some(2));
+        let held = store.read();
+        step(
+            &store,
+            0,
+            vec![(b.clone(), 2, 1), (a.clone(), 3, -1)],
+            Some(4),
+        );
+        settle(&store, Some(4));
+        assert_eq!(held.as_of(), Some(2));
+        assert_eq!(all_page_views(&held), vec![a.clone()]);
+        assert_eq!(all_page_views(&store.read()), vec![b.clone()]);
+        drop(held);
+        step(&store, 0, vec![(a.clone(), 5, 1)], Some(6));
+        settle(&store, Some(6));
+        assert_eq!(all_page_views(&store.read()), vec![a, b]);
     }
 
     #[test]
@@ -875,7 +941,7 @@ mod tests {
 
     #[test]
     fn the_changelog_has_every_update_by_time_until_it_is_trimmed() {
-        let store = ViewStore::with_changelog(2, 100);
+        let store = ViewStore::serving(2, 100);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         store.follow(ViewKind::PageViews);
@@ -918,7 +984,7 @@ mod tests {
 
     #[test]
     fn a_view_is_kept_in_the_changelog_from_the_as_of_it_was_first_followed_at() {
-        let store = ViewStore::with_changelog(1, 1_000);
+        let store = ViewStore::serving(1, 1_000);
         let a = page_view("/a", 0, 1, 1);
         let b = page_view("/b", 0, 1, 1);
         step(&store, 0, vec![(a.clone(), 5, 1)], Some(10));
@@ -958,7 +1024,7 @@ mod tests {
 
     #[test]
     fn sessions_are_read_by_user_in_key_order() {
-        let store = ViewStore::with_changelog(1, 0);
+        let store = ViewStore::serving(1, 0);
         let short = session("u1", 10, 10, &["/a"]);
         let longer = session("u1", 10, 20, &["/a", "/b"]);
         let later = session("u1", 5_000, 5_000, &["/c"]);
@@ -1020,7 +1086,7 @@ mod tests {
             steps in upsert_steps(),
             changelog in any::<bool>(),
         ) {
-            let store = if changelog { ViewStore::with_changelog(2, 1_000) } else { ViewStore::new(2) };
+            let store = if changelog { ViewStore::serving(2, 1_000) } else { ViewStore::new(2) };
             let mut current: BTreeMap<(u8, u8), PageViewRow> = BTreeMap::new();
             for (index, upserts) in steps.into_iter().enumerate() {
                 let time = index as Time;

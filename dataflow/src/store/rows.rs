@@ -15,7 +15,7 @@ use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::Time;
 
 /// Every view's updates, in no particular order.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(super) struct Updates {
     pub(super) page_views: Vec<(PageViewRow, isize)>,
     pub(super) sessions: Vec<(SessionRow, isize)>,
