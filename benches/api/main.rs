@@ -13,10 +13,13 @@
 //! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
 //!    connections of at most 100 streams each) for `--phase-seconds` each: updates per
 //!    second delivered to all of them together, and the ingest rate meanwhile (events
-//!    counted per second by the service), to compare with the rate without subscribers.
+//!    counted per second by the service), to compare with the rate without subscribers,
+//!    and how many streams ended before the phase did, and why (a subscriber that falls
+//!    behind is cut off with `RESOURCE_EXHAUSTED`).
 //!
 //! Progress goes to stderr, a markdown summary to stdout.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -156,11 +159,27 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n| subscribers | updates/s delivered (all) | events/s ingested meanwhile |\n|---|---|---|"
+        "\n| subscribers | updates/s delivered (all) | events/s ingested meanwhile | streams ended early |\n\
+         |---|---|---|---|"
     );
-    println!("| 0 | - | {:.0} |", report.ingest_without);
-    for (subscribers, updates, ingest) in &report.fan_out {
-        println!("| {subscribers} | {updates:.0} | {ingest:.0} |");
+    println!("| 0 | - | {:.0} | - |", report.ingest_without);
+    for fan_out in &report.fan_out {
+        let ended: Vec<String> = fan_out
+            .ended
+            .iter()
+            .map(|(why, count)| format!("{count} ({why})"))
+            .collect();
+        println!(
+            "| {} | {:.0} | {:.0} | {} |",
+            fan_out.subscribers,
+            fan_out.updates,
+            fan_out.ingest,
+            if ended.is_empty() {
+                "0".to_owned()
+            } else {
+                ended.join(", ")
+            }
+        );
     }
     Ok(())
 }
@@ -169,7 +188,18 @@ fn main() -> anyhow::Result<()> {
 struct Report {
     latencies: Vec<Latencies>,
     ingest_without: f64,
-    fan_out: Vec<(usize, f64, f64)>,
+    fan_out: Vec<FanOut>,
+}
+
+/// One fan-out phase.
+struct FanOut {
+    subscribers: usize,
+    /// Updates delivered per second to all subscribers together.
+    updates: f64,
+    /// Events counted per second by the service meanwhile.
+    ingest: f64,
+    /// Streams that ended before the phase did, by why (a status code, or a close).
+    ended: BTreeMap<String, usize>,
 }
 
 async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Result<Report> {
@@ -284,10 +314,25 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         let ingest = ingest_rate(serve, phase).await?;
         let updates = (delivered.load(Ordering::Relaxed) - before) as f64 / phase.as_secs_f64();
         stop.store(true, Ordering::Relaxed);
+        let mut ended = BTreeMap::new();
         for task in tasks {
-            task.abort();
+            if task.is_finished() {
+                let why = match task.await {
+                    Ok(Ok(())) => "closed by the server".to_owned(),
+                    Ok(Err(status)) => format!("{:?}", status.code()),
+                    Err(error) => format!("task failed: {error}"),
+                };
+                *ended.entry(why).or_default() += 1;
+            } else {
+                task.abort();
+            }
         }
-        fan_out.push((subscribers, updates, ingest));
+        fan_out.push(FanOut {
+            subscribers,
+            updates,
+            ingest,
+            ended,
+        });
     }
     drop(client);
     Ok(Report {
