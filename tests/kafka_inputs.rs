@@ -6,12 +6,13 @@
 
 mod support;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use serde_json::Value;
 use support::kafka::{add_partitions, bootstrap, create_topic, produce_to_partition, unique_topic};
 use support::pipeline::{
     SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate,
@@ -114,7 +115,7 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
     // idle meanwhile, follows its watermark; then partition 1 (that worker's) gets the
     // rest, all older than where it now is. No later event ever comes.
     let event_time = |line: &Vec<u8>| {
-        serde_json::from_slice::<serde_json::Value>(line)
+        serde_json::from_slice::<Value>(line)
             .ok()
             .and_then(|event| event["timestamp"].as_str().and_then(parse_iso))
     };
@@ -212,6 +213,7 @@ fn two_processes_give_the_same_output_as_batch() {
         &settings,
     );
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let status = status_reflecting(&first.api_address(), lines.len());
     let (_, second_log) = second.stop();
     let (_, log) = first.stop();
     assert_counts_equal(
@@ -219,12 +221,73 @@ fn two_processes_give_the_same_output_as_batch() {
         &expected.counts,
         &format!("{log}\nprocess 1:\n{second_log}"),
     );
+    // Process 0's status and `as_of` cover the partitions that process 1 reads too.
+    let partitions = status["partitions"].as_array().unwrap();
+    let workers: BTreeSet<u64> = partitions
+        .iter()
+        .map(|partition| partition["worker"].as_u64().unwrap())
+        .collect();
+    assert_eq!(workers, BTreeSet::from([0, 1, 2, 3]), "{status}");
+    assert_eq!(
+        sum_of(&status["partitions"], "next_offset"),
+        lines.len() as i64,
+        "{status}"
+    );
+    assert_eq!(
+        status["as_of"]["offsets"].as_array().unwrap().len(),
+        4,
+        "{status}"
+    );
+    let dead_letters: u64 = status["dead_letters"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|count| count.as_u64().unwrap())
+        .sum();
+    assert_eq!(
+        status["events_counted"].as_u64().unwrap() + dead_letters,
+        lines.len() as u64,
+        "{status}"
+    );
     let read = |log: &str| log.matches("reading input partition").count();
     assert_eq!(
         (read(&log), read(&second_log)),
         (2, 2),
         "each process reads half:\n{log}\n{second_log}"
     );
+}
+
+/// `clickflow status --json` from `server`, once its `as_of` offsets add up to `records`
+/// (waits up to 30 s, then returns the last answer).
+fn status_reflecting(server: &str, records: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = Command::new(binary())
+            .args(["status", "--server", server, "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+        if sum_of(&status["as_of"]["offsets"], "next_offset") == records as i64
+            || Instant::now() > deadline
+        {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The sum of `field` over the objects of a JSON array.
+fn sum_of(list: &Value, field: &str) -> i64 {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item[field].as_i64().unwrap())
+        .sum()
 }
 
 /// `GET /metrics` from `port`, as name-with-labels → value.

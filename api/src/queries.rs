@@ -233,10 +233,11 @@ pub fn alerts(
 pub fn status(state: &ApiState) -> v1::GetStatusResponse {
     let as_of = state.store.as_of();
     let status = &state.status;
+    let (events_counted, dead_letters) = status.cluster_counters();
     v1::GetStatusResponse {
         as_of: Some(convert::as_of(as_of, status)),
         partitions: status
-            .partitions()
+            .cluster_partitions()
             .into_iter()
             .map(|((topic, partition), p)| v1::PartitionStatus {
                 topic,
@@ -249,10 +250,10 @@ pub fn status(state: &ApiState) -> v1::GetStatusResponse {
                 idle: p.idle,
             })
             .collect(),
-        events_counted: status.events_counted(),
+        events_counted,
         dead_letters: DeadLetterReason::ALL
             .iter()
-            .zip(status.dead_letters())
+            .zip(dead_letters)
             .map(|(reason, count)| (reason.as_str().to_owned(), count))
             .collect(),
         workers: state.workers,

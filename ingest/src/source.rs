@@ -21,7 +21,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use clickflow_dataflow::{ArrivedEvent, Time};
+use clickflow_dataflow::{ArrivedEvent, Time, ViewStore};
 use clickflow_events::{AdmissionConfig, DeadLetterReason, decode_event, parse_iso8601};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -30,7 +30,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use timely::container::CapacityContainerBuilder;
-use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
@@ -40,7 +40,7 @@ use tracing::{info, warn};
 use crate::KafkaError;
 use crate::dead_letters::{DeadLetter, DeadLetterProducer};
 use crate::partitions::{OwnedPartition, input_time, owner};
-use crate::status::{IngestStatus, PartitionStatus, now_ms};
+use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, now_ms};
 
 /// Records polled per activation at most; the source re-activates itself when it stops
 /// here with records left.
@@ -121,6 +121,9 @@ pub struct SourceContext {
     pub dead_letters: DeadLetterProducer,
     /// Whether this process publishes the output, and so measures freshness.
     pub measure_freshness: bool,
+    /// This process's index: the workers of every other process than 0 report their
+    /// partitions to process 0 (see [`SourceStreams::report_to`]).
+    pub process: usize,
 }
 
 /// The updates a source feeds the dataflow: `(event, time, +1)`.
@@ -133,6 +136,8 @@ pub struct SourceStreams<'s> {
     /// The sources' progress: each worker's largest watermark when it grows; the same
     /// frontier as `events`. For inputs that must follow the sources (alert rules).
     pub progress: Stream<'s, Time, Vec<Time>>,
+    /// The reports of the workers outside process 0, at the times their records entered.
+    reports: Stream<'s, Time, Vec<StatusReport>>,
     announced: Rc<Cell<Option<Time>>>,
 }
 
@@ -150,6 +155,36 @@ impl<'s> SourceStreams<'s> {
                     heard.set(heard.get().max(largest));
                 });
             });
+    }
+}
+
+impl SourceStreams<'_> {
+    /// Takes the other processes' reports into process 0's `status`, and holds `store`'s
+    /// `as_of` at their frontier, so that an answer's `as_of` offsets cover every
+    /// partition of the cluster up to its frontier.
+    pub fn report_to(&self, status: IngestStatus, store: ViewStore) {
+        let keeper = (self.reports.scope().index() == 0).then(|| {
+            store.hold(Some(0));
+            (status, store)
+        });
+        self.reports.clone().sink(
+            Exchange::new(|_| 0),
+            "StatusReports",
+            move |(input, frontier)| {
+                let Some((status, store)) = &keeper else {
+                    return;
+                };
+                input.for_each(|capability, reports| {
+                    // Reports always travel with a capability, at one time.
+                    if let Some(&time) = capability.least() {
+                        for report in reports.drain(..) {
+                            status.apply_report(time, report);
+                        }
+                    }
+                });
+                store.hold(frontier.frontier().first().copied());
+            },
+        );
     }
 }
 
@@ -175,10 +210,13 @@ pub fn kafka_source<'s>(
     let info = builder.operator_info();
     let (events_output, events) = builder.new_output::<EventUpdates>();
     let (watermark_output, watermarks) = builder.new_output::<Vec<Time>>();
+    let (report_output, reports) = builder.new_output::<Vec<StatusReport>>();
     let mut events_output =
         OutputBuilder::<_, CapacityContainerBuilder<EventUpdates>>::from(events_output);
     let mut watermark_output =
         OutputBuilder::<_, CapacityContainerBuilder<Vec<Time>>>::from(watermark_output);
+    let mut report_output =
+        OutputBuilder::<_, CapacityContainerBuilder<Vec<StatusReport>>>::from(report_output);
 
     let wake = scope.worker().sync_activator_for(info.address.to_vec());
     consumer.set_nonempty_callback(move || {
@@ -202,10 +240,15 @@ pub fn kafka_source<'s>(
         updates: Vec::new(),
         record_timestamps: Vec::new(),
         largest_announced: None,
+        reported: BTreeMap::new(),
+        reported_counters: (0, DeadLetterCounts::default()),
     };
     builder.build(move |capabilities| {
-        let [mut events_capability, mut watermark_capability] =
-            <[_; 2]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("two outputs"));
+        let [
+            mut events_capability,
+            mut watermark_capability,
+            mut report_capability,
+        ] = <[_; 3]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("three outputs"));
         move |_frontiers| {
             let time = *events_capability.time();
             let full = reader.read_batch(time);
@@ -222,6 +265,13 @@ pub fn kafka_source<'s>(
                     .session(&watermark_capability)
                     .give(watermark);
             }
+            reader.publish_status();
+            if let Some(report) = reader.new_report() {
+                report_output
+                    .activate()
+                    .session(&report_capability)
+                    .give(report);
+            }
             let next = input_time(
                 time,
                 &reader.partitions,
@@ -232,7 +282,7 @@ pub fn kafka_source<'s>(
             );
             events_capability.downgrade(&next);
             watermark_capability.downgrade(&next);
-            reader.publish_status();
+            report_capability.downgrade(&next);
             if full {
                 activator.activate();
             } else {
@@ -243,6 +293,7 @@ pub fn kafka_source<'s>(
     Ok(SourceStreams {
         events,
         progress: watermarks,
+        reports,
         announced,
     })
 }
@@ -261,6 +312,10 @@ struct Reader {
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
     largest_announced: Option<Time>,
+    /// Outside process 0: the partitions as last reported to process 0.
+    reported: BTreeMap<(String, i32), PartitionStatus>,
+    /// Outside process 0: the process's counters as last reported.
+    reported_counters: (u64, DeadLetterCounts),
 }
 
 impl Reader {
@@ -442,6 +497,34 @@ impl Reader {
             with_end.add_partition_offset(element.topic(), element.partition(), offset)?;
         }
         Ok(with_end)
+    }
+
+    /// Outside process 0: what changed in this worker's partitions since its last report,
+    /// with its process's counters; `None` when nothing did, and in process 0.
+    fn new_report(&mut self) -> Option<StatusReport> {
+        if self.context.process == 0 {
+            return None;
+        }
+        let status = &self.context.status;
+        let partitions: Vec<_> = status
+            .partitions()
+            .into_iter()
+            .filter(|(key, partition)| {
+                partition.worker == self.worker && self.reported.get(key) != Some(partition)
+            })
+            .collect();
+        let (events_counted, dead_letters) = (status.events_counted(), status.dead_letters());
+        if partitions.is_empty() && self.reported_counters == (events_counted, dead_letters) {
+            return None;
+        }
+        self.reported.extend(partitions.iter().cloned());
+        self.reported_counters = (events_counted, dead_letters);
+        Some(StatusReport {
+            process: self.context.process,
+            partitions,
+            events_counted,
+            dead_letters,
+        })
     }
 
     /// Publishes this worker's partitions to the shared status.

@@ -1,6 +1,8 @@
 //! What this process's ingest and output have done: per-partition offsets, watermarks
 //! and lag, counters, the published frontier and event freshness, shared between the
-//! workers that update it and the readers (metrics, status) that show it.
+//! workers that update it and the readers (metrics, status) that show it. In process 0 it
+//! also holds what the other processes' workers report (see [`StatusReport`]), so that the
+//! status call and the `as_of` offsets cover every partition of a cluster.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
@@ -10,6 +12,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clickflow_dataflow::Time;
 use clickflow_events::DeadLetterReason;
+use serde::{Deserialize, Serialize};
 
 /// The largest freshness the histogram resolves, in milliseconds; slower events count here.
 const FRESHNESS_BUCKETS_MS: usize = 60_000;
@@ -26,8 +29,11 @@ const FRESHNESS_BOUNDS_MS: [usize; 26] = [
     2000, 5000, 10_000, 60_000,
 ];
 
+/// Counts of dead letters, by reason (in [`DeadLetterReason::ALL`] order).
+pub type DeadLetterCounts = [u64; DeadLetterReason::ALL.len()];
+
 /// One input partition as its reading worker last saw it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// The global index of the worker reading it.
     pub worker: usize,
@@ -49,6 +55,21 @@ impl PartitionStatus {
     }
 }
 
+/// What a worker of another process than 0 reports to process 0, as data at the logical
+/// time at which its latest records entered: the records of each listed partition before
+/// its `next_offset` entered at that time or earlier.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The reporting worker's process.
+    pub process: usize,
+    /// The worker's partitions that changed since its last report.
+    pub partitions: Vec<((String, i32), PartitionStatus)>,
+    /// Events admitted by the whole process so far.
+    pub events_counted: u64,
+    /// Dead letters of the whole process so far.
+    pub dead_letters: DeadLetterCounts,
+}
+
 /// Shared ingest and output status of one process. Cloning shares it.
 #[derive(Clone)]
 pub struct IngestStatus {
@@ -67,6 +88,17 @@ struct Inner {
     /// entered the dataflow at logical times up to `time`.
     offsets: Mutex<BTreeMap<(String, i32), OffsetMarks>>,
     published: Mutex<Published>,
+    /// What the other processes reported (process 0 only).
+    reported: Mutex<Reported>,
+}
+
+/// The other processes' partitions and counters, as they last reported them. The status
+/// call shows them; the metrics do not, as each process exports its own.
+#[derive(Default)]
+struct Reported {
+    partitions: BTreeMap<(String, i32), PartitionStatus>,
+    /// Per process: events counted and dead letters.
+    counters: BTreeMap<usize, (u64, DeadLetterCounts)>,
 }
 
 /// The output side: the published frontier and the freshness of the events it covers.
@@ -96,6 +128,7 @@ impl Default for IngestStatus {
                     waiting: BTreeMap::new(),
                     freshness_ms: vec![0; FRESHNESS_BUCKETS_MS + 1],
                 }),
+                reported: Mutex::default(),
             }),
         }
     }
@@ -127,8 +160,45 @@ impl IngestStatus {
     }
 
     /// Dead letters so far, by reason (in [`DeadLetterReason::ALL`] order).
-    pub fn dead_letters(&self) -> [u64; DeadLetterReason::ALL.len()] {
+    pub fn dead_letters(&self) -> DeadLetterCounts {
         std::array::from_fn(|i| self.inner.dead_letters[i].load(Ordering::Relaxed))
+    }
+
+    /// Takes in a report of another process's worker, made at logical time `time`.
+    pub fn apply_report(&self, time: Time, report: StatusReport) {
+        for ((topic, partition), status) in &report.partitions {
+            self.record_offset(topic, *partition, time, status.next_offset);
+        }
+        let mut reported = lock(&self.inner.reported);
+        reported.partitions.extend(report.partitions);
+        let counters = reported.counters.entry(report.process).or_default();
+        // Reports may arrive out of order; counters only grow.
+        counters.0 = counters.0.max(report.events_counted);
+        for (kept, count) in counters.1.iter_mut().zip(report.dead_letters) {
+            *kept = (*kept).max(count);
+        }
+    }
+
+    /// Every partition of the cluster: this process's and those reported to it.
+    pub fn cluster_partitions(&self) -> BTreeMap<(String, i32), PartitionStatus> {
+        let mut partitions = lock(&self.inner.reported).partitions.clone();
+        partitions.extend(self.partitions());
+        partitions
+    }
+
+    /// Events counted and dead letters by reason in the whole cluster: by this process and
+    /// as reported by the others.
+    pub fn cluster_counters(&self) -> (u64, DeadLetterCounts) {
+        let mut events = self.events_counted();
+        let mut dead_letters = self.dead_letters();
+        for (reported_events, reported_dead_letters) in lock(&self.inner.reported).counters.values()
+        {
+            events += reported_events;
+            for (total, count) in dead_letters.iter_mut().zip(reported_dead_letters) {
+                *total += count;
+            }
+        }
+        (events, dead_letters)
     }
 
     /// Replaces what is known of one partition.
@@ -168,8 +238,8 @@ impl IngestStatus {
         }
     }
 
-    /// Per partition of this process, the offset of the first record not reflected by a
-    /// read at `as_of` (`None`: everything read so far); partitions with nothing known
+    /// Per partition (of this process, and those reported to it), the offset of the first
+    /// record not reflected by a read at `as_of` (`None`: everything read so far); partitions with nothing known
     /// before `as_of` are left out.
     pub fn offsets_before(&self, as_of: Option<Time>) -> Vec<(String, i32, i64)> {
         let offsets = lock(&self.inner.offsets);
@@ -444,6 +514,51 @@ mod tests {
             text.contains("clickflow_freshness_seconds_count 3\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn reports_of_other_processes_join_the_cluster_status_and_offsets_but_not_the_metrics() {
+        let status = IngestStatus::default();
+        status.set_partition("t", 0, PartitionStatus::default());
+        status.record_offset("t", 0, 5, 10);
+        status.add_events_counted(7);
+        let remote = |next_offset, events_counted| StatusReport {
+            process: 1,
+            partitions: vec![(
+                ("t".to_owned(), 1),
+                PartitionStatus {
+                    worker: 2,
+                    next_offset,
+                    ..PartitionStatus::default()
+                },
+            )],
+            events_counted,
+            dead_letters: [1, 0, 0, 0, 0, 0, 0],
+        };
+        status.apply_report(6, remote(20, 30));
+        status.apply_report(9, remote(25, 35));
+        // An older report of the counters, arriving late, does not count them back.
+        status.apply_report(
+            9,
+            StatusReport {
+                partitions: Vec::new(),
+                ..remote(0, 31)
+            },
+        );
+        assert_eq!(
+            status.offsets_before(Some(8)),
+            vec![("t".to_owned(), 0, 10), ("t".to_owned(), 1, 20)]
+        );
+        assert_eq!(status.offsets_before(None)[1], ("t".to_owned(), 1, 25));
+        let partitions = status.cluster_partitions();
+        assert_eq!(partitions.len(), 2);
+        assert_eq!(partitions[&("t".to_owned(), 1)].worker, 2);
+        let (events, dead_letters) = status.cluster_counters();
+        assert_eq!((events, dead_letters[0]), (42, 1));
+        assert_eq!(status.partitions().len(), 1);
+        let text = status.prometheus_text();
+        assert!(text.contains("clickflow_events_total 7\n"), "{text}");
+        assert!(!text.contains("partition=\"1\""), "{text}");
     }
 
     #[test]

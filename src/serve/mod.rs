@@ -160,6 +160,7 @@ pub fn run_service(
         status: service.status.clone(),
         dead_letters: dead_letters.clone(),
         measure_freshness: publishes,
+        process: cluster.process as usize,
     };
     let writer_stopped = Arc::new(AtomicBool::new(false));
     let worker_service = service.clone();
@@ -198,6 +199,7 @@ pub fn run_service(
             // A rule change must take effect even when every partition is idle.
             let rule_times = rules.inner.clone().map(|(_, time, _)| time);
             source.hear(source.progress.clone().concat(rule_times));
+            source.report_to(service.status.clone(), service.store.clone());
             let views = build_views(source.events.as_collection(), rules, &views);
             publish_steps(views.page_views.clone(), views.alerts.clone(), publish);
             views.export(&service.store);

@@ -133,6 +133,9 @@ struct Shared {
     /// Held while updates are taken, recorded and published, and while a view starts being
     /// followed: a view's changelog starts exactly at a published `as_of`.
     publishing: Mutex<()>,
+    /// The frontier of an input that readers must see up to the same `as_of` as the views
+    /// (see [`ViewStore::hold`]); `None` while nothing holds the store back.
+    held_at: Mutex<Option<Time>>,
     /// What the store's thread has been told since it last looked.
     signal: Mutex<Signal>,
     wake: Condvar,
@@ -382,7 +385,11 @@ impl Shared {
     fn catch_up(&self, upkeep: &mut Upkeep) {
         let (frontier, chunk_ends) = {
             let stashes: Vec<_> = self.stashes.iter().map(lock).collect();
-            let frontier = stashes.iter().filter_map(|stash| stash.frontier()).min();
+            let frontier = stashes
+                .iter()
+                .filter_map(|stash| stash.frontier())
+                .chain(*lock(&self.held_at))
+                .min();
             let mut counts = BTreeMap::new();
             for stash in &stashes {
                 stash.count_by_time(&mut counts);
@@ -686,6 +693,7 @@ impl ViewStore {
                 ..Changelog::default()
             }),
             publishing: Mutex::new(()),
+            held_at: Mutex::new(None),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
         });
@@ -713,6 +721,16 @@ impl ViewStore {
         ViewRead {
             rows: self.shared().published(),
             changelog: &self.shared().changelog,
+        }
+    }
+
+    /// Keeps the store's `as_of` at or before `frontier` (`None`: no longer), until called
+    /// again: for an input that a read must reflect up to its `as_of` as the views do,
+    /// whose frontier the views' do not follow.
+    pub fn hold(&self, frontier: Option<Time>) {
+        let moved = std::mem::replace(&mut *lock(&self.shared().held_at), frontier) != frontier;
+        if moved {
+            self.shared().tell(Signal::Moved);
         }
     }
 
@@ -897,6 +915,24 @@ mod tests {
         step(&store, 0, vec![(a.clone(), 5, 1)], Some(6));
         settle(&store, Some(6));
         assert_eq!(all_page_views(&store.read()), vec![a, b]);
+    }
+
+    #[test]
+    fn a_hold_keeps_the_as_of_back_until_it_is_released() {
+        let store = ViewStore::new(1);
+        let a = page_view("/a", 0, 1, 1);
+        store.hold(Some(3));
+        step(
+            &store,
+            0,
+            vec![(a.clone(), 1, 1), (a.clone(), 5, 1)],
+            Some(8),
+        );
+        settle(&store, Some(3));
+        assert_eq!(all_page_views(&store.read()), vec![a.clone()]);
+        store.hold(None);
+        settle(&store, Some(8));
+        assert_eq!(all_page_views(&store.read()), vec![a.clone(), a]);
     }
 
     #[test]
