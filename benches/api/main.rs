@@ -12,10 +12,11 @@
 //!    p50/p99, beside the service's own (`clickflow_api_request_duration_seconds`).
 //! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
 //!    connections of at most 100 streams each) for `--phase-seconds` each: updates per
-//!    second delivered to all of them together, and the ingest rate meanwhile (events
-//!    counted per second by the service), to compare with the rate without subscribers,
-//!    and how many streams ended before the phase did, and why (a subscriber that falls
-//!    behind is cut off with `RESOURCE_EXHAUSTED`).
+//!    second delivered to all of them together; meanwhile the ingest rate (events counted
+//!    per second by the service) and the cores used by the service (and by its API
+//!    threads) and by the benchmark's client, to compare with the phase without
+//!    subscribers; and how many streams ended before the phase did, and why (a subscriber
+//!    that falls behind is cut off with `RESOURCE_EXHAUSTED`).
 //!
 //! Progress goes to stderr, a markdown summary to stdout.
 
@@ -31,10 +32,13 @@ use clickflow_benches::harness::kafka::{
     PARTITIONS, create_topics, generator, produce, topic_names,
 };
 use clickflow_benches::harness::metrics::{histogram_between, quantile_at_most};
-use clickflow_benches::harness::serve::{Serve, free_local_address};
+use clickflow_benches::harness::serve::{Serve, free_local_address, threads_cpu_seconds};
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use tonic::transport::Channel;
+
+/// The name of the client's runtime threads (at most 15 bytes: Linux keeps no more).
+const CLIENT_THREADS: &str = "api-client";
 
 /// Streams per connection at most (HTTP/2 servers commonly allow 100 to 200).
 const STREAMS_PER_CONNECTION: usize = 100;
@@ -121,6 +125,7 @@ fn main() -> anyhow::Result<()> {
     );
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREADS)
         .enable_all()
         .build()?;
     let report = runtime.block_on(measure(&args, &mut serve, &format!("http://{api}")));
@@ -159,10 +164,17 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n| subscribers | updates/s delivered (all) | events/s ingested meanwhile | streams ended early |\n\
-         |---|---|---|---|"
+        "\n| subscribers | updates/s delivered (all) | events/s ingested meanwhile | \
+         service cores (API threads) | client cores | streams ended early |\n\
+         |---|---|---|---|---|---|"
     );
-    println!("| 0 | - | {:.0} | - |", report.ingest_without);
+    let load = |load: &PhaseLoad| {
+        format!(
+            "{:.0} | {:.2} ({:.2}) | {:.2}",
+            load.ingest, load.service_cores, load.api_cores, load.client_cores
+        )
+    };
+    println!("| 0 | - | {} | - |", load(&report.without));
     for fan_out in &report.fan_out {
         let ended: Vec<String> = fan_out
             .ended
@@ -170,10 +182,10 @@ fn main() -> anyhow::Result<()> {
             .map(|(why, count)| format!("{count} ({why})"))
             .collect();
         println!(
-            "| {} | {:.0} | {:.0} | {} |",
+            "| {} | {:.0} | {} | {} |",
             fan_out.subscribers,
             fan_out.updates,
-            fan_out.ingest,
+            load(&fan_out.load),
             if ended.is_empty() {
                 "0".to_owned()
             } else {
@@ -187,7 +199,8 @@ fn main() -> anyhow::Result<()> {
 /// What was measured.
 struct Report {
     latencies: Vec<Latencies>,
-    ingest_without: f64,
+    /// Ingest and CPU use without subscribers.
+    without: PhaseLoad,
     fan_out: Vec<FanOut>,
 }
 
@@ -196,8 +209,8 @@ struct FanOut {
     subscribers: usize,
     /// Updates delivered per second to all subscribers together.
     updates: f64,
-    /// Events counted per second by the service meanwhile.
-    ingest: f64,
+    /// Ingest and CPU use meanwhile.
+    load: PhaseLoad,
     /// Streams that ended before the phase did, by why (a status code, or a close).
     ended: BTreeMap<String, usize>,
 }
@@ -275,7 +288,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         )
         .await?,
     );
-    let ingest_without = ingest_rate(serve, phase).await?;
+    let without = phase_load(serve, phase).await?;
     let mut fan_out = Vec::new();
     for subscribers in [1, 100, 1000] {
         eprintln!("bench-api: {subscribers} subscribers");
@@ -311,7 +324,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = delivered.load(Ordering::Relaxed);
-        let ingest = ingest_rate(serve, phase).await?;
+        let load = phase_load(serve, phase).await?;
         let updates = (delivered.load(Ordering::Relaxed) - before) as f64 / phase.as_secs_f64();
         stop.store(true, Ordering::Relaxed);
         let mut ended = BTreeMap::new();
@@ -330,14 +343,14 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         fan_out.push(FanOut {
             subscribers,
             updates,
-            ingest,
+            load,
             ended,
         });
     }
     drop(client);
     Ok(Report {
         latencies,
-        ingest_without,
+        without,
         fan_out,
     })
 }
@@ -388,11 +401,37 @@ where
 }
 
 /// Events counted per second by the service over `phase`.
-async fn ingest_rate(serve: &mut Serve, phase: Duration) -> anyhow::Result<f64> {
-    let before = serve.scrape()?.sum("clickflow_events_total");
+/// Ingest and CPU use over one phase.
+struct PhaseLoad {
+    /// Events counted per second by the service.
+    ingest: f64,
+    /// Cores the service used.
+    service_cores: f64,
+    /// Cores the service's API threads used (a part of `service_cores`).
+    api_cores: f64,
+    /// Cores this benchmark's client (its tokio runtime) used.
+    client_cores: f64,
+}
+
+async fn phase_load(serve: &mut Serve, phase: Duration) -> anyhow::Result<PhaseLoad> {
+    let sample = |serve: &mut Serve| -> anyhow::Result<[f64; 4]> {
+        Ok([
+            serve.scrape()?.sum("clickflow_events_total"),
+            serve.cpu_seconds()?,
+            serve.api_cpu_seconds()?,
+            threads_cpu_seconds("self", CLIENT_THREADS)?,
+        ])
+    };
+    let before = sample(serve)?;
     tokio::time::sleep(phase).await;
-    let after = serve.scrape()?.sum("clickflow_events_total");
-    Ok((after - before) / phase.as_secs_f64())
+    let after = sample(serve)?;
+    let per_second = |index: usize| (after[index] - before[index]) / phase.as_secs_f64();
+    Ok(PhaseLoad {
+        ingest: per_second(0),
+        service_cores: per_second(1),
+        api_cores: per_second(2),
+        client_cores: per_second(3),
+    })
 }
 
 fn percentile(values: &[f64], q: f64) -> f64 {

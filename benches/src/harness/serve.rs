@@ -124,6 +124,12 @@ impl Serve {
         cpu_seconds(child.id())
     }
 
+    /// CPU time the service's API threads have used so far, in seconds.
+    pub fn api_cpu_seconds(&self) -> anyhow::Result<f64> {
+        let child = self.child.as_ref().context("clickflow serve was stopped")?;
+        threads_cpu_seconds(&child.id().to_string(), "clickflow-api")
+    }
+
     /// Stops the service with SIGTERM and waits for it; fails if it does not exit
     /// successfully within a minute.
     pub fn stop(mut self) -> anyhow::Result<()> {
@@ -194,8 +200,27 @@ impl Drop for Serve {
 
 /// CPU time process `pid` has used so far (user + system), in seconds.
 pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time the threads of `process` (a pid, or `self`) whose names start with `prefix`
+/// have used so far (user + system), in seconds.
+pub fn threads_cpu_seconds(process: &str, prefix: &str) -> anyhow::Result<f64> {
+    let tasks = format!("/proc/{process}/task");
+    let mut seconds = 0.0;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
+        let task = task?.path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if name.starts_with(prefix) {
+            seconds += stat_cpu_seconds(&task.join("stat").to_string_lossy())?;
+        }
+    }
+    Ok(seconds)
+}
+
+/// The CPU time (user + system) in seconds in a `/proc` `stat` file.
+fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
     // Fields after the command name, which is in parentheses and may hold spaces: state
     // is field 3, utime field 14 and stime field 15.
     let fields: Vec<&str> = stat
@@ -213,7 +238,6 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(14)? + ticks(15)?) / clock_ticks_per_second())
 }
 
-/// A local address with a port that is free now.
 /// A free address on the loopback interface (bound once, then released).
 pub fn free_local_address() -> anyhow::Result<SocketAddr> {
     let listener =

@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::ops::{Bound, RangeBounds};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
@@ -133,6 +134,8 @@ struct Shared {
     /// Held while updates are taken, recorded and published, and while a view starts being
     /// followed: a view's changelog starts exactly at a published `as_of`.
     publishing: Mutex<()>,
+    /// Callers of [`ViewStore::follow`] waiting for `publishing`.
+    followers_waiting: AtomicUsize,
     /// The frontier of an input that readers must see up to the same `as_of` as the views
     /// (see [`ViewStore::hold`]); `None` while nothing holds the store back.
     held_at: Mutex<Option<Time>>,
@@ -154,7 +157,7 @@ enum Signal {
 const CHUNK_UPDATES: usize = 512;
 
 /// How long the store's thread sleeps between looks while a read still holds the rows it
-/// is to update.
+/// is to update, or a view's first subscriber waits to follow it.
 const READ_ENDING: Duration = Duration::from_micros(50);
 
 /// How the store's thread brings the published rows up to date.
@@ -400,6 +403,11 @@ impl Shared {
             return;
         }
         for as_of in chunk_ends {
+            // A view's first subscriber waits for the publishing lock: it goes before the
+            // next chunk, not after the whole backlog.
+            while self.followers_waiting.load(Ordering::Acquire) > 0 {
+                std::thread::sleep(READ_ENDING);
+            }
             self.publish_before(as_of, upkeep);
         }
     }
@@ -693,6 +701,7 @@ impl ViewStore {
                 ..Changelog::default()
             }),
             publishing: Mutex::new(()),
+            followers_waiting: AtomicUsize::new(0),
             held_at: Mutex::new(None),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
@@ -738,9 +747,18 @@ impl ViewStore {
     /// current `as_of` on: call it before reading what a subscriber starts from.
     pub fn follow(&self, view: ViewKind) {
         let shared = self.shared();
+        let unfollowed = |changelog: &Changelog| {
+            changelog.retention_ms > 0 && changelog.kept_from(view).is_none()
+        };
+        // A view stays followed: its later subscribers need not wait for a publication.
+        if !unfollowed(&read(&shared.changelog)) {
+            return;
+        }
+        shared.followers_waiting.fetch_add(1, Ordering::AcqRel);
         let _publishing = lock(&shared.publishing);
+        shared.followers_waiting.fetch_sub(1, Ordering::AcqRel);
         let mut changelog = write(&shared.changelog);
-        if changelog.retention_ms > 0 && changelog.kept_from(view).is_none() {
+        if unfollowed(&changelog) {
             let as_of = lock(&shared.published).as_of;
             changelog.kept_from[view as usize] = Some(as_of.unwrap_or(Time::MAX));
         }
@@ -1045,6 +1063,23 @@ mod tests {
             read.changes_since(ViewKind::Sessions, 10),
             None,
             "never followed"
+        );
+    }
+
+    #[test]
+    fn a_followed_view_is_followed_again_without_waiting_for_a_publication() {
+        let store = ViewStore::serving(1, 1_000);
+        store.follow(ViewKind::PageViews);
+        let _publishing = lock(&store.shared().publishing);
+        let (done, finished) = std::sync::mpsc::channel();
+        let follower = store.clone();
+        std::thread::spawn(move || {
+            follower.follow(ViewKind::PageViews);
+            let _ = done.send(());
+        });
+        assert!(
+            finished.recv_timeout(Duration::from_secs(5)).is_ok(),
+            "the second follow waited for the publishing lock"
         );
     }
 
