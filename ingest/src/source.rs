@@ -156,9 +156,7 @@ impl<'s> SourceStreams<'s> {
                 });
             });
     }
-}
 
-impl SourceStreams<'_> {
     /// Takes the other processes' reports into process 0's `status`, and holds `store`'s
     /// `as_of` at their frontier, so that an answer's `as_of` offsets cover every
     /// partition of the cluster up to its frontier.
