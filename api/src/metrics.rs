@@ -2,9 +2,10 @@
 //! server (from the handler's start to its answer: waiting for the view store, the query
 //! and the conversion to messages, not the network), and the subscribers connected.
 
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use clickflow_ingest::status::write_metric;
 
 /// The unary methods that are timed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,11 +81,7 @@ impl RequestDurations {
 
     /// `clickflow_api_request_duration_seconds` and `clickflow_api_subscribers`.
     pub fn prometheus_text(&self, subscribers: usize) -> String {
-        const NAME: &str = "clickflow_api_request_duration_seconds";
-        let mut text = format!(
-            "# HELP {NAME} Time the server took to answer a unary request, by method.\n\
-             # TYPE {NAME} histogram\n"
-        );
+        let mut samples = Vec::new();
         for method in Method::ALL {
             let durations = &self.methods[method as usize];
             let name = method.name();
@@ -94,20 +91,32 @@ impl RequestDurations {
                 let bound = BOUNDS_US
                     .get(index)
                     .map_or("+Inf".to_owned(), |us| (*us as f64 / 1e6).to_string());
-                let _ = writeln!(
-                    text,
-                    "{NAME}_bucket{{method=\"{name}\",le=\"{bound}\"}} {cumulative}"
-                );
+                samples.push((
+                    format!("_bucket{{method=\"{name}\",le=\"{bound}\"}}"),
+                    cumulative.to_string(),
+                ));
             }
             let sum = durations.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(text, "{NAME}_sum{{method=\"{name}\"}} {sum}");
-            let _ = writeln!(text, "{NAME}_count{{method=\"{name}\"}} {cumulative}");
+            samples.push((format!("_sum{{method=\"{name}\"}}"), sum.to_string()));
+            samples.push((
+                format!("_count{{method=\"{name}\"}}"),
+                cumulative.to_string(),
+            ));
         }
-        let _ = write!(
-            text,
-            "# HELP clickflow_api_subscribers Subscriptions connected now.\n\
-             # TYPE clickflow_api_subscribers gauge\n\
-             clickflow_api_subscribers {subscribers}\n"
+        let mut text = String::new();
+        write_metric(
+            &mut text,
+            "clickflow_api_request_duration_seconds",
+            "histogram",
+            "Time the server took to answer a unary request, by method.",
+            samples,
+        );
+        write_metric(
+            &mut text,
+            "clickflow_api_subscribers",
+            "gauge",
+            "Subscriptions connected now.",
+            [(String::new(), subscribers.to_string())],
         );
         text
     }
@@ -136,6 +145,8 @@ mod tests {
             "clickflow_api_request_duration_seconds_bucket{method=\"QuerySessions\",le=\"0.000025\"} 1\n",
             "clickflow_api_request_duration_seconds_count{method=\"GetStatus\"} 0\n",
             "clickflow_api_subscribers 7\n",
+            "# TYPE clickflow_api_request_duration_seconds histogram\n",
+            "# TYPE clickflow_api_subscribers gauge\n",
         ] {
             assert!(text.contains(expected), "{expected} missing from\n{text}");
         }

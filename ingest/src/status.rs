@@ -347,10 +347,7 @@ impl IngestStatus {
     pub fn prometheus_text(&self) -> String {
         let mut text = String::new();
         let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(text, "{name}{labels} {value}");
-            }
+            write_metric(&mut text, name, kind, help, samples);
         };
         let unlabelled = |value: String| vec![(String::new(), value)];
         metric(
@@ -463,6 +460,22 @@ impl IngestStatus {
             unlabelled(format!("{:.3}", self.inner.started.elapsed().as_secs_f64())),
         );
         text
+    }
+}
+
+/// Appends one metric family in the Prometheus text exposition format to `text`: its
+/// `HELP` and `TYPE` lines, then a line per sample, each given as what follows the name (a
+/// suffix such as `_bucket`, then labels) and its value.
+pub fn write_metric(
+    text: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (String, String)>,
+) {
+    let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        let _ = writeln!(text, "{name}{labels} {value}");
     }
 }
 
