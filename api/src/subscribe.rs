@@ -36,23 +36,27 @@ use crate::state::{ApiState, FeedBatch};
 /// How often the feed reads the store.
 const FEED_INTERVAL: Duration = Duration::from_millis(5);
 
+/// A message in a subscriber's buffer, with its encoded size (what it holds of the
+/// buffer's byte budget).
+type Queued<T> = (Result<T, Status>, usize);
+
 /// The stream a subscriber reads: its buffer's receiving end, which gives the bytes of each
 /// message back to the buffer's budget as the client takes it.
 pub struct Subscription<T> {
-    messages: ReceiverStream<Result<T, Status>>,
+    messages: ReceiverStream<Queued<T>>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
-impl<T: Message> Stream for Subscription<T> {
+impl<T> Stream for Subscription<T> {
     type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let next = Pin::new(&mut self.messages).poll_next(context);
-        if let Poll::Ready(Some(Ok(message))) = &next {
-            self.queued_bytes
-                .fetch_sub(message.encoded_len(), Ordering::Relaxed);
-        }
-        next
+        Pin::new(&mut self.messages).poll_next(context).map(|next| {
+            next.map(|(message, size)| {
+                self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                message
+            })
+        })
     }
 }
 
@@ -333,7 +337,7 @@ async fn next_batch<T: Message>(
 /// The bounded buffer towards one client: at most `subscriber_buffer` messages and
 /// `max_bytes` encoded bytes (one message alone may be larger).
 struct Outbox<T> {
-    sender: mpsc::Sender<Result<T, Status>>,
+    sender: mpsc::Sender<Queued<T>>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
 }
@@ -349,14 +353,13 @@ impl<T: Message> Outbox<T> {
             return false;
         }
         self.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        self.sender.try_send(Ok(message)).is_ok()
+        self.sender.try_send((Ok(message), size)).is_ok()
     }
 
     fn cut_off(&mut self, why: String) {
         debug!(%why, "subscriber cut off");
-        let _ = self.sender.try_send(Err(Status::resource_exhausted(format!(
-            "subscriber cut off: {why}"
-        ))));
+        let error = Status::resource_exhausted(format!("subscriber cut off: {why}"));
+        let _ = self.sender.try_send((Err(error), 0));
     }
 }
 
