@@ -5,8 +5,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use clickflow_proto::FILE_DESCRIPTOR_SET;
-use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_server::{Clickflow, ClickflowServer};
+use clickflow_proto::{EncodedSubscribeResponse, v1};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -115,7 +115,7 @@ impl Clickflow for Service {
         })
     }
 
-    type SubscribeStream = Subscription<v1::SubscribeResponse>;
+    type SubscribeStream = Subscription<EncodedSubscribeResponse>;
 
     async fn subscribe(
         &self,

@@ -4,26 +4,17 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use clickflow_dataflow::{TimedUpdates, ViewStore};
+use clickflow_dataflow::ViewStore;
 use clickflow_ingest::status::IngestStatus;
-use clickflow_proto::v1;
 use tokio::sync::broadcast;
 
 use crate::metrics::RequestDurations;
 use crate::rules::AlertRules;
+use crate::subscribe::FeedBatch;
 
 /// Feed batches kept for subscribers that are behind; one that falls further behind is
 /// cut off.
 const FEED_BACKLOG: usize = 4096;
-
-/// Every view's updates between two reads of the store.
-#[derive(Debug)]
-pub struct FeedBatch {
-    /// The `as_of` these updates bring the views to.
-    pub as_of: v1::AsOf,
-    /// Per view (in `ViewKind` order), the updates at times in `[from, as_of)` by time.
-    pub changes: [Vec<TimedUpdates>; 4],
-}
 
 /// The services' shared state. Cloning shares it.
 #[derive(Clone)]

@@ -3,7 +3,9 @@
 //! One feed task reads the store's changelog every few milliseconds and broadcasts each
 //! view's new updates, by time, with the new `as_of`. Every subscriber has its own task
 //! that filters the feed and writes to a buffer towards its client, bounded both in
-//! messages and in bytes. A subscriber that falls behind (its buffer is full, or the feed
+//! messages and in bytes. A view's feed messages are encoded once, by the first subscriber
+//! that takes them whole (no key prefix, not final-only), and shared by all such
+//! subscribers; the others encode their own. A subscriber that falls behind (its buffer is full, or the feed
 //! has moved past what it has read) is cut off with `RESOURCE_EXHAUSTED`; ingestion never
 //! waits for subscribers.
 //!
@@ -13,15 +15,15 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use clickflow_dataflow::{
     AlertRow, AlertState, AnyRow, Time, TimedUpdates, ViewKind, alert_transitions,
 };
-use clickflow_proto::v1;
+use clickflow_proto::{EncodedSubscribeResponse, v1};
 use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
@@ -31,10 +33,48 @@ use tracing::debug;
 
 use crate::convert;
 use crate::error::ApiError;
-use crate::state::{ApiState, FeedBatch};
+use crate::state::ApiState;
 
 /// How often the feed reads the store.
 const FEED_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Every view's updates between two reads of the store.
+#[derive(Debug)]
+pub(crate) struct FeedBatch {
+    /// The `as_of` these updates bring the views to.
+    pub as_of: v1::AsOf,
+    /// Per view (in `ViewKind` order), the updates at times in `[from, as_of)` by time.
+    pub changes: [Vec<TimedUpdates>; 4],
+    /// The progress message to `as_of`.
+    progress: EncodedSubscribeResponse,
+    /// Per view, `changes` as update batches, encoded when first asked for.
+    encoded: [OnceLock<Vec<(Time, EncodedSubscribeResponse)>>; 4],
+}
+
+impl FeedBatch {
+    /// The batch of `changes` that brings the views to `as_of`.
+    pub(crate) fn new(as_of: v1::AsOf, changes: [Vec<TimedUpdates>; 4]) -> Self {
+        Self {
+            progress: progress(as_of.clone()).into(),
+            as_of,
+            changes,
+            encoded: Default::default(),
+        }
+    }
+
+    /// Every update batch of `view`, with its time, encoded (once, for all subscribers).
+    fn encoded_updates(&self, view: ViewKind) -> &[(Time, EncodedSubscribeResponse)] {
+        self.encoded[view as usize].get_or_init(|| {
+            self.changes[view as usize]
+                .iter()
+                .filter_map(|(time, updates)| {
+                    update_batch(*time, updates, &mut |_, _| true)
+                        .map(|message| (*time, message.into()))
+                })
+                .collect()
+        })
+    }
+}
 
 /// A message in a subscriber's buffer, with its encoded size (what it holds of the
 /// buffer's byte budget).
@@ -90,10 +130,7 @@ pub async fn run_feed(state: ApiState) {
                 continue;
             }
             let changes = ViewKind::ALL.map(|view| read.recent_changes(view, from));
-            FeedBatch {
-                as_of: convert::as_of(as_of, &state.status),
-                changes,
-            }
+            FeedBatch::new(convert::as_of(as_of, &state.status), changes)
         };
         from = batch.as_of.frontier_ms;
         // No subscriber is no error.
@@ -108,7 +145,7 @@ pub async fn run_feed(state: ApiState) {
 pub fn subscribe(
     state: &ApiState,
     request: v1::SubscribeRequest,
-) -> Result<Subscription<v1::SubscribeResponse>, ApiError> {
+) -> Result<Subscription<EncodedSubscribeResponse>, ApiError> {
     let view = match v1::View::try_from(request.view) {
         Ok(v1::View::PageViewsPerMinute) => ViewKind::PageViews,
         Ok(v1::View::UserSessions) => ViewKind::Sessions,
@@ -131,6 +168,7 @@ pub fn subscribe(
             "a final_only subscription cannot resume (the rows it held back are gone)",
         ));
     }
+    let whole_feed = request.key_prefix.is_empty() && !request.final_only;
     let prefix = request.key_prefix;
     let keep = move |row: &AnyRow| key_of(row).starts_with(prefix.as_str());
     let mut final_only = request.final_only.then(|| FinalOnly {
@@ -181,7 +219,7 @@ pub fn subscribe(
         let _guard = guard;
         let mut sent_until = sent_until;
         for message in first {
-            if !out.send(message) {
+            if !out.send(message.into()) {
                 return;
             }
         }
@@ -192,26 +230,36 @@ pub fn subscribe(
             if batch.as_of.frontier_ms <= sent_until {
                 continue;
             }
-            let frontier = batch.as_of.frontier_ms;
-            let mut updates = update_batches(
-                &batch.changes[view as usize],
-                sent_until,
-                &mut |row, diff| {
-                    keep(row)
-                        && final_only
-                            .as_mut()
-                            .is_none_or(|final_only| final_only.pass(row, diff, sent_until))
-                },
-            );
-            if let Some(released) = final_only
-                .as_mut()
-                .map(|final_only| final_only.release(frontier))
-            {
-                let released: Vec<TimedUpdates> =
-                    vec![(frontier.saturating_sub(1), released.into())];
-                updates.extend(update_batches(&released, 0, &mut |_, _| true));
-            }
-            for message in updates.into_iter().chain([progress(batch.as_of.clone())]) {
+            let updates: Vec<EncodedSubscribeResponse> = if whole_feed {
+                batch
+                    .encoded_updates(view)
+                    .iter()
+                    .filter(|(time, _)| *time >= sent_until)
+                    .map(|(_, message)| message.clone())
+                    .collect()
+            } else {
+                let frontier = batch.as_of.frontier_ms;
+                let mut updates = update_batches(
+                    &batch.changes[view as usize],
+                    sent_until,
+                    &mut |row, diff| {
+                        keep(row)
+                            && final_only
+                                .as_mut()
+                                .is_none_or(|final_only| final_only.pass(row, diff, sent_until))
+                    },
+                );
+                if let Some(released) = final_only
+                    .as_mut()
+                    .map(|final_only| final_only.release(frontier))
+                {
+                    let released: Vec<TimedUpdates> =
+                        vec![(frontier.saturating_sub(1), released.into())];
+                    updates.extend(update_batches(&released, 0, &mut |_, _| true));
+                }
+                updates.into_iter().map(Into::into).collect()
+            };
+            for message in updates.into_iter().chain([batch.progress.clone()]) {
                 if !out.send(message) {
                     return;
                 }
@@ -383,23 +431,31 @@ fn update_batches(
     changes
         .iter()
         .filter(|(time, _)| *time >= from)
-        .filter_map(|(time, updates)| {
-            let updates: Vec<v1::Update> = updates
-                .iter()
-                .filter(|(row, diff)| pass(row, *diff))
-                .map(|(row, diff)| v1::Update {
-                    row: Some(convert::any_row(row)),
-                    diff: *diff as i64,
-                })
-                .collect();
-            (!updates.is_empty()).then(|| {
-                message(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
-                    time_ms: *time,
-                    updates,
-                }))
-            })
-        })
+        .filter_map(|(time, updates)| update_batch(*time, updates, pass))
         .collect()
+}
+
+/// The `UpdateBatch` message of the `updates` at `time` that `pass` lets through; `None`
+/// if none does.
+fn update_batch(
+    time: Time,
+    updates: &[(AnyRow, isize)],
+    pass: &mut impl FnMut(&AnyRow, isize) -> bool,
+) -> Option<v1::SubscribeResponse> {
+    let updates: Vec<v1::Update> = updates
+        .iter()
+        .filter(|(row, diff)| pass(row, *diff))
+        .map(|(row, diff)| v1::Update {
+            row: Some(convert::any_row(row)),
+            diff: *diff as i64,
+        })
+        .collect();
+    (!updates.is_empty()).then(|| {
+        message(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
+            time_ms: time,
+            updates,
+        }))
+    })
 }
 
 fn progress(as_of: v1::AsOf) -> v1::SubscribeResponse {
@@ -424,25 +480,36 @@ mod tests {
     use crate::rules::AlertRules;
 
     fn batch(time: Time) -> Arc<FeedBatch> {
-        let row = PageViewRow {
-            page: "/a".into(),
-            window_start: 0,
-            window_end: 60_000,
-            view_count: time,
-            unique_users: 1,
-        };
-        Arc::new(FeedBatch {
-            as_of: v1::AsOf {
+        batch_of_pages(time, &["/a"])
+    }
+
+    /// A feed batch to `time + 1` with one page-view update at `time` per page.
+    fn batch_of_pages(time: Time, pages: &[&str]) -> Arc<FeedBatch> {
+        let updates: Vec<(AnyRow, isize)> = pages
+            .iter()
+            .map(|page| {
+                let row = PageViewRow {
+                    page: (*page).into(),
+                    window_start: 0,
+                    window_end: 60_000,
+                    view_count: time,
+                    unique_users: 1,
+                };
+                (AnyRow::PageView(row), 1)
+            })
+            .collect();
+        Arc::new(FeedBatch::new(
+            v1::AsOf {
                 frontier_ms: time + 1,
                 offsets: Vec::new(),
             },
-            changes: [
-                vec![(time, vec![(AnyRow::PageView(row), 1)].into())],
+            [
+                vec![(time, updates.into())],
                 Vec::new(),
                 Vec::new(),
                 Vec::new(),
             ],
-        })
+        ))
     }
 
     /// Feeds `batches` batches to two subscribers of `state`, one of which reads along
@@ -452,7 +519,7 @@ mod tests {
     async fn slow_and_reader(
         state: &ApiState,
         batches: u64,
-    ) -> Vec<Result<v1::SubscribeResponse, Status>> {
+    ) -> Vec<Result<EncodedSubscribeResponse, Status>> {
         let request = v1::SubscribeRequest {
             view: v1::View::PageViewsPerMinute as i32,
             ..Default::default()
@@ -487,6 +554,64 @@ mod tests {
             IngestStatus::default(),
             AlertRules::new(RuleChanges::default(), []),
         )
+    }
+
+    /// The pages of an update batch's updates, or the frontier of a progress message.
+    fn pages_or_frontier(message: EncodedSubscribeResponse) -> Result<Vec<String>, u64> {
+        match message.message().unwrap().message {
+            Some(v1::subscribe_response::Message::Updates(batch)) => Ok(batch
+                .updates
+                .into_iter()
+                .map(|update| match update.row.and_then(|row| row.row) {
+                    Some(v1::row::Row::PageView(row)) => row.page,
+                    other => panic!("not a page view: {other:?}"),
+                })
+                .collect()),
+            Some(v1::subscribe_response::Message::Progress(progress)) => {
+                Err(progress.as_of.unwrap().frontier_ms)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn subscribers_of_the_whole_feed_get_the_same_messages_and_a_prefix_filters_them() {
+        let state = state();
+        let request = |key_prefix: &str| v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            key_prefix: key_prefix.into(),
+            ..Default::default()
+        };
+        let mut whole = [
+            subscribe(&state, request("")).unwrap(),
+            subscribe(&state, request("")).unwrap(),
+        ];
+        let mut prefixed = subscribe(&state, request("/b")).unwrap();
+        for time in [7, 8] {
+            state
+                .feed
+                .send(batch_of_pages(time, &["/a", "/b", "/bc"]))
+                .unwrap();
+        }
+        let mut got: [Vec<EncodedSubscribeResponse>; 3] = Default::default();
+        for (stream, got) in whole.iter_mut().chain([&mut prefixed]).zip(&mut got) {
+            // The first progress (the store is empty), then an update batch and a progress
+            // per feed batch.
+            for _ in 0..5 {
+                got.push(stream.next().await.unwrap().unwrap());
+            }
+        }
+        assert_eq!(got[0], got[1], "the same bytes for the whole feed");
+        let [whole, _, prefixed] = got.map(|got| {
+            got.into_iter()
+                .skip(1)
+                .map(pages_or_frontier)
+                .collect::<Vec<_>>()
+        });
+        let all = || Ok(vec!["/a".to_owned(), "/b".to_owned(), "/bc".to_owned()]);
+        assert_eq!(whole, [all(), Err(8), all(), Err(9)]);
+        let b = || Ok(vec!["/b".to_owned(), "/bc".to_owned()]);
+        assert_eq!(prefixed, [b(), Err(8), b(), Err(9)]);
     }
 
     #[tokio::test]

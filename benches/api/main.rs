@@ -16,7 +16,9 @@
 //!    per second by the service) and the cores used by the service (and by its API
 //!    threads) and by the benchmark's client, to compare with the phase without
 //!    subscribers; and how many streams ended before the phase did, and why (a subscriber
-//!    that falls behind is cut off with `RESOURCE_EXHAUSTED`).
+//!    that falls behind is cut off with `RESOURCE_EXHAUSTED`). The client counts each
+//!    update batch's updates without decoding their rows ([`CountedResponse`]), so that
+//!    it takes little of the cores it shares with the service.
 //!
 //! Progress goes to stderr, a markdown summary to stdout.
 
@@ -35,6 +37,7 @@ use clickflow_benches::harness::metrics::{histogram_between, quantile_at_most};
 use clickflow_benches::harness::serve::{Serve, free_local_address, threads_cpu_seconds};
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
 /// The name of the client's runtime threads (at most 15 bytes: Linux keeps no more).
@@ -300,18 +303,29 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
             if index % STREAMS_PER_CONNECTION == 0 {
                 channel = Some(Channel::from_shared(address.to_owned())?.connect().await?);
             }
-            let mut client = ClickflowClient::new(channel.clone().context("a connection")?);
+            let mut client = tonic::client::Grpc::new(channel.clone().context("a connection")?);
             let (delivered, stop) = (Arc::clone(&delivered), Arc::clone(&stop));
             tasks.push(tokio::spawn(async move {
                 let request = v1::SubscribeRequest {
                     view: v1::View::PageViewsPerMinute as i32,
                     ..Default::default()
                 };
-                let mut stream = client.subscribe(request).await?.into_inner();
+                client
+                    .ready()
+                    .await
+                    .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+                let mut stream = client
+                    .server_streaming(
+                        tonic::Request::new(request),
+                        PathAndQuery::from_static("/clickflow.v1.Clickflow/Subscribe"),
+                        tonic_prost::ProstCodec::<_, CountedResponse>::default(),
+                    )
+                    .await?
+                    .into_inner();
                 while !stop.load(Ordering::Relaxed) {
                     match stream.message().await? {
-                        Some(v1::SubscribeResponse {
-                            message: Some(v1::subscribe_response::Message::Updates(batch)),
+                        Some(CountedResponse {
+                            updates: Some(batch),
                         }) => {
                             delivered.fetch_add(batch.updates.len() as u64, Ordering::Relaxed);
                         }
@@ -353,6 +367,24 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         without,
         fan_out,
     })
+}
+
+/// A `clickflow.v1.SubscribeResponse` as the fan-out's client reads it: an update batch
+/// with its updates left encoded, to be counted (the field numbers are the .proto's;
+/// snapshots and progress messages are skipped).
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountedResponse {
+    /// `SubscribeResponse.updates`.
+    #[prost(message, optional, tag = "2")]
+    updates: Option<CountedBatch>,
+}
+
+/// A `clickflow.v1.UpdateBatch` with each `Update` left encoded.
+#[derive(Clone, PartialEq, prost::Message)]
+struct CountedBatch {
+    /// `UpdateBatch.updates`.
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    updates: Vec<prost::bytes::Bytes>,
 }
 
 /// One kind of request's latencies.
@@ -441,4 +473,45 @@ fn percentile(values: &[f64], q: f64) -> f64 {
         .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
         .copied()
         .unwrap_or(f64::NAN)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn response(message: v1::subscribe_response::Message) -> Vec<u8> {
+        v1::SubscribeResponse {
+            message: Some(message),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn counts_the_updates_of_an_update_batch_and_skips_other_messages() {
+        let update = |diff| v1::Update {
+            row: Some(v1::Row {
+                row: Some(v1::row::Row::PageView(v1::PageViewRow {
+                    page: "/a".into(),
+                    ..Default::default()
+                })),
+            }),
+            diff,
+        };
+        let batch = response(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
+            time_ms: 7,
+            updates: vec![update(1), update(-1), update(1)],
+        }));
+        let counted = CountedResponse::decode(batch.as_slice()).unwrap();
+        assert_eq!(counted.updates.map(|batch| batch.updates.len()), Some(3));
+        let progress = response(v1::subscribe_response::Message::Progress(v1::Progress {
+            as_of: Some(v1::AsOf {
+                frontier_ms: 8,
+                offsets: Vec::new(),
+            }),
+        }));
+        let counted = CountedResponse::decode(progress.as_slice()).unwrap();
+        assert_eq!(counted.updates, None);
+    }
 }
