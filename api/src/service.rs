@@ -117,11 +117,24 @@ impl Clickflow for Service {
 
     type SubscribeStream = Subscription<EncodedSubscribeResponse>;
 
+    /// The set-up may wait for the store's thread (the first subscriber of a view) and
+    /// converts a snapshot of the whole view: it runs on a blocking thread, not on one of
+    /// the API runtime's, which answer the queries meanwhile.
     async fn subscribe(
         &self,
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        answer(subscribe(&self.state, request.into_inner()))
+        let state = self.state.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let started = tokio::task::spawn_blocking(move || {
+            // The subscriber's task is spawned on the API runtime.
+            let _entered = runtime.enter();
+            subscribe(&state, request.into_inner())
+        });
+        let set_up = started
+            .await
+            .map_err(|error| Status::internal(format!("subscribe set-up failed: {error}")))?;
+        answer(set_up)
     }
 
     async fn create_alert_rule(
