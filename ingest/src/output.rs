@@ -3,8 +3,11 @@
 //!
 //! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel (a
 //! slow broker therefore slows the dataflow instead of growing a buffer). The thread takes
-//! every step waiting, turns each into upsert records, and commits them in one
-//! transaction, so a `read_committed` consumer sees whole steps only. A commit that timed
+//! every step waiting, turns them into upsert records, and commits them in one
+//! transaction, so a `read_committed` consumer sees whole steps only. The page-view
+//! updates of the steps in one transaction are netted together: a window that changed in
+//! several of them is written once, with its last value (which is all a consumer could
+//! see of it). Alert transitions are kept step by step: each is written once. A commit that timed
 //! out is retried in place; a transaction that failed otherwise is aborted and written
 //! again with the same records, for up to five minutes (a broker restart); a fatal error
 //! (another instance took over the transactional id) ends the writer with that cause.
@@ -26,13 +29,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::{
-    AlertState, AlertTransition, PageViewRow, Step, alert_transitions, changed_rows,
+    AlertRow, AlertState, AlertTransition, PageViewRow, Step, Time, alert_transitions, changed_rows,
 };
 use clickflow_events::format_iso8601_utc;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
-use serde_json::json;
+use serde::Serialize;
 use tracing::{info, warn};
 
 use crate::KafkaError;
@@ -148,12 +151,9 @@ fn write_steps(
     status: &IngestStatus,
 ) -> Result<(), KafkaError> {
     while let Ok(first) = steps.recv() {
-        let mut frontier = first.to;
-        let mut records = step_records(&first, config.retention_ms);
-        for step in steps.try_iter() {
-            frontier = step.to;
-            records.extend(step_records(&step, config.retention_ms));
-        }
+        let waiting: Vec<Step> = std::iter::once(first).chain(steps.try_iter()).collect();
+        let frontier = waiting.last().and_then(|step| step.to);
+        let records = transaction_records(waiting, config.retention_ms);
         if !records.is_empty() {
             let started = Instant::now();
             commit(producer, config, &records)?;
@@ -288,17 +288,32 @@ fn output_error(source: RdKafkaError) -> KafkaError {
     }
 }
 
-/// The records one step writes (see the module documentation).
-pub fn step_records(step: &Step, retention_ms: u64) -> Vec<OutputRecord> {
-    let mut records = Vec::new();
-    for row in changed_rows(&step.page_views, |row| (row.page.clone(), row.window_start)) {
-        records.push(OutputRecord {
-            alert: false,
-            key: row.page.to_string(),
-            value: page_view_value(&row),
-        });
+/// The records that one transaction of `steps`, in order, writes (see the module
+/// documentation).
+pub fn transaction_records(steps: Vec<Step>, retention_ms: u64) -> Vec<OutputRecord> {
+    let mut page_views = Vec::new();
+    let mut alerts = Vec::new();
+    for step in steps {
+        page_views.extend(step.page_views);
+        alerts.extend(alert_records(&step.alerts, retention_ms));
     }
-    for AlertTransition { row, state, .. } in alert_transitions(&step.alerts, retention_ms) {
+    let mut records: Vec<OutputRecord> =
+        changed_rows(&page_views, |row| (row.page.clone(), row.window_start))
+            .into_iter()
+            .map(|row| OutputRecord {
+                alert: false,
+                key: row.page.to_string(),
+                value: page_view_value(&row),
+            })
+            .collect();
+    records.extend(alerts);
+    records
+}
+
+/// The records of the alert transitions in one step's `updates`.
+fn alert_records(updates: &[(AlertRow, Time, isize)], retention_ms: u64) -> Vec<OutputRecord> {
+    let mut records = Vec::new();
+    for AlertTransition { row, state, .. } in alert_transitions(updates, retention_ms) {
         let state = match state {
             AlertState::Fired => "fired",
             AlertState::Cleared => "cleared",
@@ -311,15 +326,14 @@ pub fn step_records(step: &Step, retention_ms: u64) -> Vec<OutputRecord> {
                 row.page,
                 format_iso8601_utc(row.window_start)
             ),
-            value: json!({
-                "alert": row.rule,
-                "page": row.page,
-                "count": row.value,
-                "window_start": format_iso8601_utc(row.window_start),
-                "window_end": format_iso8601_utc(row.window_end),
-                "state": state,
-            })
-            .to_string(),
+            value: json_value(&AlertValue {
+                alert: &row.rule,
+                page: &row.page,
+                count: row.value,
+                window_start: format_iso8601_utc(row.window_start),
+                window_end: format_iso8601_utc(row.window_end),
+                state,
+            }),
         });
     }
     records
@@ -327,20 +341,44 @@ pub fn step_records(step: &Step, retention_ms: u64) -> Vec<OutputRecord> {
 
 /// The JSON value of a page-view count record.
 pub fn page_view_value(row: &PageViewRow) -> String {
-    json!({
-        "page": row.page,
-        "count": row.view_count,
-        "unique_users": row.unique_users,
-        "window_start": format_iso8601_utc(row.window_start),
-        "window_end": format_iso8601_utc(row.window_end),
+    json_value(&PageViewValue {
+        page: &row.page,
+        count: row.view_count,
+        unique_users: row.unique_users,
+        window_start: format_iso8601_utc(row.window_start),
+        window_end: format_iso8601_utc(row.window_end),
     })
-    .to_string()
+}
+
+/// The value of a `page-view-counts` record, in the spec's field order.
+#[derive(Serialize)]
+struct PageViewValue<'a> {
+    page: &'a str,
+    count: u64,
+    unique_users: u64,
+    window_start: String,
+    window_end: String,
+}
+
+/// The value of an `alerts` record, in the spec's field order.
+#[derive(Serialize)]
+struct AlertValue<'a> {
+    alert: &'a str,
+    page: &'a str,
+    count: u64,
+    window_start: String,
+    window_end: String,
+    state: &'static str,
+}
+
+/// `value` as JSON; written straight from the struct, with no intermediate map.
+fn json_value(value: &impl Serialize) -> String {
+    serde_json::to_string(value).expect("a struct of strings and integers serializes")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clickflow_dataflow::{AlertRow, Time};
 
     fn page_view(page: &str, count: u64) -> PageViewRow {
         PageViewRow {
@@ -375,10 +413,14 @@ mod tests {
         }
     }
 
+    fn step_records(step: Step, retention_ms: u64) -> Vec<OutputRecord> {
+        transaction_records(vec![step], retention_ms)
+    }
+
     #[test]
     fn a_step_writes_the_final_value_of_each_changed_window_only() {
         let records = step_records(
-            &step(
+            step(
                 vec![
                     (page_view("/a", 1), 5, 1),
                     (page_view("/a", 1), 6, -1),
@@ -396,12 +438,17 @@ mod tests {
         assert_eq!(value["window_start"], "1970-01-01T00:01:00.000Z");
         assert_eq!(value["window_end"], "1970-01-01T00:02:00.000Z");
         assert_eq!(records[1].key, "/b");
+        assert_eq!(
+            records[1].value,
+            r#"{"page":"/b","count":1,"unique_users":1,"window_start":"1970-01-01T00:01:00.000Z","window_end":"1970-01-01T00:02:00.000Z"}"#,
+            "the spec's fields, in its order"
+        );
     }
 
     #[test]
     fn expiry_writes_nothing() {
         let records = step_records(
-            &step(
+            step(
                 vec![(page_view("/a", 3), 120_100, -1)],
                 vec![(alert(3), 120_100, -1)],
             ),
@@ -412,7 +459,7 @@ mod tests {
 
     #[test]
     fn alerts_are_written_when_they_fire_and_clear_but_not_when_their_value_changes() {
-        let fired = step_records(&step(vec![], vec![(alert(2), 5, 1)]), 100);
+        let fired = step_records(step(vec![], vec![(alert(2), 5, 1)]), 100);
         assert_eq!(fired.len(), 1);
         assert!(
             fired[0].value.contains("\"state\":\"fired\""),
@@ -421,12 +468,51 @@ mod tests {
         );
         assert!(fired[0].value.contains("\"count\":2"));
         assert_eq!(fired[0].key, "high_traffic|/a|1970-01-01T00:01:00.000Z");
-        let grew = step_records(
-            &step(vec![], vec![(alert(2), 6, -1), (alert(3), 6, 1)]),
-            100,
-        );
+        let grew = step_records(step(vec![], vec![(alert(2), 6, -1), (alert(3), 6, 1)]), 100);
         assert_eq!(grew, vec![]);
-        let cleared = step_records(&step(vec![], vec![(alert(3), 7, -1)]), 100);
+        let cleared = step_records(step(vec![], vec![(alert(3), 7, -1)]), 100);
         assert!(cleared[0].value.contains("\"state\":\"cleared\""));
+    }
+
+    #[test]
+    fn a_transaction_writes_each_window_once_with_its_last_value_and_every_alert_transition() {
+        let records = transaction_records(
+            vec![
+                step(
+                    vec![(page_view("/a", 1), 5, 1), (page_view("/b", 1), 5, 1)],
+                    vec![(alert(2), 5, 1)],
+                ),
+                step(
+                    vec![(page_view("/a", 1), 6, -1), (page_view("/a", 2), 6, 1)],
+                    vec![(alert(2), 6, -1)],
+                ),
+                step(
+                    vec![(page_view("/a", 2), 7, -1), (page_view("/a", 3), 7, 1)],
+                    vec![],
+                ),
+            ],
+            100_000,
+        );
+        let written: Vec<(bool, &str, serde_json::Value)> = records
+            .iter()
+            .map(|record| {
+                let value = serde_json::from_str(&record.value).unwrap();
+                (record.alert, record.key.as_str(), value)
+            })
+            .collect();
+        let [
+            (false, "/a", a),
+            (false, "/b", b),
+            (true, _, fired),
+            (true, _, cleared),
+        ] = written.as_slice()
+        else {
+            panic!("{records:?}");
+        };
+        assert_eq!((&a["count"], &b["count"]), (&3.into(), &1.into()));
+        assert_eq!(
+            (&fired["state"], &cleared["state"]),
+            (&"fired".into(), &"cleared".into())
+        );
     }
 }
