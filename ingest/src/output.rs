@@ -155,13 +155,7 @@ fn write_steps(
         let frontier = waiting.last().and_then(|step| step.to);
         let records = transaction_records(waiting, config.retention_ms);
         if !records.is_empty() {
-            let started = Instant::now();
             commit(producer, config, &records)?;
-            tracing::debug!(
-                records = records.len(),
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "committed output step"
-            );
         }
         status.published(
             frontier,
@@ -203,6 +197,7 @@ fn write_transaction(
     config: &OutputConfig,
     records: &[OutputRecord],
 ) -> Result<(), RdKafkaError> {
+    let began = Instant::now();
     producer.begin_transaction()?;
     for record in records {
         let topic = if record.alert {
@@ -224,8 +219,18 @@ fn write_transaction(
             }
         }
     }
+    let sent = Instant::now();
     await_deliveries(producer);
-    retry_in_place(|| producer.commit_transaction(OPERATION_TIMEOUT))
+    let delivered = Instant::now();
+    retry_in_place(|| producer.commit_transaction(OPERATION_TIMEOUT))?;
+    tracing::debug!(
+        records = records.len(),
+        sending_ms = (sent - began).as_millis() as u64,
+        delivering_ms = (delivered - sent).as_millis() as u64,
+        committing_ms = delivered.elapsed().as_millis() as u64,
+        "committed output transaction"
+    );
+    Ok(())
 }
 
 /// Serves delivery reports until every record is delivered (or the operation timeout
