@@ -125,12 +125,8 @@ impl Clickflow for Service {
         request: Request<v1::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let state = self.state.clone();
-        let runtime = tokio::runtime::Handle::current();
-        let started = tokio::task::spawn_blocking(move || {
-            // The subscriber's task is spawned on the API runtime.
-            let _entered = runtime.enter();
-            subscribe(&state, request.into_inner())
-        });
+        // The subscriber's task is spawned from there onto the API runtime.
+        let started = tokio::task::spawn_blocking(move || subscribe(&state, request.into_inner()));
         let set_up = started
             .await
             .map_err(|error| Status::internal(format!("subscribe set-up failed: {error}")))?;

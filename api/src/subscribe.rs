@@ -5,9 +5,9 @@
 //! that filters the feed and writes to a buffer towards its client, bounded both in
 //! messages and in bytes. A view's feed messages are encoded once, by the first subscriber
 //! that takes them whole (no key prefix, not final-only), and shared by all such
-//! subscribers; the others encode their own. A subscriber that falls behind (its buffer is full, or the feed
-//! has moved past what it has read) is cut off with `RESOURCE_EXHAUSTED`; ingestion never
-//! waits for subscribers.
+//! subscribers; the others encode their own. A subscriber that falls behind (its buffer
+//! is full, or the feed has moved past what it has read) is cut off with
+//! `RESOURCE_EXHAUSTED`; ingestion never waits for subscribers.
 //!
 //! A subscription starts with a snapshot at the store's `as_of` `S` (or, when resuming
 //! from `R`, with the changelog's updates in `[R, S)`), then sends from the feed exactly

@@ -7,10 +7,12 @@
 //! transaction, so a `read_committed` consumer sees whole steps only. The page-view
 //! updates of the steps in one transaction are netted together: a window that changed in
 //! several of them is written once, with its last value (which is all a consumer could
-//! see of it). Alert transitions are kept step by step: each is written once. A commit that timed
-//! out is retried in place; a transaction that failed otherwise is aborted and written
-//! again with the same records, for up to five minutes (a broker restart); a fatal error
-//! (another instance took over the transactional id) ends the writer with that cause.
+//! see of it). Alert transitions are kept step by step: each is written once.
+//!
+//! A commit that timed out is retried in place; a transaction that failed otherwise is
+//! aborted and written again with the same records, for up to five minutes (a broker
+//! restart); a fatal error (another instance took over the transactional id) ends the
+//! writer with that cause.
 //!
 //! Records, per step and key, after netting out the step's updates:
 //! - `page-view-counts`: key = page, value
