@@ -2,6 +2,7 @@
 
 mod batch;
 mod client;
+mod cluster;
 mod demo;
 mod generate;
 mod options;
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Compute every view over a JSONL file of events and write the final state as JSONL.
     Batch(batch::BatchArgs),
+    /// Run `serve` or `batch` as several local processes of one cluster, for development.
+    Cluster(cluster::ClusterArgs),
     /// Write a deterministic synthetic event file (JSONL).
     Generate(generate::GenerateArgs),
     /// Run everything with nothing installed: an in-process Kafka, the generator, the
@@ -66,6 +69,7 @@ fn main() -> anyhow::Result<()> {
         .init();
     match command {
         Command::Batch(args) => batch::run(args),
+        Command::Cluster(args) => cluster::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Serve(args) => serve::run(args),
         Command::Demo(args) => demo::run(args),
