@@ -75,9 +75,13 @@ async fn supervise(program: &Path, args: &ClusterArgs, hostfile: &Path) -> anyho
         if args.command[0] == "serve" && process > 0 {
             command.args(["--set", "metrics.listen=\"127.0.0.1:0\""]);
         }
-        let child = command
-            .spawn()
-            .with_context(|| format!("cannot start process {process}"))?;
+        let child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                stop(&children);
+                return Err(error).with_context(|| format!("cannot start process {process}"));
+            }
+        };
         info!(process, pid = child.id(), "cluster process started");
         children.push(Running { child, ended: None });
     }
