@@ -18,7 +18,7 @@ use support::pipeline::{
     SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate,
     produce_and_await_counts, produce_lines, settled_counts,
 };
-use support::run::{TempDir, binary};
+use support::run::{TempDir, binary, stdout_of};
 use support::serve::Serve;
 use support::timestamp::parse_iso;
 
@@ -262,16 +262,11 @@ fn two_processes_give_the_same_output_as_batch() {
 fn status_reflecting(server: &str, records: usize) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let output = Command::new(binary())
-            .args(["status", "--server", server, "--json"])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        let output = stdout_of(
+            Command::new(binary()).args(["status", "--server", server, "--json"]),
+            "clickflow status",
         );
-        let status: Value = serde_json::from_slice(&output.stdout).unwrap();
+        let status: Value = serde_json::from_slice(&output).unwrap();
         if sum_of(&status["as_of"]["offsets"], "next_offset") == records as i64
             || Instant::now() > deadline
         {

@@ -17,7 +17,7 @@ use support::pipeline::{
     SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_and_await_counts,
     produce_lines, settled_counts,
 };
-use support::run::TempDir;
+use support::run::{TempDir, stdout_of};
 use support::serve::Serve;
 
 #[test]
@@ -124,15 +124,11 @@ fn a_broker_restart_in_mid_stream_loses_and_duplicates_nothing() {
     let port = 19_192;
     let root = env!("CARGO_MANIFEST_DIR");
     let broker = |script: &str, args: &[&str]| {
-        let output = Command::new(format!("{root}/scripts/{script}"))
-            .arg(port.to_string())
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{script}: {}",
-            String::from_utf8_lossy(&output.stderr)
+        stdout_of(
+            Command::new(format!("{root}/scripts/{script}"))
+                .arg(port.to_string())
+                .args(args),
+            script,
         );
     };
     broker("kafka-start", &[]);

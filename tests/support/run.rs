@@ -84,6 +84,20 @@ impl RawOutputs {
 /// as hung (generous: a run takes milliseconds, but CI machines may be busy).
 pub const RUN_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Runs `command` to its end and returns its stdout; fails the test, with `what` and the
+/// command's stderr, if the command fails.
+pub fn stdout_of(command: &mut Command, what: &str) -> Vec<u8> {
+    let output = command
+        .output()
+        .unwrap_or_else(|error| panic!("{what}: {error}"));
+    assert!(
+        output.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// The binary under test: `$CLICKFLOW_BIN` if set (e.g. a release build or a snapshot),
 /// else the package's own debug build.
 pub fn binary() -> PathBuf {
