@@ -10,7 +10,8 @@
 //! flushed), since a producer whose records time out would otherwise keep queueing more.
 //!
 //! With a rate of `r` records per second, record `i` is sent `i / r` seconds after the
-//! start (or right after, when a sleep overshot its due time). Setting the generator's
+//! start, or up to a millisecond later: the sender sleeps at least that long, then sends
+//! every record that fell due. Setting the generator's
 //! `start_ms` to the current time and its `duration_ms` to `events / r` seconds makes the
 //! event times follow the wall clock, as a live source's would; the records themselves
 //! depend only on the generator's configuration.
@@ -32,6 +33,11 @@ use crate::generator::{ConfigError, Generator, GeneratorConfig, Record};
 
 /// How often the progress callback is called.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+/// The shortest wait between paced sends: at tens of thousands of records per second,
+/// sleeping until each record is due would wake the thread (and librdkafka's) for every
+/// record. Records that fall due during a wait go out back to back after it, well within
+/// the producer's `linger.ms`.
+const MIN_PACING_SLEEP: Duration = Duration::from_millis(1);
 /// How long to poll before retrying a send that found librdkafka's queue full.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(10);
 /// How long the final flush may take beyond the delivery timeout.
@@ -338,10 +344,9 @@ impl LoadProducer {
                     }
                     // A sleep, not `poll(due - now)`: rdkafka's poll spins through
                     // waits under a millisecond, which at tens of thousands of records per
-                    // second would keep a core busy. Records that fall due during a sleep
-                    // go out back to back after it.
+                    // second would keep a core busy.
                     producer.poll(Duration::ZERO);
-                    std::thread::sleep((due - now).min(PROGRESS_INTERVAL));
+                    std::thread::sleep(pacing_sleep(due - now));
                     if report(sent, false).is_break() {
                         break 'records;
                     }
@@ -399,9 +404,14 @@ fn pace(index: u64, rate: u64) -> Duration {
     Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
 }
 
+/// How long to sleep when the next record is due in `wait`.
+fn pacing_sleep(wait: Duration) -> Duration {
+    wait.clamp(MIN_PACING_SLEEP, PROGRESS_INTERVAL)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::pace;
+    use super::{MIN_PACING_SLEEP, PROGRESS_INTERVAL, pace, pacing_sleep};
     use std::time::Duration;
 
     #[test]
@@ -410,5 +420,15 @@ mod tests {
         assert_eq!(pace(1, 3), Duration::from_nanos(333_333_333));
         assert_eq!(pace(3, 3), Duration::from_secs(1));
         assert_eq!(pace(u64::MAX, 1), Duration::from_nanos(u64::MAX));
+    }
+
+    #[test]
+    fn paced_sends_sleep_at_least_a_millisecond_and_report_progress_in_between() {
+        assert_eq!(pacing_sleep(Duration::from_micros(20)), MIN_PACING_SLEEP);
+        assert_eq!(
+            pacing_sleep(Duration::from_millis(7)),
+            Duration::from_millis(7)
+        );
+        assert_eq!(pacing_sleep(Duration::from_secs(5)), PROGRESS_INTERVAL);
     }
 }
