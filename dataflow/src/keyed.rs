@@ -44,10 +44,12 @@ pub(crate) trait KeyedView: 'static {
     fn next_change(&self, key: &Self::Key, state: &Self::State, time: Time) -> Option<Time>;
 }
 
-struct Entry<S> {
+struct Entry<S, R> {
     state: S,
-    /// The time of the rows last emitted for this key.
-    emitted_at: Time,
+    /// The rows last emitted for this key, sorted: what the output collection holds for
+    /// it. A retraction moves the very row that was emitted, so its shared parts (a
+    /// session's page sequence) compare equal by pointer downstream.
+    emitted: Box<[R]>,
     /// The pending wake-up, if one is scheduled.
     wake: Option<Time>,
 }
@@ -114,7 +116,7 @@ type Updates<K, V> = BTreeMap<Time, Vec<(K, V, isize)>>;
 
 struct KeyedOperator<V: KeyedView> {
     view: V,
-    entries: HashMap<V::Key, Entry<V::State>>,
+    entries: HashMap<V::Key, Entry<V::State, V::Row>>,
     updates: Updates<V::Key, V::Value>,
     /// Keys to re-derive at a time with no input of their own.
     wakes: BTreeSet<(Time, V::Key)>,
@@ -145,21 +147,20 @@ impl<V: KeyedView> KeyedOperator<V> {
                 by_key.entry(key).or_default();
             }
         }
-        let (mut before, mut after) = (Vec::new(), Vec::new());
+        let mut after = Vec::new();
         for (key, updates) in by_key.drain() {
             let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
                 state: V::State::default(),
-                emitted_at: time,
+                emitted: Box::default(),
                 wake: None,
             });
-            self.view
-                .rows(&key, &entry.state, entry.emitted_at, &mut before);
             for (value, diff) in updates {
                 self.view.apply(&mut entry.state, value, diff);
             }
             self.view.rows(&key, &entry.state, time, &mut after);
-            entry.emitted_at = time;
-            push_differences(&mut before, &mut after, time, changes);
+            after.sort();
+            push_differences(std::mem::take(&mut entry.emitted), &after, time, changes);
+            entry.emitted = after.drain(..).collect();
             if self.view.retire(&key, &mut entry.state, time) {
                 self.entries.remove(&key);
                 continue;
@@ -176,17 +177,16 @@ impl<V: KeyedView> KeyedOperator<V> {
     }
 }
 
-/// Appends `after - before` as updates at `time`, leaving both vectors empty.
-fn push_differences<R: Ord>(
-    before: &mut Vec<R>,
-    after: &mut Vec<R>,
+/// Appends `after - before` as updates at `time`; both are sorted. Retractions move the
+/// rows of `before`, insertions copy those of `after`.
+fn push_differences<R: Ord + Clone>(
+    before: Box<[R]>,
+    after: &[R],
     time: Time,
     changes: &mut Vec<(R, Time, isize)>,
 ) {
-    before.sort();
-    after.sort();
-    let mut old = before.drain(..).peekable();
-    let mut new = after.drain(..).peekable();
+    let mut old = before.into_vec().into_iter().peekable();
+    let mut new = after.iter().peekable();
     loop {
         let order = match (old.peek(), new.peek()) {
             (Some(a), Some(b)) => a.cmp(b),
@@ -200,7 +200,7 @@ fn push_differences<R: Ord>(
                 new.next();
             }
             Ordering::Less => changes.extend(old.next().map(|row| (row, time, -1))),
-            Ordering::Greater => changes.extend(new.next().map(|row| (row, time, 1))),
+            Ordering::Greater => changes.extend(new.next().map(|row| (row.clone(), time, 1))),
         }
     }
 }
