@@ -4,9 +4,8 @@
 //! (`next_page_token`), each page at its own `as_of`.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
-use clickflow_dataflow::{AlertRow, FunnelRow, PageViewRow, SessionRow, Visit};
+use clickflow_dataflow::{AlertRow, FunnelRow, PageSequence, PageViewRow, SessionRow, Visit};
 use clickflow_events::DeadLetterReason;
 use clickflow_proto::v1;
 use serde::Serialize;
@@ -123,7 +122,7 @@ pub fn sessions(
         session_start,
         session_end: rest,
         pages_viewed: rest,
-        page_sequence: Arc::from([]),
+        page_sequence: PageSequence::default(),
     };
     let from = match &after {
         Some((user, session_start)) => Bound::Excluded(bound(user, *session_start, u64::MAX)),

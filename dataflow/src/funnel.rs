@@ -68,8 +68,9 @@ impl KeyedView for UserProgress {
     fn rows(
         &self,
         (start, _): &Self::Key,
-        visits: &Vec<(u64, u8)>,
+        visits: &mut Vec<(u64, u8)>,
         time: Time,
+        _previous: &[Self::Row],
         rows: &mut Vec<Self::Row>,
     ) {
         if time >= self.windows.expiry(*start) || visits.is_empty() {
@@ -77,7 +78,7 @@ impl KeyedView for UserProgress {
         }
         let mut visited = Vec::new();
         let mut reached = 0;
-        for &(_, step) in visits {
+        for &(_, step) in visits.iter() {
             if !visited.contains(&step) {
                 visited.push(step);
             }
@@ -129,8 +130,9 @@ impl KeyedView for StepCounts {
     fn rows(
         &self,
         &(step, start): &Self::Key,
-        &(visited, converted): &(isize, isize),
+        &mut (visited, converted): &mut (isize, isize),
         _time: Time,
+        _previous: &[FunnelRow],
         rows: &mut Vec<FunnelRow>,
     ) {
         if visited > 0 {

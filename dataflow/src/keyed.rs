@@ -35,8 +35,17 @@ pub(crate) trait KeyedView: 'static {
 
     /// Applies `diff` copies of `value` to the key's state.
     fn apply(&self, state: &mut Self::State, value: Self::Value, diff: isize);
-    /// Appends the rows the key shows at logical time `time`.
-    fn rows(&self, key: &Self::Key, state: &Self::State, time: Time, rows: &mut Vec<Self::Row>);
+    /// Appends the rows the key shows at logical time `time`, given the rows it showed
+    /// before (`previous`, sorted). Called once per time the key changes or wakes, after
+    /// that time's [`KeyedView::apply`]; a view may note in its state what it derived.
+    fn rows(
+        &self,
+        key: &Self::Key,
+        state: &mut Self::State,
+        time: Time,
+        previous: &[Self::Row],
+        rows: &mut Vec<Self::Row>,
+    );
     /// Forgets what neither future input nor [`KeyedView::rows`] at `time` or later can
     /// use; returns true when nothing is left to keep.
     fn retire(&self, key: &Self::Key, state: &mut Self::State, time: Time) -> bool;
@@ -157,7 +166,8 @@ impl<V: KeyedView> KeyedOperator<V> {
             for (value, diff) in updates {
                 self.view.apply(&mut entry.state, value, diff);
             }
-            self.view.rows(&key, &entry.state, time, &mut after);
+            self.view
+                .rows(&key, &mut entry.state, time, &entry.emitted, &mut after);
             after.sort();
             push_differences(std::mem::take(&mut entry.emitted), &after, time, changes);
             entry.emitted = after.drain(..).collect();

@@ -12,6 +12,7 @@ mod config;
 mod funnel;
 mod keyed;
 mod multiset;
+mod page_sequence;
 mod page_views;
 mod rows;
 mod rules;
@@ -23,6 +24,7 @@ mod views;
 
 pub use alerts::{AlertRule, Comparison, Metric, ViewName};
 pub use config::{FunnelStep, ViewConfig};
+pub use page_sequence::PageSequence;
 pub use rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 pub use rules::{RuleChanges, alert_rules};
 pub use steps::{Step, publish_steps};

@@ -51,8 +51,9 @@ impl KeyedView for PageWindows {
     fn rows(
         &self,
         (page, start): &Self::Key,
-        state: &WindowState,
+        state: &mut WindowState,
         time: Time,
+        _previous: &[PageViewRow],
         rows: &mut Vec<PageViewRow>,
     ) {
         if state.views > 0 && time < self.windows.expiry(*start) {

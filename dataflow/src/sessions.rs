@@ -7,6 +7,10 @@
 //! `session_end + retention` is after the watermark; its events are forgotten once
 //! `session_end + gap + retention` is before the watermark, when no admissible event can
 //! join it any more.
+//!
+//! A session that no change has reached since its last row keeps that row's pages, and
+//! one that only grew at its end extends them ([`PageSequence::extended`]): an event in
+//! order costs the pages it adds, not the length of its user's sessions.
 
 use std::ops::Range;
 
@@ -15,6 +19,7 @@ use differential_dataflow::VecCollection;
 
 use crate::keyed::{KeyedView, maintain};
 use crate::multiset::apply_to_sorted;
+use crate::page_sequence::PageSequence;
 use crate::rows::SessionRow;
 use crate::views::{ArrivedEvent, Time};
 
@@ -58,6 +63,14 @@ struct Sessions {
     retention_ms: u64,
 }
 
+/// One user's events, and what changed since the user's rows were last derived.
+#[derive(Default)]
+pub(crate) struct UserEvents {
+    events: Vec<SessionEvent>,
+    /// The earliest time of an event added or removed since then; `None` if none was.
+    changed_from: Option<u64>,
+}
+
 impl Sessions {
     /// The index ranges of `events` that form sessions, in time order.
     fn spans<'a>(&self, events: &'a [SessionEvent]) -> impl Iterator<Item = Range<usize>> + 'a {
@@ -88,36 +101,40 @@ impl Sessions {
 impl KeyedView for Sessions {
     type Key = CompactString;
     type Value = SessionEvent;
-    type State = Vec<SessionEvent>;
+    type State = UserEvents;
     type Row = SessionRow;
 
-    fn apply(&self, events: &mut Vec<SessionEvent>, event: SessionEvent, diff: isize) {
-        apply_to_sorted(events, event, diff);
+    fn apply(&self, user: &mut UserEvents, event: SessionEvent, diff: isize) {
+        user.changed_from = Some(user.changed_from.map_or(event.time, |t| t.min(event.time)));
+        apply_to_sorted(&mut user.events, event, diff);
     }
 
     fn rows(
         &self,
-        user: &CompactString,
-        events: &Vec<SessionEvent>,
+        user_id: &CompactString,
+        user: &mut UserEvents,
         time: Time,
+        previous: &[SessionRow],
         rows: &mut Vec<SessionRow>,
     ) {
-        for span in self.spans(events) {
-            let session = &events[span];
+        let changed_from = user.changed_from.take();
+        for span in self.spans(&user.events) {
+            let session = &user.events[span];
             let (first, last) = (&session[0], &session[session.len() - 1]);
             if time < self.expires_at(last.time) {
                 rows.push(SessionRow {
-                    user_id: user.clone(),
+                    user_id: user_id.clone(),
                     session_start: first.time,
                     session_end: last.time,
                     pages_viewed: session.len() as u64,
-                    page_sequence: session.iter().map(|e| e.page.clone()).collect(),
+                    page_sequence: page_sequence(session, previous, changed_from),
                 });
             }
         }
     }
 
-    fn retire(&self, _user: &CompactString, events: &mut Vec<SessionEvent>, time: Time) -> bool {
+    fn retire(&self, _user_id: &CompactString, user: &mut UserEvents, time: Time) -> bool {
+        let events = &mut user.events;
         let forgotten = self
             .spans(events)
             .take_while(|span| self.forgotten_at(events[span.end - 1].time) <= time)
@@ -127,12 +144,8 @@ impl KeyedView for Sessions {
         events.is_empty()
     }
 
-    fn next_change(
-        &self,
-        _user: &CompactString,
-        events: &Vec<SessionEvent>,
-        time: Time,
-    ) -> Option<Time> {
+    fn next_change(&self, _user_id: &CompactString, user: &UserEvents, time: Time) -> Option<Time> {
+        let events = &user.events;
         self.spans(events)
             .flat_map(|span| {
                 let end = events[span.end - 1].time;
@@ -140,5 +153,28 @@ impl KeyedView for Sessions {
             })
             .filter(|&at| at > time)
             .min()
+    }
+}
+
+/// The pages of `session`. Its row in `previous` (the one with the same start) still holds
+/// its first pages when every event added or removed since is later than that row's end:
+/// the events up to that end are then unchanged, so the session's first events are that
+/// row's, and the rest follow them.
+fn page_sequence(
+    session: &[SessionEvent],
+    previous: &[SessionRow],
+    changed_from: Option<u64>,
+) -> PageSequence {
+    let pages = |events: &[SessionEvent]| -> Vec<CompactString> {
+        events.iter().map(|event| event.page.clone()).collect()
+    };
+    let unchanged = previous
+        .binary_search_by_key(&session[0].time, |row| row.session_start)
+        .ok()
+        .map(|index| &previous[index])
+        .filter(|row| changed_from.is_none_or(|changed| row.session_end < changed));
+    match unchanged.and_then(|row| Some((row, session.get(row.pages_viewed as usize..)?))) {
+        Some((row, added)) => row.page_sequence.extended(pages(added)),
+        None => pages(session).into_iter().collect(),
     }
 }

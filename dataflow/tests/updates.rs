@@ -1,5 +1,7 @@
 //! The views' exact `(row, time, diff)` updates: late corrections, session merges,
-//! retention at exactly `end + retention`, and alert rules added and removed at run time.
+//! retention at exactly `end + retention`, and alert rules added and removed at run time;
+//! and sessions fed one event per time equal, at every time, sessionizing the events so
+//! far (a session's rows share and extend pages from time to time).
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -10,6 +12,7 @@ use clickflow_dataflow::{
 use clickflow_events::Event;
 use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::input::Input;
+use proptest::prelude::*;
 use timely::dataflow::ProbeHandle;
 
 const MINUTE: u64 = 60_000;
@@ -162,6 +165,65 @@ fn a_late_event_merges_two_sessions_and_sessions_expire_at_end_plus_retention() 
     ];
     consolidate_updates(&mut expected);
     assert_eq!(updates.sessions, expected);
+}
+
+/// The sessions of `events` (user, page, time; in arrival order), as a plain reference.
+fn sessionize(events: &[(&str, &str, u64)]) -> Vec<SessionRow> {
+    let mut by_user: Vec<_> = events.iter().enumerate().collect();
+    by_user.sort_by_key(|&(arrival, &(user, _, time))| (user, time, arrival));
+    let mut rows = Vec::new();
+    let mut current: Option<(&str, u64, u64, Vec<&str>)> = None;
+    for (_, &(user, page, time)) in by_user {
+        match &mut current {
+            Some((u, _, end, pages)) if *u == user && time - *end <= GAP => {
+                *end = time;
+                pages.push(page);
+            }
+            _ => {
+                rows.extend(current.take().map(|(u, s, e, p)| session(u, s, e, &p)));
+                current = Some((user, time, time, vec![page]));
+            }
+        }
+    }
+    rows.extend(current.map(|(u, s, e, p)| session(u, s, e, &p)));
+    rows.sort();
+    rows
+}
+
+proptest! {
+    #[test]
+    fn sessions_fed_an_event_at_a_time_equal_sessionizing_the_events_so_far(
+        events in prop::collection::vec((0..2usize, 0..3usize, 0..8u64, 0..3u64), 1..25),
+    ) {
+        const USERS: [&str; 2] = ["u0", "u1"];
+        const PAGES: [&str; 3] = ["/a", "/b", "/c"];
+        // Times in steps of two thirds of the gap, some equal: events extend sessions at
+        // either end, fall inside them, bridge two, or start new ones.
+        let events: Vec<(&str, &str, u64)> = events
+            .into_iter()
+            .map(|(user, page, step, ms)| (USERS[user], PAGES[page], step * GAP * 2 / 3 + ms))
+            .collect();
+        let steps = (1..)
+            .zip(&events)
+            .map(|(time, &(user, page, at))| (time, Step::Event(user, page, at)))
+            .collect();
+        let until = events.len() as Time + 1;
+        let updates = run(steps, until);
+        for time in 1..until {
+            let mut shown: Vec<(SessionRow, isize)> = updates
+                .sessions
+                .iter()
+                .filter(|(_, at, _)| *at <= time)
+                .map(|(row, _, diff)| (row.clone(), *diff))
+                .collect();
+            differential_dataflow::consolidation::consolidate(&mut shown);
+            let expected: Vec<_> = sessionize(&events[..time as usize])
+                .into_iter()
+                .map(|row| (row, 1))
+                .collect();
+            prop_assert_eq!(shown, expected, "at time {}", time);
+        }
+    }
 }
 
 #[test]
