@@ -7,7 +7,8 @@
 //! keeps sharing. A new segment absorbs the last ones while they are less than twice its
 //! length, so each segment is at least twice as long as the next: a sequence of `n` pages
 //! has at most `log2(n + 1)` segments, and a page is copied again only into a segment at
-//! least 1.5 times larger, `O(log n)` times over the life of the session. Two sequences that are the same object compare equal without reading a page.
+//! least 1.5 times larger, `O(log n)` times over the life of the session. Two sequences
+//! that are the same object compare equal without reading a page.
 
 use std::cmp::Ordering;
 use std::fmt;
