@@ -135,6 +135,14 @@ impl KeyedView for Sessions {
 
     fn retire(&self, _user_id: &CompactString, user: &mut UserEvents, time: Time) -> bool {
         let events = &mut user.events;
+        // The first session ends no earlier than its first event: while that event is not
+        // forgotten, no session is (and the first session is not scanned).
+        if events
+            .first()
+            .is_some_and(|first| self.forgotten_at(first.time) > time)
+        {
+            return false;
+        }
         let forgotten = self
             .spans(events)
             .take_while(|span| self.forgotten_at(events[span.end - 1].time) <= time)
