@@ -103,6 +103,7 @@ impl KeyedView for UserProgress {
         (start, _): &Self::Key,
         _visits: &Vec<(u64, u8)>,
         time: Time,
+        _rows: &[Self::Row],
     ) -> Option<Time> {
         self.windows.next_expiry(*start, time)
     }
@@ -155,7 +156,13 @@ impl KeyedView for StepCounts {
         visited == 0 && converted == 0
     }
 
-    fn next_change(&self, _key: &Self::Key, _state: &(isize, isize), _time: Time) -> Option<Time> {
+    fn next_change(
+        &self,
+        _key: &Self::Key,
+        _state: &(isize, isize),
+        _time: Time,
+        _rows: &[FunnelRow],
+    ) -> Option<Time> {
         None
     }
 }

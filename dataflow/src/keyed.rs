@@ -49,8 +49,15 @@ pub(crate) trait KeyedView: 'static {
     /// Forgets what neither future input nor [`KeyedView::rows`] at `time` or later can
     /// use; returns true when nothing is left to keep.
     fn retire(&self, key: &Self::Key, state: &mut Self::State, time: Time) -> bool;
-    /// The first time after `time` at which the key's rows or state change with no input.
-    fn next_change(&self, key: &Self::Key, state: &Self::State, time: Time) -> Option<Time>;
+    /// The first time after `time` at which the key's rows or state change with no input;
+    /// `rows` are the key's rows at `time`. Called after [`KeyedView::retire`].
+    fn next_change(
+        &self,
+        key: &Self::Key,
+        state: &Self::State,
+        time: Time,
+        rows: &[Self::Row],
+    ) -> Option<Time>;
 }
 
 struct Entry<S, R> {
@@ -175,7 +182,10 @@ impl<V: KeyedView> KeyedOperator<V> {
                 self.entries.remove(&key);
                 continue;
             }
-            if let Some(next) = self.view.next_change(&key, &entry.state, time) {
+            if let Some(next) = self
+                .view
+                .next_change(&key, &entry.state, time, &entry.emitted)
+            {
                 let already_scheduled = entry.wake.is_some_and(|wake| wake > time && wake <= next);
                 if !already_scheduled {
                     entry.wake = Some(next);

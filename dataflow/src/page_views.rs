@@ -76,6 +76,7 @@ impl KeyedView for PageWindows {
         (_, start): &Self::Key,
         _state: &WindowState,
         time: Time,
+        _rows: &[PageViewRow],
     ) -> Option<Time> {
         self.windows.next_expiry(*start, time)
     }

@@ -8,9 +8,11 @@
 //! `session_end + gap + retention` is before the watermark, when no admissible event can
 //! join it any more.
 //!
-//! A session that no change has reached since its last row keeps that row's pages, and
-//! one that only grew at its end extends them ([`PageSequence::extended`]): an event in
-//! order costs the pages it adds, not the length of its user's sessions.
+//! Sessions that end more than a gap before the earliest change since the user's last
+//! rows keep those rows, and their events are not read again; a session that only grew at
+//! its end extends its last row's pages ([`PageSequence::extended`]). The next wake-up
+//! comes from the first session alone. An event in order thus costs the pages it adds and
+//! a binary search, not the length of its user's history.
 
 use std::ops::Range;
 
@@ -118,8 +120,25 @@ impl KeyedView for Sessions {
         rows: &mut Vec<SessionRow>,
     ) {
         let changed_from = user.changed_from.take();
-        for span in self.spans(&user.events) {
-            let session = &user.events[span];
+        // Sessions that end more than a gap before the earliest change are as they were (a
+        // changed event could neither join nor split them): their rows stay while they
+        // have not expired, and only the events after them are sessionized again.
+        let kept = previous.partition_point(|row| {
+            changed_from.is_none_or(|changed| row.session_end.saturating_add(self.gap_ms) < changed)
+        });
+        let kept = &previous[..kept];
+        rows.extend(
+            kept.iter()
+                .filter(|row| time < self.expires_at(row.session_end))
+                .cloned(),
+        );
+        let from = kept.last().map_or(0, |row| {
+            user.events
+                .partition_point(|event| event.time <= row.session_end)
+        });
+        let events = &user.events[from..];
+        for span in self.spans(events) {
+            let session = &events[span];
             let (first, last) = (&session[0], &session[session.len() - 1]);
             if time < self.expires_at(last.time) {
                 rows.push(SessionRow {
@@ -152,15 +171,27 @@ impl KeyedView for Sessions {
         events.is_empty()
     }
 
-    fn next_change(&self, _user_id: &CompactString, user: &UserEvents, time: Time) -> Option<Time> {
-        let events = &user.events;
-        self.spans(events)
-            .flat_map(|span| {
-                let end = events[span.end - 1].time;
-                [self.expires_at(end), self.forgotten_at(end)]
-            })
-            .filter(|&at| at > time)
-            .min()
+    fn next_change(
+        &self,
+        _user_id: &CompactString,
+        user: &UserEvents,
+        time: Time,
+        rows: &[SessionRow],
+    ) -> Option<Time> {
+        // Sessions end in time order, more than a gap apart, so the first session expires
+        // before any other does, and is forgotten before any other expires. Retirement has
+        // left it unforgotten. Its row, when it still shows one, gives its end.
+        let first = user.events.first()?;
+        let end = match rows.first() {
+            Some(row) if row.session_start == first.time => row.session_end,
+            _ => {
+                let span = self.spans(&user.events).next()?;
+                user.events[span.end - 1].time
+            }
+        };
+        [self.expires_at(end), self.forgotten_at(end)]
+            .into_iter()
+            .find(|&at| at > time)
     }
 }
 

@@ -226,6 +226,53 @@ proptest! {
     }
 }
 
+proptest! {
+    #[test]
+    fn sessions_at_the_watermark_equal_sessionizing_the_admitted_events_less_the_expired(
+        events in prop::collection::vec((0..2usize, 0..3usize, 0..12u64, 0..3u64), 1..25),
+    ) {
+        const USERS: [&str; 2] = ["u0", "u1"];
+        const PAGES: [&str; 3] = ["/a", "/b", "/c"];
+        // Each event enters at the watermark (the largest event time so far), as the
+        // sources do; one older than the watermark minus the retention is not admitted.
+        // Over four hours of event time, sessions expire and are forgotten meanwhile.
+        let mut watermark = 0;
+        let mut admitted = Vec::new();
+        for (user, page, step, ms) in events {
+            let at = step * GAP * 2 / 3 + ms;
+            watermark = watermark.max(at);
+            if at + RETENTION >= watermark {
+                admitted.push((watermark, (USERS[user], PAGES[page], at)));
+            }
+        }
+        let steps = admitted
+            .iter()
+            .map(|&(time, (user, page, at))| (time, Step::Event(user, page, at)))
+            .collect();
+        let until = watermark + 1;
+        let updates = run(steps, until);
+        let events: Vec<_> = admitted.iter().map(|&(_, event)| event).collect();
+        for (index, &(time, _)) in admitted.iter().enumerate() {
+            if admitted.get(index + 1).is_some_and(|&(next, _)| next == time) {
+                continue;
+            }
+            let mut shown: Vec<(SessionRow, isize)> = updates
+                .sessions
+                .iter()
+                .filter(|(_, at, _)| *at <= time)
+                .map(|(row, _, diff)| (row.clone(), *diff))
+                .collect();
+            differential_dataflow::consolidation::consolidate(&mut shown);
+            let expected: Vec<_> = sessionize(&events[..=index])
+                .into_iter()
+                .filter(|row| row.session_end + RETENTION > time)
+                .map(|row| (row, 1))
+                .collect();
+            prop_assert_eq!(shown, expected, "at time {}", time);
+        }
+    }
+}
+
 #[test]
 fn rules_added_at_run_time_fire_for_existing_windows_and_clear_when_removed() {
     let t0 = 50 * MINUTE;
