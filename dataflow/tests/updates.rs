@@ -190,13 +190,27 @@ fn sessionize(events: &[(&str, &str, u64)]) -> Vec<SessionRow> {
     rows
 }
 
+/// Users and pages of the generated sessions.
+const USERS: [&str; 2] = ["u0", "u1"];
+const PAGES: [&str; 3] = ["/a", "/b", "/c"];
+
+/// The sessions view's rows at `time`, from its updates.
+fn sessions_at(updates: &Updates, time: Time) -> Vec<(SessionRow, isize)> {
+    let mut shown: Vec<(SessionRow, isize)> = updates
+        .sessions
+        .iter()
+        .filter(|(_, at, _)| *at <= time)
+        .map(|(row, _, diff)| (row.clone(), *diff))
+        .collect();
+    differential_dataflow::consolidation::consolidate(&mut shown);
+    shown
+}
+
 proptest! {
     #[test]
     fn sessions_fed_an_event_at_a_time_equal_sessionizing_the_events_so_far(
         events in prop::collection::vec((0..2usize, 0..3usize, 0..8u64, 0..3u64), 1..25),
     ) {
-        const USERS: [&str; 2] = ["u0", "u1"];
-        const PAGES: [&str; 3] = ["/a", "/b", "/c"];
         // Times in steps of two thirds of the gap, some equal: events extend sessions at
         // either end, fall inside them, bridge two, or start new ones.
         let events: Vec<(&str, &str, u64)> = events
@@ -210,13 +224,7 @@ proptest! {
         let until = events.len() as Time + 1;
         let updates = run(steps, until);
         for time in 1..until {
-            let mut shown: Vec<(SessionRow, isize)> = updates
-                .sessions
-                .iter()
-                .filter(|(_, at, _)| *at <= time)
-                .map(|(row, _, diff)| (row.clone(), *diff))
-                .collect();
-            differential_dataflow::consolidation::consolidate(&mut shown);
+            let shown = sessions_at(&updates, time);
             let expected: Vec<_> = sessionize(&events[..time as usize])
                 .into_iter()
                 .map(|row| (row, 1))
@@ -224,15 +232,11 @@ proptest! {
             prop_assert_eq!(shown, expected, "at time {}", time);
         }
     }
-}
 
-proptest! {
     #[test]
     fn sessions_at_the_watermark_equal_sessionizing_the_admitted_events_less_the_expired(
         events in prop::collection::vec((0..2usize, 0..3usize, 0..12u64, 0..3u64), 1..25),
     ) {
-        const USERS: [&str; 2] = ["u0", "u1"];
-        const PAGES: [&str; 3] = ["/a", "/b", "/c"];
         // Each event enters at the watermark (the largest event time so far), as the
         // sources do; one older than the watermark minus the retention is not admitted.
         // Over four hours of event time, sessions expire and are forgotten meanwhile.
@@ -256,13 +260,7 @@ proptest! {
             if admitted.get(index + 1).is_some_and(|&(next, _)| next == time) {
                 continue;
             }
-            let mut shown: Vec<(SessionRow, isize)> = updates
-                .sessions
-                .iter()
-                .filter(|(_, at, _)| *at <= time)
-                .map(|(row, _, diff)| (row.clone(), *diff))
-                .collect();
-            differential_dataflow::consolidation::consolidate(&mut shown);
+            let shown = sessions_at(&updates, time);
             let expected: Vec<_> = sessionize(&events[..=index])
                 .into_iter()
                 .filter(|row| row.session_end + RETENTION > time)
