@@ -204,9 +204,9 @@ fn page_sequence(
     previous: &[SessionRow],
     changed_from: Option<u64>,
 ) -> PageSequence {
-    let pages = |events: &[SessionEvent]| -> Vec<CompactString> {
-        events.iter().map(|event| event.page.clone()).collect()
-    };
+    fn pages(events: &[SessionEvent]) -> impl Iterator<Item = CompactString> + '_ {
+        events.iter().map(|event| event.page.clone())
+    }
     let unchanged = previous
         .binary_search_by_key(&session[0].time, |row| row.session_start)
         .ok()
@@ -214,6 +214,6 @@ fn page_sequence(
         .filter(|row| changed_from.is_none_or(|changed| row.session_end < changed));
     match unchanged.and_then(|row| Some((row, session.get(row.pages_viewed as usize..)?))) {
         Some((row, added)) => row.page_sequence.extended(pages(added)),
-        None => pages(session).into_iter().collect(),
+        None => pages(session).collect(),
     }
 }

@@ -11,10 +11,10 @@
 //!
 //! With a rate of `r` records per second, record `i` is sent `i / r` seconds after the
 //! start, or up to a millisecond later: the sender sleeps at least that long, then sends
-//! every record that fell due. Setting the generator's
-//! `start_ms` to the current time and its `duration_ms` to `events / r` seconds makes the
-//! event times follow the wall clock, as a live source's would; the records themselves
-//! depend only on the generator's configuration.
+//! every record that fell due. Setting the generator's `start_ms` to the current time and
+//! its `duration_ms` to `events / r` seconds makes the event times follow the wall clock,
+//! as a live source's would; the records themselves depend only on the generator's
+//! configuration.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
