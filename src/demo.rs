@@ -79,7 +79,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         create_topic(&cluster, topic, 1)?;
     }
 
-    let service = Service::new(&config, args.workers as usize);
+    let service = Service::new(&config, args.workers as usize, None);
     let cluster_args = ClusterArgs {
         workers: args.workers,
         processes: 1,

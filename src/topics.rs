@@ -1,4 +1,4 @@
-//! `clickflow topics`: creates the reference pipeline's topics with
+//! `clickflow topics`: creates the reference pipeline's topics and the alert rules' log with
 //! [`clickflow_ingest::admin`] and prints one line per topic: created, exists (with any
 //! difference from what would have been created), or failed (with the cause).
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clickflow_ingest::admin::{
     ALERTS_TOPIC, Admin, COUNTS_TOPIC, DEAD_LETTER_TOPIC, INPUT_TOPIC, REFERENCE_PARTITIONS,
-    REFERENCE_RETENTION_MS, ReferenceTopics, TopicState,
+    REFERENCE_RETENTION_MS, RULES_TOPIC, ReferenceTopics, TopicState,
 };
 
 /// Arguments of `clickflow topics`.
@@ -28,6 +28,10 @@ pub struct TopicsArgs {
     /// The alerts topic (`cleanup.policy=compact`).
     #[arg(long, default_value = ALERTS_TOPIC)]
     alerts_topic: String,
+    /// The log of alert rules created and deleted at run time (`cleanup.policy=compact`,
+    /// one partition).
+    #[arg(long, default_value = RULES_TOPIC)]
+    rules_topic: String,
     /// Partitions of the input and dead-letter topics.
     #[arg(long, default_value_t = REFERENCE_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..))]
     partitions: u16,
@@ -52,6 +56,7 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         dead_letters: args.dead_letter_topic,
         counts: args.counts_topic,
         alerts: args.alerts_topic,
+        rules: args.rules_topic,
         partitions: args.partitions,
         output_partitions: args.output_partitions,
         replication_factor: args.replication_factor,
@@ -73,15 +78,17 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
                     .map(|(key, value)| format!("{key}={value}"))
                     .collect();
                 println!(
-                    "{name}: created ({} partitions, {})",
-                    outcome.spec.partitions,
+                    "{name}: created ({}, {})",
+                    partitions(usize::from(outcome.spec.partitions)),
                     config.join(", ")
                 );
             }
             Ok(TopicState::Exists {
                 partitions,
                 differences,
-            }) if differences.is_empty() => println!("{name}: exists ({partitions} partitions)"),
+            }) if differences.is_empty() => {
+                println!("{name}: exists ({})", self::partitions(*partitions));
+            }
             Ok(TopicState::Exists { differences, .. }) => {
                 println!("{name}: exists, left unchanged: {}", differences.join("; "));
             }
@@ -100,4 +107,12 @@ pub fn run(args: TopicsArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// "1 partition", "12 partitions".
+fn partitions(count: usize) -> String {
+    match count {
+        1 => "1 partition".to_owned(),
+        _ => format!("{count} partitions"),
+    }
 }

@@ -1,8 +1,9 @@
 //! The gRPC API of a real `clickflow serve` (port 0) over the real Kafka: queries agree
 //! with `clickflow batch` on the same events; a subscription's snapshot plus its updates
 //! equals a fresh query; resuming continues without gap or duplicate; a final-only
-//! subscription holds back open windows; alert rules fire and clear at run time; invalid
-//! requests fail with INVALID_ARGUMENT naming the field; health and reflection answer.
+//! subscription holds back open windows; alert rules fire and clear at run time and
+//! outlive a restart; invalid requests fail with INVALID_ARGUMENT naming the field; health
+//! and reflection answer.
 //! (Cutting off a slow subscriber is tested in `api/src/subscribe.rs`, where the reader's
 //! pace is under control; over a real connection, HTTP/2 buffers blur it.)
 #![allow(clippy::unwrap_used)]
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use serde_json::Value;
-use support::kafka::{bootstrap, unique_topic};
+use support::kafka::{bootstrap, create_topic, produce, unique_topic};
 use support::pipeline::{Topics, batch, generate, produce_lines, settled_counts};
 use support::run::TempDir;
 use support::serve::Serve;
@@ -105,6 +106,72 @@ impl Fixture {
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
+    }
+
+    /// The windows in which [`busy_pages`] holds, by `batch`: (page, window start).
+    fn busy_windows(&self) -> Vec<(String, u64)> {
+        self.batch_rows("page_views_per_minute.jsonl")
+            .iter()
+            .filter(|row| {
+                row["page"].as_str().unwrap().starts_with("/page/1")
+                    && row["view_count"].as_u64().unwrap() > 1
+            })
+            .map(|row| {
+                (
+                    row["page"].as_str().unwrap().to_owned(),
+                    row["window_start"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    }
+}
+
+/// A rule that fires often: more than one view a minute of a page under `/page/1`.
+fn busy_pages() -> v1::AlertRule {
+    v1::AlertRule {
+        rule_id: "busy-pages".into(),
+        view: v1::View::PageViewsPerMinute as i32,
+        metric: v1::Metric::ViewCount as i32,
+        comparison: v1::Comparison::Greater as i32,
+        threshold: 1,
+        page_prefix: "/page/1".into(),
+    }
+}
+
+/// The (page, window start) of rule `rule_id`'s current alerts.
+async fn alerts_of(client: &mut ClickflowClient<Channel>, rule_id: &str) -> Vec<(String, u64)> {
+    let response = client
+        .list_alerts(v1::ListAlertsRequest {
+            rule_id: rule_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    response
+        .rows
+        .iter()
+        .map(|row| (row.page.clone(), row.window_start_ms))
+        .collect()
+}
+
+/// Waits until rule `rule_id`'s alerts are `expected`.
+async fn await_alerts(
+    client: &mut ClickflowClient<Channel>,
+    rule_id: &str,
+    expected: &[(String, u64)],
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let alerts = alerts_of(client, rule_id).await;
+        if alerts == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the alerts of {rule_id} never matched: {alerts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -478,14 +545,7 @@ async fn subscriptions_equal_queries_and_resume_without_gaps() {
 #[tokio::test(flavor = "multi_thread")]
 async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field() {
     let mut f = Fixture::start("grpc-rules", 31, 1_500, &[]).await;
-    let rule = v1::AlertRule {
-        rule_id: "busy-pages".into(),
-        view: v1::View::PageViewsPerMinute as i32,
-        metric: v1::Metric::ViewCount as i32,
-        comparison: v1::Comparison::Greater as i32,
-        threshold: 1,
-        page_prefix: "/page/1".into(),
-    };
+    let rule = busy_pages();
     let mut transitions = f
         .client
         .subscribe_alerts(v1::SubscribeAlertsRequest {
@@ -500,48 +560,9 @@ async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field(
         })
         .await
         .unwrap();
-    let expected: Vec<(String, u64)> = f
-        .batch_rows("page_views_per_minute.jsonl")
-        .iter()
-        .filter(|row| {
-            row["page"].as_str().unwrap().starts_with("/page/1")
-                && row["view_count"].as_u64().unwrap() > 1
-        })
-        .map(|row| {
-            (
-                row["page"].as_str().unwrap().to_owned(),
-                row["window_start"].as_u64().unwrap(),
-            )
-        })
-        .collect();
+    let expected = f.busy_windows();
     assert!(!expected.is_empty());
-    let list = |client: &mut ClickflowClient<Channel>| {
-        let mut client = client.clone();
-        async move {
-            let response = client
-                .list_alerts(v1::ListAlertsRequest {
-                    rule_id: "busy-pages".into(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .into_inner();
-            response
-                .rows
-                .iter()
-                .map(|row| (row.page.clone(), row.window_start_ms))
-                .collect::<Vec<_>>()
-        }
-    };
-    let deadline = Instant::now() + WAIT;
-    while list(&mut f.client).await != expected {
-        assert!(
-            Instant::now() < deadline,
-            "the new rule's alerts never matched: {:?}",
-            list(&mut f.client).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    await_alerts(&mut f.client, "busy-pages", &expected).await;
     let rules = f
         .client
         .list_alert_rules(v1::ListAlertRulesRequest {})
@@ -754,5 +775,99 @@ async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field(
     assert!(
         listed.contains("clickflow.v1.Clickflow") && listed.contains("grpc.health.v1.Health"),
         "{listed}"
+    );
+}
+
+/// Rules created and deleted at run time are kept in the rules' log: a restarted service
+/// has the same rules, and they fire over the replayed input. A record the service
+/// cannot read stops its start, with the record's position.
+#[tokio::test(flavor = "multi_thread")]
+async fn alert_rules_outlive_a_restart_and_an_unreadable_log_stops_the_start() {
+    let mut f = Fixture::start("grpc-rule-log", 37, 1_500, &[]).await;
+    let expected = f.busy_windows();
+    assert!(!expected.is_empty());
+    // The built-in rule fires on these events, so that its deletion shows.
+    assert!(
+        f.batch_rows("alerts.jsonl")
+            .iter()
+            .any(|row| row["rule"] == "high_traffic")
+    );
+    f.client
+        .create_alert_rule(v1::CreateAlertRuleRequest {
+            rule: Some(busy_pages()),
+        })
+        .await
+        .unwrap();
+    let high_traffic = f
+        .client
+        .delete_alert_rule(v1::DeleteAlertRuleRequest {
+            rule_id: "high_traffic".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rule
+        .unwrap();
+    let Fixture {
+        serve,
+        dir: _dir,
+        topics,
+        bootstrap,
+        ..
+    } = f;
+    let (stopped, log) = blocking(|| serve.stop());
+    assert!(stopped, "{log}");
+
+    let settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    let restarted = blocking(|| Serve::start(&["-w", "2"], &settings));
+    let mut client = ClickflowClient::connect(restarted.api_address())
+        .await
+        .unwrap();
+    let rules = client
+        .list_alert_rules(v1::ListAlertRulesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .rules;
+    assert_eq!(rules, [busy_pages()], "{}", restarted.log());
+    await_alerts(&mut client, "busy-pages", &expected).await;
+    settle(&mut client).await;
+    assert_eq!(alerts_of(&mut client, &high_traffic.rule_id).await, []);
+    let (stopped, log) = blocking(|| restarted.stop());
+    assert!(stopped, "{log}");
+
+    let unreadable = unique_topic("grpc-rule-log-bad");
+    blocking(|| {
+        create_topic(&bootstrap, &unreadable, 1, true);
+        produce(
+            &bootstrap,
+            &unreadable,
+            &[(Some(b"r".to_vec()), b"{\"created\":1}".to_vec())],
+        );
+    });
+    let mut broken_settings = settings;
+    broken_settings.push(format!("kafka.rules_topic=\"{unreadable}\""));
+    let mut broken = blocking(|| Serve::start(&["-w", "1"], &broken_settings));
+    let deadline = Instant::now() + WAIT;
+    while broken.running() {
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            broken.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (succeeded, log) = broken.stop();
+    assert!(!succeeded, "{log}");
+    assert!(
+        log.contains(&format!(
+            "alert rules topic {unreadable}: the record at partition 0, offset 0: not a rule change"
+        )),
+        "{log}"
     );
 }

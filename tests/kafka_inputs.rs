@@ -391,16 +391,29 @@ fn failures_name_their_cause() {
         run(&["serve", "--config", "/nonexistent/clickflow.toml"])
             .contains("/nonexistent/clickflow.toml")
     );
-    let unreachable = run(&[
-        "serve",
-        "--set",
-        &format!("kafka.bootstrap=\"127.0.0.1:{}\"", free_port()),
-        "--set",
-        "metrics.listen=\"\"",
-        "--set",
-        "api.listen=\"\"",
-    ]);
-    assert!(unreachable.contains("output writer"), "{unreachable}");
+    let port = free_port();
+    let unreachable = |rules_topic: &str| {
+        run(&[
+            "serve",
+            "--set",
+            &format!("kafka.bootstrap=\"127.0.0.1:{port}\""),
+            "--set",
+            &format!("kafka.rules_topic=\"{rules_topic}\""),
+            "--set",
+            "metrics.listen=\"\"",
+            "--set",
+            "api.listen=\"\"",
+        ])
+    };
+    let reading_rules = unreachable("rules");
+    assert!(
+        reading_rules.contains(&format!(
+            "alert rules topic rules: cannot reach Kafka at 127.0.0.1:{port}"
+        )),
+        "{reading_rules}"
+    );
+    let writing_output = unreachable("");
+    assert!(writing_output.contains("output writer"), "{writing_output}");
 }
 
 #[test]

@@ -90,8 +90,14 @@ fn now_ms() -> u64 {
 #[test]
 fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
     let bootstrap = bootstrap();
-    let [input, dead_letters, counts, alerts] =
-        ["page-views", "page-views.dlq", "page-view-counts", "alerts"].map(unique_topic);
+    let [input, dead_letters, counts, alerts, rules] = [
+        "page-views",
+        "page-views.dlq",
+        "page-view-counts",
+        "alerts",
+        "alert-rules",
+    ]
+    .map(unique_topic);
     let flags = [
         "topics",
         "--bootstrap",
@@ -104,6 +110,8 @@ fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
         &counts,
         "--alerts-topic",
         &alerts,
+        "--rules-topic",
+        &rules,
     ];
 
     let first = clickflow(&flags);
@@ -120,16 +128,18 @@ fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
             ),
             format!("{counts}: created (12 partitions, cleanup.policy=compact)"),
             format!("{alerts}: created (12 partitions, cleanup.policy=compact)"),
+            format!("{rules}: created (1 partition, cleanup.policy=compact)"),
         ]
     );
-    for (topic, policy, retention) in [
-        (&input, "delete", Some("604800000")),
-        (&dead_letters, "delete", Some("604800000")),
-        (&counts, "compact", None),
-        (&alerts, "compact", None),
+    for (topic, partitions, policy, retention) in [
+        (&input, 12, "delete", Some("604800000")),
+        (&dead_letters, 12, "delete", Some("604800000")),
+        (&counts, 12, "compact", None),
+        (&alerts, 12, "compact", None),
+        (&rules, 1, "compact", None),
     ] {
         let description = describe_topic(&bootstrap, topic).unwrap();
-        assert_eq!(description.partitions, 12, "{topic}");
+        assert_eq!(description.partitions, partitions, "{topic}");
         let config = |key: &str| description.config.get(key).map(String::as_str);
         assert_eq!(config("cleanup.policy"), Some(policy), "{topic}");
         if let Some(retention) = retention {
@@ -143,6 +153,7 @@ fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
     let expected: Vec<String> = [&input, &dead_letters, &counts, &alerts]
         .iter()
         .map(|topic| format!("{topic}: exists (12 partitions)"))
+        .chain([format!("{rules}: exists (1 partition)")])
         .collect();
     assert_eq!(lines, expected);
 

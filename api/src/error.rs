@@ -17,6 +17,9 @@ pub enum ApiError {
     /// No alert rule has this id.
     #[error("no alert rule {0:?}")]
     NoSuchRule(String),
+    /// The rule change could not be written to the rules' log; it did not take effect.
+    #[error("{0}")]
+    RuleLog(#[from] clickflow_ingest::rule_log::RuleLogError),
     /// Resuming needs updates that are no longer kept.
     #[error("resume_from_ms: updates before {kept_from} are no longer kept")]
     ResumeTooOld {
@@ -49,6 +52,7 @@ impl From<ApiError> for tonic::Status {
             ApiError::RuleExists(_) => tonic::Status::already_exists(message),
             ApiError::NoSuchRule(_) => tonic::Status::not_found(message),
             ApiError::ResumeTooOld { .. } => tonic::Status::out_of_range(message),
+            ApiError::RuleLog(_) => tonic::Status::unavailable(message),
             ApiError::Transport(_) | ApiError::Reflection(_) => tonic::Status::internal(message),
         }
     }

@@ -1,12 +1,14 @@
 //! Alert rules as data: the registry behind CreateAlertRule, DeleteAlertRule and
 //! ListAlertRules. Every change also goes into the dataflow's rule input, where it fires
 //! or clears alerts incrementally (a new rule fires at once for the windows that already
-//! satisfy it).
+//! satisfy it). With a [`RuleLog`], a change is written to the log first and takes effect
+//! only once the broker has it, and the registry starts from the rules the log holds.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use clickflow_dataflow::{AlertRule, Comparison, Metric, RuleChanges, ViewName};
+use clickflow_ingest::rule_log::{LoggedRules, RuleLog};
 use clickflow_proto::v1;
 
 use crate::error::ApiError;
@@ -19,6 +21,7 @@ const MAX_RULE_ID: usize = 128;
 pub struct AlertRules {
     rules: Arc<Mutex<BTreeMap<String, AlertRule>>>,
     changes: RuleChanges,
+    log: Option<Arc<RuleLog>>,
 }
 
 impl AlertRules {
@@ -27,10 +30,48 @@ impl AlertRules {
         let registry = Self {
             rules: Arc::default(),
             changes,
+            log: None,
         };
         for rule in initial {
             // Initial rules are the service's own; a duplicate id keeps the first.
             let _ = registry.create(rule);
+        }
+        registry
+    }
+
+    /// A registry that starts from the rules `log` holds (see [`Self::restored`]) and
+    /// writes its changes to `log` from then on.
+    pub fn logged(
+        changes: RuleChanges,
+        initial: impl IntoIterator<Item = AlertRule>,
+        log: RuleLog,
+        logged: LoggedRules,
+    ) -> Self {
+        Self {
+            log: Some(Arc::new(log)),
+            ..Self::restored(changes, initial, logged)
+        }
+    }
+
+    /// A registry that starts with `initial`, then takes each rule's state in `logged`: a
+    /// logged rule replaces an initial one of its id, and a logged deletion removes it.
+    fn restored(
+        changes: RuleChanges,
+        initial: impl IntoIterator<Item = AlertRule>,
+        logged: LoggedRules,
+    ) -> Self {
+        let registry = Self::new(changes, initial);
+        {
+            let mut rules = registry.lock();
+            for (id, rule) in logged {
+                if let Some(replaced) = rules.remove(&id) {
+                    registry.changes.remove(replaced);
+                }
+                if let Some(rule) = rule {
+                    registry.changes.add(rule.clone());
+                    rules.insert(id, rule);
+                }
+            }
         }
         registry
     }
@@ -47,6 +88,9 @@ impl AlertRules {
         if rules.contains_key(&id) {
             return Err(ApiError::RuleExists(id));
         }
+        if let Some(log) = &self.log {
+            log.record(&id, Some(&rule))?;
+        }
         self.changes.add(rule.clone());
         rules.insert(id, rule.clone());
         Ok(rule)
@@ -54,10 +98,14 @@ impl AlertRules {
 
     /// Removes the rule `id`.
     pub fn delete(&self, id: &str) -> Result<AlertRule, ApiError> {
-        let rule = self
-            .lock()
-            .remove(id)
-            .ok_or_else(|| ApiError::NoSuchRule(id.to_owned()))?;
+        let mut rules = self.lock();
+        let Some(rule) = rules.get(id).cloned() else {
+            return Err(ApiError::NoSuchRule(id.to_owned()));
+        };
+        if let Some(log) = &self.log {
+            log.record(id, None)?;
+        }
+        rules.remove(id);
         self.changes.remove(rule.clone());
         Ok(rule)
     }
@@ -133,5 +181,34 @@ pub fn validate_rule_id(id: &str, field: &'static str) -> Result<(), ApiError> {
             field,
             format!("{id:?} is not 1 to {MAX_RULE_ID} characters of A-Z a-z 0-9 _ . -"),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, threshold: u64) -> AlertRule {
+        AlertRule {
+            rule_id: id.into(),
+            threshold,
+            ..AlertRule::high_traffic(0)
+        }
+    }
+
+    #[test]
+    fn logged_rules_replace_and_delete_the_initial_ones() {
+        let initial = [rule("high_traffic", 1000), rule("kept", 1)];
+        let logged = LoggedRules::from([
+            ("high_traffic".to_owned(), Some(rule("high_traffic", 5))),
+            ("added".to_owned(), Some(rule("added", 2))),
+            ("kept".to_owned(), None),
+            ("never_there".to_owned(), None),
+        ]);
+        let registry = AlertRules::restored(RuleChanges::default(), initial.clone(), logged);
+        assert_eq!(registry.list(), [rule("added", 2), rule("high_traffic", 5)]);
+        let only_initial =
+            AlertRules::restored(RuleChanges::default(), initial.clone(), LoggedRules::new());
+        assert_eq!(only_initial.list(), initial);
     }
 }

@@ -137,13 +137,15 @@ impl Clickflow for Service {
         &self,
         request: Request<v1::CreateAlertRuleRequest>,
     ) -> Result<Response<v1::CreateAlertRuleResponse>, Status> {
-        answer(
-            parse_rule(request.into_inner().rule)
-                .and_then(|rule| self.state.rules.create(rule))
-                .map(|rule| v1::CreateAlertRuleResponse {
-                    rule: Some(convert::rule(&rule)),
-                }),
-        )
+        let rule = parse_rule(request.into_inner().rule)?;
+        let rules = self.state.rules.clone();
+        // Writing the rules' log waits for the broker.
+        let created = tokio::task::spawn_blocking(move || rules.create(rule))
+            .await
+            .map_err(|error| Status::internal(format!("creating the rule failed: {error}")))?;
+        answer(created.map(|rule| v1::CreateAlertRuleResponse {
+            rule: Some(convert::rule(&rule)),
+        }))
     }
 
     async fn delete_alert_rule(
@@ -151,13 +153,14 @@ impl Clickflow for Service {
         request: Request<v1::DeleteAlertRuleRequest>,
     ) -> Result<Response<v1::DeleteAlertRuleResponse>, Status> {
         let id = request.into_inner().rule_id;
-        answer(
-            validate_rule_id(&id, "rule_id")
-                .and_then(|()| self.state.rules.delete(&id))
-                .map(|rule| v1::DeleteAlertRuleResponse {
-                    rule: Some(convert::rule(&rule)),
-                }),
-        )
+        validate_rule_id(&id, "rule_id")?;
+        let rules = self.state.rules.clone();
+        let deleted = tokio::task::spawn_blocking(move || rules.delete(&id))
+            .await
+            .map_err(|error| Status::internal(format!("deleting the rule failed: {error}")))?;
+        answer(deleted.map(|rule| v1::DeleteAlertRuleResponse {
+            rule: Some(convert::rule(&rule)),
+        }))
     }
 
     async fn list_alert_rules(

@@ -90,6 +90,7 @@ fn main() -> anyhow::Result<()> {
         format!("kafka.dead_letter_topic=\"{}\"", topics.dead_letters),
         format!("kafka.page_view_counts_topic=\"{}\"", topics.counts),
         format!("kafka.alerts_topic=\"{}\"", topics.alerts),
+        format!("kafka.rules_topic=\"{}\"", topics.rules),
         format!("kafka.transactional_id=\"{prefix}\""),
         "kafka.start=\"latest\"".to_owned(),
         "kafka.idle_timeout_ms=1000".to_owned(),

@@ -222,6 +222,7 @@ fn start_serve(
         format!("kafka.dead_letter_topic={}", quoted(&topics.dead_letters)),
         format!("kafka.page_view_counts_topic={}", quoted(&topics.counts)),
         format!("kafka.alerts_topic={}", quoted(&topics.alerts)),
+        format!("kafka.rules_topic={}", quoted(&topics.rules)),
         format!(
             "kafka.transactional_id={}",
             quoted(&format!("{}.writer", topics.counts))

@@ -1,11 +1,11 @@
 //! Kafka cluster administration: the reference pipeline's topics, and creating and
 //! describing topics with rdkafka's `AdminClient`.
 //!
-//! [`ReferenceTopics`] describes the four topics of the reference pipeline (input, dead
-//! letters, page-view counts, alerts) and [`Admin`] creates them. Creating a topic that
-//! already exists is not an error: its outcome is [`TopicState::Exists`], with the ways in
-//! which the existing topic differs from what was asked for. An unreachable cluster is
-//! reported after the configured timeout.
+//! [`ReferenceTopics`] describes the topics of the reference pipeline (input, dead
+//! letters, page-view counts, alerts) and clickflow's log of alert rules, and [`Admin`]
+//! creates them. Creating a topic that already exists is not an error: its outcome is
+//! [`TopicState::Exists`], with the ways in which the existing topic differs from what was
+//! asked for. An unreachable cluster is reported after the configured timeout.
 
 use std::collections::{BTreeMap, HashMap};
 use std::thread;
@@ -25,6 +25,8 @@ pub const DEAD_LETTER_TOPIC: &str = "page-views.dlq";
 pub const COUNTS_TOPIC: &str = "page-view-counts";
 /// The alerts output topic.
 pub const ALERTS_TOPIC: &str = "alerts";
+/// The log of alert rules created and deleted at run time (see [`crate::rule_log`]).
+pub const RULES_TOPIC: &str = "clickflow-alert-rules";
 /// Partitions of the reference input topic.
 pub const REFERENCE_PARTITIONS: u16 = 12;
 /// Retention of the reference input topic: 7 days.
@@ -99,6 +101,18 @@ pub struct TopicSpec {
     pub config: Vec<(String, String)>,
 }
 
+impl TopicSpec {
+    /// A topic with `cleanup.policy=compact`.
+    pub fn compacted(name: &str, partitions: u16, replication_factor: Option<u16>) -> Self {
+        Self {
+            name: name.into(),
+            partitions,
+            replication_factor,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        }
+    }
+}
+
 /// The reference pipeline's topics: names, partitions, replication and retention.
 ///
 /// - the input topic, `retention.ms` = [`retention_ms`](Self::retention_ms) (7 days);
@@ -106,7 +120,8 @@ pub struct TopicSpec {
 ///   letters (keyed by the original key) spread like the input and can be inspected and
 ///   replayed for as long as the input itself;
 /// - the counts and alerts topics, `cleanup.policy=compact`: they hold upserts, of which
-///   compaction keeps the latest per key.
+///   compaction keeps the latest per key;
+/// - the alert rules' log, compacted, with one partition: it holds one record per rule.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReferenceTopics {
     /// The input topic (default [`INPUT_TOPIC`]).
@@ -117,6 +132,8 @@ pub struct ReferenceTopics {
     pub counts: String,
     /// The alerts topic (default [`ALERTS_TOPIC`]).
     pub alerts: String,
+    /// The alert rules' log (default [`RULES_TOPIC`]).
+    pub rules: String,
     /// Partitions of the input and dead-letter topics.
     pub partitions: u16,
     /// Partitions of the counts and alerts topics.
@@ -134,6 +151,7 @@ impl Default for ReferenceTopics {
             dead_letters: DEAD_LETTER_TOPIC.into(),
             counts: COUNTS_TOPIC.into(),
             alerts: ALERTS_TOPIC.into(),
+            rules: RULES_TOPIC.into(),
             partitions: REFERENCE_PARTITIONS,
             output_partitions: REFERENCE_PARTITIONS,
             replication_factor: None,
@@ -143,7 +161,7 @@ impl Default for ReferenceTopics {
 }
 
 impl ReferenceTopics {
-    /// The four topics to create: input, dead letters, counts, alerts.
+    /// The five topics to create: input, dead letters, counts, alerts, rules.
     pub fn specs(&self) -> Vec<TopicSpec> {
         let retained = |name: &str| TopicSpec {
             name: name.into(),
@@ -154,17 +172,15 @@ impl ReferenceTopics {
                 ("retention.ms".into(), self.retention_ms.to_string()),
             ],
         };
-        let compacted = |name: &str| TopicSpec {
-            name: name.into(),
-            partitions: self.output_partitions,
-            replication_factor: self.replication_factor,
-            config: vec![("cleanup.policy".into(), "compact".into())],
+        let output = |name: &str| {
+            TopicSpec::compacted(name, self.output_partitions, self.replication_factor)
         };
         vec![
             retained(&self.input),
             retained(&self.dead_letters),
-            compacted(&self.counts),
-            compacted(&self.alerts),
+            output(&self.counts),
+            output(&self.alerts),
+            TopicSpec::compacted(&self.rules, 1, self.replication_factor),
         ]
     }
 }

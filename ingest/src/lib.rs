@@ -5,6 +5,7 @@
 //!   partition map of [`partitions`];
 //! - [`dead_letters`]: refused records, to the dead-letter topic;
 //! - [`output`]: the transactional writer of the output topics;
+//! - [`rule_log`]: the alert rules created and deleted at run time, kept in a topic;
 //! - [`status`]: offsets, lag, counters and freshness, for metrics and status;
 //! - [`generator`]: a deterministic, seeded generator of synthetic page-view records
 //!   (sessions, Zipf-popular pages, the checkout funnel, and every kind of record that
@@ -19,6 +20,7 @@ pub mod generator;
 pub mod output;
 pub mod partitions;
 pub mod producer;
+pub mod rule_log;
 pub mod source;
 pub mod status;
 

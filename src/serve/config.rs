@@ -13,6 +13,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clickflow_ingest::admin::RULES_TOPIC;
 use clickflow_ingest::output::OutputConfig;
 use clickflow_ingest::source::{SourceConfig, StartPosition};
 use serde::Deserialize;
@@ -58,6 +59,9 @@ pub struct KafkaConfig {
     pub alerts_topic: String,
     /// The output producer's transactional id (one running service per id).
     pub transactional_id: String,
+    /// The log of alert rules created and deleted at run time; empty keeps them in memory
+    /// only.
+    pub rules_topic: String,
     /// Extra librdkafka properties for the input consumers.
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producers.
@@ -76,6 +80,7 @@ impl Default for KafkaConfig {
             page_view_counts_topic: "page-view-counts".to_owned(),
             alerts_topic: "alerts".to_owned(),
             transactional_id: "clickflow-output".to_owned(),
+            rules_topic: RULES_TOPIC.to_owned(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
         }
@@ -223,6 +228,15 @@ impl ServeConfig {
             admission: self.views.admission_config(),
             properties: self.kafka.consumer.clone(),
         })
+    }
+
+    /// The extra librdkafka properties of every producer.
+    pub fn producer_properties(&self) -> Vec<(String, String)> {
+        self.kafka
+            .producer
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect()
     }
 
     /// The output writer's configuration.

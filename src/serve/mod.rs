@@ -23,6 +23,7 @@ use clickflow_dataflow::{
 };
 use clickflow_ingest::dead_letters::DeadLetterProducer;
 use clickflow_ingest::output::{OutputWriter, StepSender};
+use clickflow_ingest::rule_log::{LoggedRules, RuleLog};
 use clickflow_ingest::source::{SourceContext, kafka_source};
 use clickflow_ingest::status::IngestStatus;
 use differential_dataflow::AsCollection;
@@ -64,20 +65,31 @@ pub struct Service {
     pub store: ViewStore,
     /// Ingest and output status of this process.
     pub status: IngestStatus,
-    /// The alert rules, starting with the built-in `high_traffic`.
+    /// The alert rules: the built-in `high_traffic`, then those of the rules' log.
     pub rules: AlertRules,
     /// Set to stop the service.
     pub shutdown: Arc<AtomicBool>,
 }
 
 impl Service {
-    /// A service that has not started, for `config` and `workers` threads per process.
-    pub fn new(config: &ServeConfig, workers: usize) -> Self {
+    /// A service that has not started, for `config` and `workers` threads per process,
+    /// keeping its alert rules in `rule_log` (see [`open_rule_log`]) if there is one.
+    pub fn new(
+        config: &ServeConfig,
+        workers: usize,
+        rule_log: Option<(RuleLog, LoggedRules)>,
+    ) -> Self {
         let high_traffic = AlertRule::high_traffic(config.views.high_traffic_threshold);
+        let rules = match rule_log {
+            Some((log, logged)) => {
+                AlertRules::logged(RuleChanges::default(), [high_traffic], log, logged)
+            }
+            None => AlertRules::new(RuleChanges::default(), [high_traffic]),
+        };
         Self {
             store: ViewStore::serving(workers, config.api.changelog_ms),
             status: IngestStatus::default(),
-            rules: AlertRules::new(RuleChanges::default(), [high_traffic]),
+            rules,
             shutdown: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -115,10 +127,30 @@ impl Service {
     }
 }
 
+/// Reads the rules' log (`kafka.rules_topic`) in process 0, which keeps the rules; `None`
+/// in other processes or when the topic is configured empty.
+pub fn open_rule_log(
+    config: &ServeConfig,
+    cluster: &ClusterArgs,
+) -> anyhow::Result<Option<(RuleLog, LoggedRules)>> {
+    let topic = &config.kafka.rules_topic;
+    if cluster.process != 0 || topic.is_empty() {
+        return Ok(None);
+    }
+    let (log, logged) = RuleLog::open(
+        &config.kafka.bootstrap,
+        topic,
+        &config.producer_properties(),
+    )?;
+    info!(topic = %topic, rules = logged.len(), "alert rules read from their log");
+    Ok(Some((log, logged)))
+}
+
 /// Runs `clickflow serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
-    let service = Service::new(&config, args.cluster.workers as usize);
+    let rule_log = open_rule_log(&config, &args.cluster)?;
+    let service = Service::new(&config, args.cluster.workers as usize, rule_log);
     let background = service.start_background(&config, &args.cluster)?;
     let result = run_service(&config, &args.cluster, &service);
     background.stop();
@@ -135,17 +167,11 @@ pub fn run_service(
     priority::lower_current_thread(config.api.dataflow_nice);
     let views = config.views.view_config()?;
     let source_config = Arc::new(config.source_config()?);
-    let producer_properties: Vec<(String, String)> = config
-        .kafka
-        .producer
-        .iter()
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
     let dead_letters = DeadLetterProducer::new(
         &config.kafka.bootstrap,
         &config.kafka.dead_letter_topic,
         service.status.clone(),
-        &producer_properties,
+        &config.producer_properties(),
     )?;
     let publishes = cluster.process == 0;
     let (writer, sender) = if publishes {

@@ -25,6 +25,8 @@ pub struct Topics {
     pub dead_letters: String,
     pub counts: String,
     pub alerts: String,
+    /// The alert rules' log, which `serve` creates.
+    pub rules: String,
 }
 
 impl Topics {
@@ -34,6 +36,7 @@ impl Topics {
             dead_letters: unique_topic(&format!("{label}-dlq")),
             counts: unique_topic(&format!("{label}-counts")),
             alerts: unique_topic(&format!("{label}-alerts")),
+            rules: unique_topic(&format!("{label}-rules")),
         };
         create_topic(bootstrap, &topics.input, 4, false);
         create_topic(bootstrap, &topics.dead_letters, 1, false);
@@ -56,6 +59,7 @@ impl Topics {
             format!("kafka.dead_letter_topic=\"{}\"", self.dead_letters),
             format!("kafka.page_view_counts_topic=\"{counts}\""),
             format!("kafka.alerts_topic=\"{alerts}\""),
+            format!("kafka.rules_topic=\"{}\"", self.rules),
             format!("kafka.transactional_id=\"{transactional_id}\""),
             "kafka.idle_timeout_ms=500".to_owned(),
             format!("views.high_traffic_threshold={THRESHOLD}"),

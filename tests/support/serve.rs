@@ -85,6 +85,9 @@ impl Serve {
         let Some(mut child) = self.child.take() else {
             return false;
         };
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.success();
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();

@@ -28,14 +28,15 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the producer's progress is shown.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// The reference pipeline's four topics, named `PREFIX.page-views` and so on, with
-/// [`PARTITIONS`] partitions each.
+/// The reference pipeline's topics, named `PREFIX.page-views` and so on, with
+/// [`PARTITIONS`] partitions each (the rules' log has one).
 pub fn topic_names(prefix: &str) -> ReferenceTopics {
     ReferenceTopics {
         input: format!("{prefix}.page-views"),
         dead_letters: format!("{prefix}.page-views.dlq"),
         counts: format!("{prefix}.page-view-counts"),
         alerts: format!("{prefix}.alerts"),
+        rules: format!("{prefix}.alert-rules"),
         partitions: PARTITIONS,
         output_partitions: PARTITIONS,
         ..ReferenceTopics::default()
