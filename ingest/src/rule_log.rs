@@ -21,6 +21,7 @@ use clickflow_dataflow::AlertRule;
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -150,21 +151,34 @@ fn read_to_end(bootstrap: &str, topic: &str) -> Result<LoggedRules, String> {
         .set("isolation.level", "read_committed")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .map_err(|e| format!("cannot read its metadata: {e}"))?;
+    let deadline = Instant::now() + TIMEOUT;
+    // A topic created a moment ago may not have a leader everywhere yet.
+    let partitions = retried(deadline, "cannot read its metadata", || {
+        let metadata = consumer.fetch_metadata(Some(topic), POLL)?;
+        let topics = metadata.topics();
+        match topics.first().map(|t| (t.error(), t.partitions())) {
+            Some((None, partitions)) if !partitions.is_empty() => {
+                Ok(partitions.iter().map(|p| p.id()).collect::<Vec<_>>())
+            }
+            Some((Some(code), _)) => Err(KafkaError::MetadataFetch(code.into())),
+            _ => Err(KafkaError::MetadataFetch(
+                RDKafkaErrorCode::UnknownPartition,
+            )),
+        }
+    })?;
     let mut assignment = TopicPartitionList::new();
     // Per partition: the offset up to which records are still to be read.
     let mut ends = BTreeMap::new();
-    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, partition.id(), TIMEOUT)
-            .map_err(|e| format!("partition {}: cannot read its offsets: {e}", partition.id()))?;
+    for partition in partitions {
+        let (low, high) = retried(deadline, "cannot read its offsets", || {
+            consumer.fetch_watermarks(topic, partition, POLL)
+        })
+        .map_err(|e| format!("partition {partition}: {e}"))?;
         if high > low {
             assignment
-                .add_partition_offset(topic, partition.id(), Offset::Beginning)
+                .add_partition_offset(topic, partition, Offset::Beginning)
                 .map_err(|e| e.to_string())?;
-            ends.insert(partition.id(), high);
+            ends.insert(partition, high);
         }
     }
     let mut rules = LoggedRules::new();
@@ -174,7 +188,7 @@ fn read_to_end(bootstrap: &str, topic: &str) -> Result<LoggedRules, String> {
     consumer
         .assign(&assignment)
         .map_err(|e| format!("cannot assign its partitions: {e}"))?;
-    let deadline = Instant::now() + TIMEOUT;
+    let mut last_error = None;
     while !ends.is_empty() {
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
@@ -193,7 +207,8 @@ fn read_to_end(bootstrap: &str, topic: &str) -> Result<LoggedRules, String> {
                     ends.remove(&partition);
                 }
             }
-            Some(Err(e)) => return Err(format!("cannot read it: {e}")),
+            // Errors the consumer reports may pass (a broker restarting).
+            Some(Err(e)) => last_error = Some(e),
             None => {
                 // Offsets up to the end may be missing (compacted away): the consumer's
                 // position tells when a partition is read.
@@ -207,10 +222,27 @@ fn read_to_end(bootstrap: &str, topic: &str) -> Result<LoggedRules, String> {
             }
         }
         if !ends.is_empty() && Instant::now() >= deadline {
-            return Err(format!("not read to its end within {TIMEOUT:?}"));
+            let cause = last_error.map_or_else(String::new, |e| format!(" (last error: {e})"));
+            return Err(format!("not read to its end within {TIMEOUT:?}{cause}"));
         }
     }
     Ok(rules)
+}
+
+/// `request`'s answer, asked again until it succeeds or `deadline` passes; then `what`
+/// with the last error.
+fn retried<T>(
+    deadline: Instant,
+    what: &str,
+    mut request: impl FnMut() -> Result<T, KafkaError>,
+) -> Result<T, String> {
+    loop {
+        match request() {
+            Ok(answer) => return Ok(answer),
+            Err(e) if Instant::now() >= deadline => return Err(format!("{what}: {e}")),
+            Err(_) => std::thread::sleep(POLL),
+        }
+    }
 }
 
 /// A record's rule id and change; the id of a created rule must be the record's key.
