@@ -54,6 +54,18 @@ fn answer<T>(result: Result<T, ApiError>) -> Result<Response<T>, Status> {
     result.map(Response::new).map_err(Status::from)
 }
 
+/// Runs `work`, which may wait (for the store's thread, for the broker), on a blocking
+/// thread rather than on one of the API runtime's, which answer queries meanwhile.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|error| Status::internal(format!("{what} failed: {error}")))?
+        .map_err(Status::from)
+}
+
 impl Service {
     /// Answers a unary query with `query`, counting the time it took.
     fn timed<T>(
@@ -126,11 +138,11 @@ impl Clickflow for Service {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let state = self.state.clone();
         // The subscriber's task is spawned from there onto the API runtime.
-        let started = tokio::task::spawn_blocking(move || subscribe(&state, request.into_inner()));
-        let set_up = started
-            .await
-            .map_err(|error| Status::internal(format!("subscribe set-up failed: {error}")))?;
-        answer(set_up)
+        blocking("subscribe set-up", move || {
+            subscribe(&state, request.into_inner())
+        })
+        .await
+        .map(Response::new)
     }
 
     async fn create_alert_rule(
@@ -140,11 +152,9 @@ impl Clickflow for Service {
         let rule = parse_rule(request.into_inner().rule)?;
         let rules = self.state.rules.clone();
         // Writing the rules' log waits for the broker.
-        let created = tokio::task::spawn_blocking(move || rules.create(rule))
-            .await
-            .map_err(|error| Status::internal(format!("creating the rule failed: {error}")))?;
-        answer(created.map(|rule| v1::CreateAlertRuleResponse {
-            rule: Some(convert::rule(&rule)),
+        let created = blocking("creating the rule", move || rules.create(rule)).await?;
+        Ok(Response::new(v1::CreateAlertRuleResponse {
+            rule: Some(convert::rule(&created)),
         }))
     }
 
@@ -155,11 +165,9 @@ impl Clickflow for Service {
         let id = request.into_inner().rule_id;
         validate_rule_id(&id, "rule_id")?;
         let rules = self.state.rules.clone();
-        let deleted = tokio::task::spawn_blocking(move || rules.delete(&id))
-            .await
-            .map_err(|error| Status::internal(format!("deleting the rule failed: {error}")))?;
-        answer(deleted.map(|rule| v1::DeleteAlertRuleResponse {
-            rule: Some(convert::rule(&rule)),
+        let deleted = blocking("deleting the rule", move || rules.delete(&id)).await?;
+        Ok(Response::new(v1::DeleteAlertRuleResponse {
+            rule: Some(convert::rule(&deleted)),
         }))
     }
 
