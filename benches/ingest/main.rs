@@ -67,10 +67,12 @@ struct Args {
     #[arg(long, default_value_t = 50_000)]
     rate: u64,
     /// Length of the freshness phase's sending, in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 120)]
     live_seconds: u64,
-    /// Seconds of the freshness phase left out of a freshness histogram.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds of the freshness phase left out of a freshness histogram: the start-up
+    /// transient (the broker compiling the live paths, the service's state growing from
+    /// empty), which is not the steady freshness the target is about.
+    #[arg(long, default_value_t = 60)]
     warm_up_seconds: u64,
     /// A configuration file for `clickflow serve` (e.g. extra librdkafka properties);
     /// the benchmark's own settings override its topics, start and metrics address.
