@@ -1,7 +1,7 @@
 //! `clickflow serve`'s inputs and operations against a real Apache Kafka: several input
 //! topics with fewer partitions than workers, partitions added while running, late records
-//! on a worker that was idle, the start positions, two processes, the metrics endpoint,
-//! clear failures, and the demo (which needs no Kafka at all).
+//! on a worker that was idle, a partition read slowly, the start positions, two processes,
+//! the metrics endpoint, clear failures, and the demo (which needs no Kafka at all).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -13,7 +13,10 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
-use support::kafka::{add_partitions, bootstrap, create_topic, produce_to_partition, unique_topic};
+use support::kafka::{
+    add_partitions, bootstrap, create_topic, limit_consumer_rate, produce_to_partition,
+    unique_topic,
+};
 use support::pipeline::{
     SETTLE, Topics, assert_counts_equal, await_first_output, batch, generate,
     produce_and_await_counts, produce_lines, settled_counts,
@@ -136,6 +139,78 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
     let (_, log) = serve.stop();
     assert_counts_equal(&counts, &expected.counts, &log);
+}
+
+/// A partition with records left to read is not idle, however long its next fetch takes.
+/// A client quota makes the broker hold the source's fetches back for seconds once it has
+/// sent about 150 kB: partition 1 (small records) is read in the first fetch, partition 0
+/// (hardly compressible 8 kB records, one 64 kB batch a fetch) over several, the last of
+/// them after such pauses. The frontier waits for partition 0 instead of following
+/// partition 1, so every record of it is counted; none is refused as older than the
+/// frontier minus the one-minute retention.
+#[test]
+fn a_partition_read_slowly_holds_the_frontier_while_it_has_records_left() {
+    let bootstrap = bootstrap();
+    let topics = Topics::create(&bootstrap, "slow-partition");
+    let start: u64 = 1_790_000_040_000;
+    let mut noise = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut padding = |bytes: usize| -> String {
+        (0..bytes / 16)
+            .map(|_| {
+                noise = noise
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                format!("{noise:016x}")
+            })
+            .collect()
+    };
+    // Ten minutes of event time in each partition, in order.
+    let mut records = |count: u64, page: &str, bytes: usize| -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+        (0..count)
+            .map(|i| {
+                let event = serde_json::json!({
+                    "user_id": format!("{page}-user{}", i % 10),
+                    "page": page,
+                    "timestamp": start + i * (600_000 / count),
+                    "padding": padding(bytes),
+                });
+                (None, serde_json::to_vec(&event).unwrap())
+            })
+            .collect()
+    };
+    let small = records(500, "/small", 0);
+    let large = records(60, "/large", 8_000);
+    produce_to_partition(&bootstrap, &topics.input, 1, &small);
+    produce_to_partition(&bootstrap, &topics.input, 0, &large);
+    let client = unique_topic("slow-reader");
+    limit_consumer_rate(&bootstrap, &client, 15_000);
+    let mut settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    settings.extend([
+        "kafka.idle_timeout_ms=100".to_owned(),
+        "views.retention_ms=60000".to_owned(),
+        format!(r#"kafka.consumer={{"client.id"="{client}","max.partition.fetch.bytes"="1"}}"#),
+    ]);
+    let serve = Serve::start(&["-w", "1"], &settings);
+    let records = small.len() + large.len();
+    let status = status_reflecting(&serve.api_address(), records);
+    let (_, log) = serve.stop();
+    let refused: BTreeMap<&String, &Value> = status["dead_letters"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, count)| count.as_u64() != Some(0))
+        .collect();
+    assert!(refused.is_empty(), "refused: {refused:?}\n{status}\n{log}");
+    assert_eq!(
+        status["events_counted"].as_u64(),
+        Some(records as u64),
+        "{status}\n{log}"
+    );
 }
 
 #[test]

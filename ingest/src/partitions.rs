@@ -1,5 +1,6 @@
 //! Which worker reads which input partition, and what each worker knows of its own
-//! partitions: next offset, admission watermark, and whether the partition is idle.
+//! partitions: next offset, admission watermark, and whether the partition is idle (no
+//! record for the idle timeout, and nothing left to read as far as the consumer knows).
 //!
 //! Assignment is explicit and deterministic (no consumer group): partition `p` of topic
 //! `t` belongs to worker `(p + hash(t)) % peers`. Each topic's partitions are thereby
@@ -34,6 +35,9 @@ pub struct OwnedPartition {
     pub next_offset: i64,
     /// When the last record arrived (or the partition was assigned).
     pub last_record: Instant,
+    /// Whether the consumer's last statistics showed records not fetched yet (true until
+    /// the first statistics): such a partition is behind, not idle.
+    pub unfetched: bool,
 }
 
 impl OwnedPartition {
@@ -45,13 +49,14 @@ impl OwnedPartition {
             admission: Admission::new(admission),
             next_offset,
             last_record: Instant::now(),
+            unfetched: true,
         }
     }
 
-    /// Whether no record arrived for `idle_timeout`: an idle partition does not hold back
-    /// the frontier.
+    /// Whether no record arrived for `idle_timeout` and none is known to be waiting: an
+    /// idle partition does not hold back the frontier.
     pub fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
-        now.duration_since(self.last_record) >= idle_timeout
+        !self.unfetched && now.duration_since(self.last_record) >= idle_timeout
     }
 }
 
@@ -100,6 +105,7 @@ mod tests {
         if idle {
             partition.last_record = Instant::now() - Duration::from_secs(60);
         }
+        partition.unfetched = false;
         partition
     }
 
@@ -131,6 +137,21 @@ mod tests {
             input_time(400, &parts, now, idle, 1, None),
             400,
             "never goes back"
+        );
+    }
+
+    #[test]
+    fn a_partition_with_records_left_to_fetch_is_not_idle_however_long_its_silence() {
+        let idle = Duration::from_secs(10);
+        let now = Instant::now();
+        let mut behind = partition(Some(100), true);
+        behind.unfetched = true;
+        let parts = [partition(Some(500), false), behind];
+        assert_eq!(input_time(0, &parts, now, idle, 1, Some(900)), 100);
+        let fresh = OwnedPartition::new("t", 1, AdmissionConfig::default(), 0);
+        assert!(
+            !fresh.is_idle(now + Duration::from_secs(60), idle),
+            "unfetched until the first statistics"
         );
     }
 

@@ -14,15 +14,16 @@
 //! records go to the dead-letter topic with the spec's headers. Admitted events enter at
 //! the worker's current logical time, which then advances to the least watermark of its
 //! active partitions. A worker whose partitions are all idle (no record for the idle
-//! timeout), or that owns none, follows the largest watermark announced by any worker, so
-//! it never stalls the frontier; events that arrive later on an idle partition enter at
-//! the worker's time and are too late only if that time has passed their retention.
+//! timeout, and none left to fetch as far as librdkafka's statistics show), or that owns
+//! none, follows the largest watermark announced by any worker, so it never stalls the
+//! frontier; events that arrive later on an idle partition enter at the worker's time and
+//! are too late only if that time has passed their retention.
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::{ArrivedEvent, Time, ViewStore};
@@ -44,7 +45,7 @@ use tracing::{info, warn};
 use crate::KafkaError;
 use crate::dead_letters::{DeadLetter, DeadLetterProducer};
 use crate::partitions::{OwnedPartition, input_time, owner};
-use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, now_ms};
+use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
 
 /// Records polled per activation at most; the source re-activates itself when it stops
 /// here with records left.
@@ -102,7 +103,8 @@ pub struct SourceConfig {
     pub topics: Vec<String>,
     /// Where reading starts.
     pub start: StartPosition,
-    /// A partition with no record for this long stops holding back the frontier.
+    /// A partition with no record for this long stops holding back the frontier, unless
+    /// the consumer's statistics show records in it not fetched yet.
     pub idle_timeout: Duration,
     /// The logical time advances by whole ticks of this many milliseconds of event time
     /// while partitions are active (see [`crate::partitions::input_time`]).
@@ -200,6 +202,7 @@ pub fn kafka_source<'s>(
     let consumer: BaseConsumer<StatsContext> = consumer_config(&config, worker)
         .create_with_context(StatsContext {
             status: context.status.clone(),
+            unfetched: Mutex::default(),
         })
         .map_err(|source| KafkaError::Client {
             what: "input consumer",
@@ -349,6 +352,7 @@ impl Reader {
                 }
             }
         }
+        self.note_unfetched();
         let counted = self.updates.len() as u64;
         self.context.status.add_events_counted(counted);
         if polled > 0 {
@@ -367,6 +371,20 @@ impl Reader {
                 .await_publication(time, std::mem::take(&mut self.record_timestamps));
         }
         polled == MAX_BATCH
+    }
+
+    /// Takes from the consumer's last statistics which partitions have records not fetched
+    /// yet (partitions not in them yet keep what they had).
+    fn note_unfetched(&mut self) {
+        let unfetched = lock(&self.consumer.context().unfetched);
+        for owned in &mut self.partitions {
+            if let Some(&behind) = unfetched
+                .get(&owned.topic)
+                .and_then(|partitions| partitions.get(&owned.partition))
+            {
+                owned.unfetched = behind;
+            }
+        }
     }
 
     /// What this worker announces, if it grew since last announced: the largest watermark
@@ -617,23 +635,48 @@ fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
     client
 }
 
-/// Reads partition high watermarks from librdkafka's statistics into the status.
+/// Reads partition high watermarks from librdkafka's statistics (every second) into the
+/// status, and notes which partitions have records that the consumer has not fetched.
 struct StatsContext {
     status: IngestStatus,
+    /// Per topic and partition, whether the last statistics showed records not fetched.
+    unfetched: Mutex<BTreeMap<String, BTreeMap<i32, bool>>>,
 }
 
 impl ClientContext for StatsContext {
     fn stats(&self, statistics: Statistics) {
+        let mut unfetched = lock(&self.unfetched);
         for (topic, topic_statistics) in &statistics.topics {
             for (&partition, partition_statistics) in &topic_statistics.partitions {
-                if partition >= 0 && partition_statistics.hi_offset >= 0 {
+                if partition < 0 {
+                    continue;
+                }
+                if partition_statistics.hi_offset >= 0 {
                     self.status.update_partition(topic, partition, |status| {
                         status.high_watermark = Some(partition_statistics.hi_offset);
                     });
                 }
+                unfetched
+                    .entry(topic.clone())
+                    .or_default()
+                    .insert(partition, has_unfetched(partition_statistics));
             }
         }
     }
+}
+
+/// Whether a partition's statistics show records not fetched yet: the fetch position
+/// (which moves past transaction markers and aborted records) is before the partition's
+/// end, its last stable offset for a `read_committed` consumer. An unknown position or
+/// end shows none. Records fetched and not yet polled are not counted: the source polls
+/// them within its next activation.
+fn has_unfetched(statistics: &rdkafka::statistics::Partition) -> bool {
+    let end = if statistics.ls_offset >= 0 {
+        statistics.ls_offset
+    } else {
+        statistics.hi_offset
+    };
+    statistics.next_offset >= 0 && end >= 0 && statistics.next_offset < end
 }
 
 impl ConsumerContext for StatsContext {}
@@ -641,6 +684,30 @@ impl ConsumerContext for StatsContext {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_not_fetched_are_those_before_the_last_stable_offset() {
+        let statistics = |next_offset, ls_offset, hi_offset| rdkafka::statistics::Partition {
+            next_offset,
+            ls_offset,
+            hi_offset,
+            ..Default::default()
+        };
+        assert!(has_unfetched(&statistics(16, 160, 160)));
+        assert!(!has_unfetched(&statistics(160, 160, 160)));
+        // Past a transaction marker the fetch position reaches the end: nothing left.
+        assert!(!has_unfetched(&statistics(161, 161, 161)));
+        // An open transaction holds the last stable offset back: nothing readable left.
+        assert!(!has_unfetched(&statistics(100, 100, 150)));
+        assert!(
+            has_unfetched(&statistics(100, -1, 150)),
+            "no stable offset known"
+        );
+        assert!(
+            !has_unfetched(&statistics(-1001, 160, 160)),
+            "no position yet"
+        );
+    }
 
     #[test]
     fn start_positions_parse_names_milliseconds_and_iso_times() {

@@ -47,7 +47,8 @@ pub struct KafkaConfig {
     pub input_topics: Vec<String>,
     /// `earliest`, `latest`, epoch milliseconds or an ISO-8601 time.
     pub start: String,
-    /// A partition with no record for this long stops holding back the frontier.
+    /// A partition with no record for this long stops holding back the frontier, unless
+    /// the consumer's statistics show records in it not fetched yet.
     pub idle_timeout_ms: u64,
     /// The frontier advances in ticks of this many milliseconds of event time.
     pub tick_ms: u64,

@@ -1,7 +1,7 @@
 //! Helpers for integration tests against a real Apache Kafka: where it is
 //! ([`bootstrap`]), fresh topic names ([`unique_topic`]), creating and describing topics,
-//! producing records and waiting for their delivery ([`produce`]), and reading a topic
-//! from the beginning ([`consume_all`]).
+//! producing records and waiting for their delivery ([`produce`]), reading a topic from
+//! the beginning ([`consume_all`]), and client quotas ([`limit_consumer_rate`]).
 //!
 //! The broker is the one `scripts/test` starts (or `scripts/kafka-start`), found through
 //! the environment variable [`BOOTSTRAP_ENV`]. A test that needs Kafka and finds none
@@ -123,6 +123,41 @@ pub fn produce(
     records: &[(Option<Vec<u8>>, Vec<u8>)],
 ) -> Vec<(i32, i64)> {
     produce_records(bootstrap, topic, None, records)
+}
+
+/// Limits what the broker sends consumers with `client.id` `client` to
+/// `bytes_per_second` (a client quota, set with Kafka's own `ConfigCommand`). The broker
+/// counts the bytes as fetched (compressed), and lets about ten seconds' worth through
+/// before it holds a client's fetches back.
+pub fn limit_consumer_rate(bootstrap: &str, client: &str, bytes_per_second: u64) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let fetched = process::Command::new(format!("{root}/scripts/kafka-fetch"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/kafka-fetch: {e}"));
+    assert!(fetched.status.success(), "scripts/kafka-fetch failed");
+    let lib = String::from_utf8_lossy(&fetched.stdout).trim().to_owned();
+    let output = process::Command::new("java")
+        .arg("-cp")
+        .arg(format!("{lib}/*"))
+        .args(["kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap])
+        .args([
+            "--alter",
+            "--entity-type",
+            "clients",
+            "--entity-name",
+            client,
+        ])
+        .args([
+            "--add-config",
+            &format!("consumer_byte_rate={bytes_per_second}"),
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run java for the quota of {client}: {e}"));
+    assert!(
+        output.status.success(),
+        "setting the quota of {client} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// [`produce`], with every record to `partition`.
