@@ -1,6 +1,6 @@
 //! Which worker reads which input partition, and what each worker knows of its own
 //! partitions: next offset, admission watermark, and whether the partition is idle (no
-//! record for the idle timeout, and nothing left to read as far as the consumer knows).
+//! record for the idle timeout, and nothing left to fetch as far as the consumer knows).
 //!
 //! Assignment is explicit and deterministic (no consumer group): partition `p` of topic
 //! `t` belongs to worker `(p + hash(t)) % peers`. Each topic's partitions are thereby
