@@ -25,6 +25,8 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
+use super::run::stdout_of;
+
 /// The environment variable that holds the test broker's bootstrap address.
 pub const BOOTSTRAP_ENV: &str = "CLICKFLOW_KAFKA_BOOTSTRAP";
 
@@ -131,32 +133,28 @@ pub fn produce(
 /// before it holds a client's fetches back.
 pub fn limit_consumer_rate(bootstrap: &str, client: &str, bytes_per_second: u64) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let fetched = process::Command::new(format!("{root}/scripts/kafka-fetch"))
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run scripts/kafka-fetch: {e}"));
-    assert!(fetched.status.success(), "scripts/kafka-fetch failed");
-    let lib = String::from_utf8_lossy(&fetched.stdout).trim().to_owned();
-    let output = process::Command::new("java")
-        .arg("-cp")
-        .arg(format!("{lib}/*"))
-        .args(["kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap])
-        .args([
-            "--alter",
-            "--entity-type",
-            "clients",
-            "--entity-name",
-            client,
-        ])
-        .args([
-            "--add-config",
-            &format!("consumer_byte_rate={bytes_per_second}"),
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run java for the quota of {client}: {e}"));
-    assert!(
-        output.status.success(),
-        "setting the quota of {client} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let lib = stdout_of(
+        &mut process::Command::new(format!("{root}/scripts/kafka-fetch")),
+        "scripts/kafka-fetch",
+    );
+    let lib = String::from_utf8_lossy(&lib).trim().to_owned();
+    stdout_of(
+        process::Command::new("java")
+            .arg("-cp")
+            .arg(format!("{lib}/*"))
+            .args(["kafka.admin.ConfigCommand", "--bootstrap-server", bootstrap])
+            .args([
+                "--alter",
+                "--entity-type",
+                "clients",
+                "--entity-name",
+                client,
+            ])
+            .args([
+                "--add-config",
+                &format!("consumer_byte_rate={bytes_per_second}"),
+            ]),
+        &format!("setting the quota of {client}"),
     );
 }
 
