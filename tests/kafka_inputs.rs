@@ -147,7 +147,7 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
 /// (hardly compressible 8 kB records, one 64 kB batch a fetch) over several, the last of
 /// them after such pauses. The frontier waits for partition 0 instead of following
 /// partition 1, so every record of it is counted; none is refused as older than the
-/// frontier minus the one-minute retention.
+/// frontier minus the one-minute retention, and every window reaches the output topic.
 #[test]
 fn a_partition_read_slowly_holds_the_frontier_while_it_has_records_left() {
     let bootstrap = bootstrap();
@@ -198,7 +198,12 @@ fn a_partition_read_slowly_holds_the_frontier_while_it_has_records_left() {
     let serve = Serve::start(&["-w", "1"], &settings);
     let records = small.len() + large.len();
     let status = status_reflecting(&serve.api_address(), records);
+    // Every window reaches the output topic with its final count, even one that was
+    // created and left the one-minute retention within one published step.
+    let expected = window_counts(small.iter().chain(&large).map(|(_, value)| value));
+    let published = settled_counts(&bootstrap, &topics.counts, &expected);
     let (_, log) = serve.stop();
+    assert_counts_equal(&published, &expected, &log);
     let refused: BTreeMap<&String, &Value> = status["dead_letters"]
         .as_object()
         .unwrap()
@@ -211,6 +216,34 @@ fn a_partition_read_slowly_holds_the_frontier_while_it_has_records_left() {
         Some(records as u64),
         "{status}\n{log}"
     );
+}
+
+/// The final `page-view-counts` value of every one-minute window of `events`, counted
+/// plainly, as `support::pipeline::upserts` reads the topic.
+fn window_counts<'e>(events: impl Iterator<Item = &'e Vec<u8>>) -> BTreeMap<(String, u64), Value> {
+    let mut windows: BTreeMap<(String, u64), (u64, BTreeSet<String>)> = BTreeMap::new();
+    for event in events {
+        let event: Value = serde_json::from_slice(event).unwrap();
+        let start = event["timestamp"].as_u64().unwrap() / 60_000 * 60_000;
+        let (count, users) = windows
+            .entry((event["page"].as_str().unwrap().to_owned(), start))
+            .or_default();
+        *count += 1;
+        users.insert(event["user_id"].as_str().unwrap().to_owned());
+    }
+    windows
+        .into_iter()
+        .map(|((page, start), (count, users))| {
+            let value = serde_json::json!({
+                "page": page,
+                "count": count,
+                "unique_users": users.len(),
+                "window_start": start,
+                "window_end": start + 60_000,
+            });
+            ((page, start), value)
+        })
+        .collect()
 }
 
 #[test]

@@ -28,79 +28,208 @@ pub struct AlertTransition {
     pub time: Time,
 }
 
-/// The rows whose value changed in `updates`, one per key (the new value), in key order.
-/// Keys that only lost their row (a window that left retention) are not listed.
+/// The last row each key held in `updates`, for every key whose row changed, in key
+/// order. A key that lost its row (a window that left retention) is listed with the row
+/// it held last, unless that is the row it held before the updates: a window that
+/// changed and expired within `updates` still has its final value written, and one that
+/// only expired writes nothing.
 pub fn changed_rows<R: Clone + Ord, K: Ord>(
     updates: &[(R, Time, isize)],
     key: impl Fn(&R) -> K,
 ) -> Vec<R> {
-    net_changes(updates, key)
+    changes_by_key(updates, key)
         .into_values()
-        .filter_map(|change| change.inserted)
+        .filter_map(|changes| {
+            let held_before = changes.first()?.deleted;
+            let last = changes.last()?;
+            let held_last = last.inserted.or(last.deleted);
+            (held_last != held_before).then(|| held_last.cloned())?
+        })
         .collect()
 }
 
-/// The alert transitions in `updates`, in key order: a key that gains a row fired, a key
-/// that loses its row before its window's retention ends cleared. A standing alert whose
-/// value changes is no transition, and neither is an alert whose window expired.
+/// The alert transitions in `updates`, in time order (key order within a time): a key
+/// that gains a row at a time fired, a key that loses its row at a time before its
+/// window's retention ends cleared. A standing alert whose value changes is no
+/// transition, and neither is an alert whose window expired; an alert that fires and
+/// clears (or expires) within `updates` is still listed.
 pub fn alert_transitions(
     updates: &[(AlertRow, Time, isize)],
     retention_ms: u64,
 ) -> Vec<AlertTransition> {
-    net_changes(updates, |row| {
+    let mut transitions: Vec<AlertTransition> = changes_by_key(updates, |row| {
         (row.rule.clone(), row.page.clone(), row.window_start)
     })
     .into_values()
+    .flatten()
     .filter_map(|change| match (change.inserted, change.deleted) {
         (Some(row), None) => Some(AlertTransition {
-            row,
+            row: row.clone(),
             state: AlertState::Fired,
-            time: change.last_time,
+            time: change.time,
         }),
-        (None, Some(row)) if row.window_end.saturating_add(retention_ms) > change.last_time => {
+        (None, Some(row)) if row.window_end.saturating_add(retention_ms) > change.time => {
             Some(AlertTransition {
-                row,
+                row: row.clone(),
                 state: AlertState::Cleared,
-                time: change.last_time,
+                time: change.time,
             })
         }
         _ => None,
     })
-    .collect()
+    .collect();
+    transitions.sort_by_key(|transition| transition.time);
+    transitions
 }
 
-/// What the updates did to one key: the row it holds afterwards and the row it held before,
-/// if they differ.
-struct NetChange<R> {
-    inserted: Option<R>,
-    deleted: Option<R>,
-    last_time: Time,
+/// What the updates at one time did to one key: the row it holds afterwards and the row
+/// it held before, where they differ.
+struct Change<'r, R> {
+    time: Time,
+    inserted: Option<&'r R>,
+    deleted: Option<&'r R>,
 }
 
-/// Nets out updates by key, in key order.
-fn net_changes<R: Clone + Ord, K: Ord>(
+/// Nets out updates by key and time: each key's changes in time order, keys in key order.
+fn changes_by_key<R: Ord, K: Ord>(
     updates: &[(R, Time, isize)],
     key: impl Fn(&R) -> K,
-) -> BTreeMap<K, NetChange<R>> {
-    let mut by_row: BTreeMap<&R, (isize, Time)> = BTreeMap::new();
+) -> BTreeMap<K, Vec<Change<'_, R>>> {
+    let mut by_row: BTreeMap<(Time, &R), isize> = BTreeMap::new();
     for (row, time, diff) in updates {
-        let entry = by_row.entry(row).or_insert((0, *time));
-        entry.0 += diff;
-        entry.1 = entry.1.max(*time);
+        *by_row.entry((*time, row)).or_default() += diff;
     }
-    let mut changes = BTreeMap::new();
-    for (row, (diff, time)) in by_row {
-        let change = changes.entry(key(row)).or_insert(NetChange {
-            inserted: None,
-            deleted: None,
-            last_time: time,
-        });
-        change.last_time = change.last_time.max(time);
-        match diff.signum() {
-            1 => change.inserted = Some(row.clone()),
-            -1 => change.deleted = Some(row.clone()),
-            _ => {}
+    let mut changes: BTreeMap<K, Vec<Change<'_, R>>> = BTreeMap::new();
+    for ((time, row), diff) in by_row {
+        if diff == 0 {
+            continue;
+        }
+        let key_changes = changes.entry(key(row)).or_default();
+        if key_changes.last().is_none_or(|change| change.time != time) {
+            key_changes.push(Change {
+                time,
+                inserted: None,
+                deleted: None,
+            });
+        }
+        let change = key_changes.last_mut().expect("pushed above");
+        if diff > 0 {
+            change.inserted = Some(row);
+        } else {
+            change.deleted = Some(row);
         }
     }
     changes
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Each key's value at each time (`None`: the key holds no row then).
+    type Histories = Vec<Vec<Option<u64>>>;
+
+    fn histories() -> impl Strategy<Value = Histories> {
+        prop::collection::vec(prop::collection::vec(prop::option::of(0u64..3), 12), 1..5)
+    }
+
+    /// The updates that move every key through its history at the times in `from..to`,
+    /// in an order that depends on `shuffle` (netting must not depend on it).
+    fn updates<R>(
+        histories: &Histories,
+        from: usize,
+        to: usize,
+        shuffle: usize,
+        row: impl Fn(usize, u64) -> R,
+    ) -> Vec<(R, Time, isize)> {
+        let mut updates = Vec::new();
+        for (key, history) in histories.iter().enumerate() {
+            for time in from..to {
+                let before = time.checked_sub(1).and_then(|earlier| history[earlier]);
+                if before == history[time] {
+                    continue;
+                }
+                updates.extend(before.map(|value| (row(key, value), time as Time, -1)));
+                updates.extend(history[time].map(|value| (row(key, value), time as Time, 1)));
+            }
+        }
+        if !updates.is_empty() {
+            let pivot = shuffle % updates.len();
+            updates.rotate_left(pivot);
+        }
+        if shuffle % 2 == 1 {
+            updates.reverse();
+        }
+        updates
+    }
+
+    fn alert(key: usize, value: u64) -> AlertRow {
+        AlertRow {
+            rule: "rule".into(),
+            page: format!("/{key}").into(),
+            window_start: key as u64,
+            window_end: 2 * key as u64,
+            value,
+            threshold: 0,
+        }
+    }
+
+    proptest! {
+        /// Upserting each transaction's changed rows leaves every key with the last value
+        /// it held, as upserting every time's new value would, whatever removed it after.
+        #[test]
+        fn upserts_leave_each_key_with_the_last_row_it_held(
+            histories in histories(),
+            cut in 0usize..=12,
+            shuffle in 0usize..100,
+        ) {
+            let mut topic = BTreeMap::new();
+            for (from, to) in [(0, cut), (cut, 12)] {
+                let updates = updates(&histories, from, to, shuffle, |key, value| (key, value));
+                for (key, value) in changed_rows(&updates, |row| row.0) {
+                    topic.insert(key, value);
+                }
+            }
+            let expected: BTreeMap<usize, u64> = histories
+                .iter()
+                .enumerate()
+                .filter_map(|(key, history)| Some((key, history.iter().rev().find_map(|v| *v)?)))
+                .collect();
+            prop_assert_eq!(topic, expected);
+        }
+
+        /// Every time a key gains a row it fired, and every time it loses one before its
+        /// window's retention ends it cleared, in time order, however the updates net out.
+        #[test]
+        fn alert_transitions_are_every_appearance_and_every_removal_but_expiry(
+            histories in histories(),
+            shuffle in 0usize..100,
+        ) {
+            const RETENTION: u64 = 3;
+            let updates = updates(&histories, 0, 12, shuffle, alert);
+            let found: Vec<(Time, AlertRow, AlertState)> = alert_transitions(&updates, RETENTION)
+                .into_iter()
+                .map(|transition| (transition.time, transition.row, transition.state))
+                .collect();
+            let mut expected = Vec::new();
+            for time in 0..12_usize {
+                for (key, history) in histories.iter().enumerate() {
+                    let before = time.checked_sub(1).and_then(|earlier| history[earlier]);
+                    let at = time as Time;
+                    match (before, history[time]) {
+                        (None, Some(value)) => expected.push((at, alert(key, value), AlertState::Fired)),
+                        (Some(value), None) if at < alert(key, value).window_end + RETENTION => {
+                            expected.push((at, alert(key, value), AlertState::Cleared));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            prop_assert_eq!(found, expected);
+        }
+    }
 }

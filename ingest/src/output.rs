@@ -7,7 +7,7 @@
 //! transaction, so a `read_committed` consumer sees whole steps only. The page-view
 //! updates of the steps in one transaction are netted together: a window that changed in
 //! several of them is written once, with its last value (which is all a consumer could
-//! see of it). Alert transitions are kept step by step: each is written once.
+//! see of it). Alert transitions are kept time by time: each is written once.
 //!
 //! A commit that timed out is retried in place; a transaction that failed otherwise is
 //! aborted and written again with the same records, for up to five minutes (a broker
@@ -17,8 +17,9 @@
 //! Records, per step and key, after netting out the step's updates:
 //! - `page-view-counts`: key = page, value
 //!   `{"page","count","unique_users","window_start","window_end"}` (ISO-8601 UTC bounds),
-//!   for every window whose row changed. A window leaving the view because its retention
-//!   passed writes nothing: the last value stays the final one.
+//!   for every window whose row changed, with the last value it had. A window leaving the
+//!   view because its retention passed writes nothing more: the last value stays the final
+//!   one, even when the window changed and expired within one transaction.
 //! - `alerts`: key = `rule|page|window_start`, value
 //!   `{"alert","page","count","window_start","window_end","state"}`, once when an alert
 //!   fires (`"fired"`, with the value that crossed the threshold) and once when it clears
@@ -424,6 +425,20 @@ mod tests {
         transaction_records(vec![step], retention_ms)
     }
 
+    /// What `field` takes from each record and its parsed JSON value.
+    fn fields(
+        records: Vec<OutputRecord>,
+        field: impl Fn(OutputRecord, serde_json::Value) -> (String, serde_json::Value),
+    ) -> Vec<(String, serde_json::Value)> {
+        records
+            .into_iter()
+            .map(|record| {
+                let value = serde_json::from_str(&record.value).unwrap();
+                field(record, value)
+            })
+            .collect()
+    }
+
     #[test]
     fn a_step_writes_the_final_value_of_each_changed_window_only() {
         let records = step_records(
@@ -462,6 +477,67 @@ mod tests {
             100,
         );
         assert_eq!(records, vec![]);
+    }
+
+    #[test]
+    fn a_window_that_changes_and_expires_within_a_step_writes_its_last_value() {
+        let counts = |records| {
+            fields(records, |record, value| {
+                (record.key, value["count"].clone())
+            })
+        };
+        let created_and_expired = vec![
+            (page_view("/a", 1), 5, 1),
+            (page_view("/a", 1), 6, -1),
+            (page_view("/a", 2), 6, 1),
+            (page_view("/a", 2), 120_100, -1),
+        ];
+        let grown_and_expired = vec![
+            (page_view("/b", 4), 6, -1),
+            (page_view("/b", 5), 6, 1),
+            (page_view("/b", 5), 120_100, -1),
+        ];
+        for (updates, last) in [
+            (created_and_expired, ("/a", 2)),
+            (grown_and_expired, ("/b", 5)),
+        ] {
+            let written = counts(step_records(step(updates, vec![]), 100));
+            assert_eq!(written, vec![(last.0.to_owned(), last.1.into())]);
+        }
+    }
+
+    #[test]
+    fn an_alert_that_fires_and_then_clears_or_expires_within_a_step_is_written() {
+        let states = |records| {
+            fields(records, |_, value| {
+                (
+                    value["state"].as_str().unwrap().to_owned(),
+                    value["count"].clone(),
+                )
+            })
+        };
+        let fired_and_cleared = step_records(
+            step(
+                vec![],
+                vec![
+                    (alert(2), 5, 1),
+                    (alert(2), 6, -1),
+                    (alert(3), 6, 1),
+                    (alert(3), 7, -1),
+                ],
+            ),
+            100,
+        );
+        assert_eq!(
+            states(fired_and_cleared),
+            vec![("fired".into(), 2.into()), ("cleared".into(), 3.into())],
+            "fired with the value that crossed the threshold"
+        );
+        let fired_and_expired = step_records(
+            step(vec![], vec![(alert(2), 5, 1), (alert(2), 120_100, -1)]),
+            100,
+        );
+        assert_eq!(states(fired_and_expired), vec![("fired".into(), 2.into())]);
     }
 
     #[test]

@@ -275,7 +275,7 @@ pub fn assert_counts_equal(
         .take(5)
         .collect();
     panic!(
-        "page-view-counts differ from batch ({} vs {} windows)\nexpected but not found: {missing:#?}\nfound but not expected: {extra:#?}\nserve log:\n{log}",
+        "page-view-counts differ from the expected counts ({} vs {} windows)\nexpected but not found: {missing:#?}\nfound but not expected: {extra:#?}\nserve log:\n{log}",
         actual.len(),
         expected.len()
     );
