@@ -25,7 +25,7 @@ use clickflow_dataflow::{
 };
 use clickflow_proto::{EncodedSubscribeResponse, v1};
 use prost::Message;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
@@ -35,8 +35,10 @@ use crate::convert;
 use crate::error::ApiError;
 use crate::state::ApiState;
 
-/// How often the feed reads the store.
-const FEED_INTERVAL: Duration = Duration::from_millis(5);
+/// The least time between two reads of the store by the feed: publications that come
+/// closer together (a catch-up publishes in chunks) go out in one batch, so that hundreds
+/// of subscribers get a few hundred messages a second at most.
+const FEED_SPACING: Duration = Duration::from_millis(5);
 
 /// Every view's updates between two reads of the store.
 #[derive(Debug)]
@@ -116,13 +118,16 @@ fn buffer<T>(state: &ApiState) -> (Outbox<T>, Subscription<T>) {
     (outbox, subscription)
 }
 
-/// Reads the store's changelog and broadcasts the changes until the views are complete.
+/// Reads the store's changelog when it publishes and broadcasts the changes, until the
+/// views are complete.
 pub async fn run_feed(state: ApiState) {
-    let mut ticks = tokio::time::interval(FEED_INTERVAL);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let published = Arc::new(Notify::new());
+    let notify = Arc::clone(&published);
+    // A publication while the feed is busy leaves a permit: the next wait returns at once.
+    state.store.on_publication(move |_| notify.notify_one());
     let mut from = state.store.read().as_of().unwrap_or(0);
     loop {
-        ticks.tick().await;
+        published.notified().await;
         let batch = {
             let read = state.store.read();
             let as_of = read.as_of();
@@ -138,6 +143,7 @@ pub async fn run_feed(state: ApiState) {
         if from == Time::MAX {
             return;
         }
+        tokio::time::sleep(FEED_SPACING).await;
     }
 }
 

@@ -142,7 +142,12 @@ struct Shared {
     /// What the store's thread has been told since it last looked.
     signal: Mutex<Signal>,
     wake: Condvar,
+    /// Called after every publication (see [`ViewStore::on_publication`]).
+    listeners: Mutex<Vec<PublicationListener>>,
 }
+
+/// Called on the store's thread after each publication, with its `as_of`.
+type PublicationListener = Box<dyn Fn(Option<Time>) + Send + Sync>;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Signal {
@@ -447,6 +452,9 @@ impl Shared {
             }
         }
         write(&self.changelog).trim(as_of);
+        for listener in lock(&self.listeners).iter() {
+            listener(as_of);
+        }
     }
 }
 
@@ -705,6 +713,7 @@ impl ViewStore {
             held_at: Mutex::new(None),
             signal: Mutex::new(Signal::Nothing),
             wake: Condvar::new(),
+            listeners: Mutex::default(),
         });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -731,6 +740,13 @@ impl ViewStore {
             rows: self.shared().published(),
             changelog: &self.shared().changelog,
         }
+    }
+
+    /// Calls `listener` with the new `as_of` after every publication, on the store's
+    /// thread, once reads see it: a reader can follow the store without polling it. It
+    /// delays the next publication, so it should only wake someone.
+    pub fn on_publication(&self, listener: impl Fn(Option<Time>) + Send + Sync + 'static) {
+        lock(&self.shared().listeners).push(Box::new(listener));
     }
 
     /// Keeps the store's `as_of` at or before `frontier` (`None`: no longer), until called
@@ -909,6 +925,26 @@ mod tests {
         step(&store, 0, vec![], None);
         settle(&store, None);
         assert_eq!(store.snapshot().page_views, vec![a, b]);
+    }
+
+    #[test]
+    fn listeners_hear_of_each_publication_once_reads_see_it() {
+        let store = ViewStore::serving(1, 0);
+        let (sender, heard) = std::sync::mpsc::channel();
+        store.on_publication(move |as_of| {
+            let _ = sender.send(as_of);
+        });
+        // Nothing else publishes before the next step: what is heard is what reads see.
+        let next = || {
+            let as_of = heard.recv_timeout(Duration::from_secs(10)).unwrap();
+            (as_of, store.as_of())
+        };
+        step(&store, 0, vec![(page_view("/a", 0, 1, 1), 1, 1)], Some(2));
+        assert_eq!(next(), (Some(2), Some(2)));
+        step(&store, 0, vec![], Some(9));
+        assert_eq!(next(), (Some(9), Some(9)));
+        step(&store, 0, vec![], None);
+        assert_eq!(next(), (None, None));
     }
 
     #[test]
