@@ -249,8 +249,8 @@ fn await_deliveries(producer: &BaseProducer<DefaultProducerContext>) {
 /// Serves what is ready, then sleeps a millisecond. rdkafka's `poll` with a timeout under a
 /// few milliseconds spins (it hands librdkafka whole milliseconds left, often zero), so a
 /// short wait is a sleep instead. An acknowledgement takes tens of milliseconds: a
-/// millisecond adds half of one to a transaction on average, and wakes the thread a fifth
-/// as often as 200 µs did (see benches/RESULTS.md, tenth sitting).
+/// millisecond adds half of one to a transaction on average, and the thread switches a
+/// third as often as with 200 µs (see benches/RESULTS.md, tenth sitting).
 fn pause(producer: &BaseProducer<DefaultProducerContext>) {
     producer.poll(Duration::ZERO);
     std::thread::sleep(Duration::from_millis(1));
