@@ -104,6 +104,27 @@ pub struct Expected {
     pub dead_letters: Vec<(String, String)>,
 }
 
+/// `page_views_per_minute` rows (as `batch` writes them) as the `page-view-counts` topic
+/// holds them, read by [`upserts`].
+pub fn counts_of(rows: Vec<Value>) -> BTreeMap<(String, u64), Value> {
+    rows.into_iter()
+        .map(|row| {
+            let key = (
+                row["page"].as_str().unwrap().to_owned(),
+                row["window_start"].as_u64().unwrap(),
+            );
+            let value = serde_json::json!({
+                "page": row["page"],
+                "count": row["view_count"],
+                "unique_users": row["unique_users"],
+                "window_start": row["window_start"],
+                "window_end": row["window_end"],
+            });
+            (key, value)
+        })
+        .collect()
+}
+
 pub fn batch(dir: &TempDir, lines: &[Vec<u8>]) -> Expected {
     let input = dir.path().join("batch-input.jsonl");
     std::fs::write(&input, lines.join(&b'\n')).unwrap();
@@ -124,23 +145,7 @@ pub fn batch(dir: &TempDir, lines: &[Vec<u8>]) -> Expected {
             .map(|line| serde_json::from_str(line).unwrap())
             .collect()
     };
-    let counts = rows("page_views_per_minute.jsonl")
-        .into_iter()
-        .map(|row| {
-            let key = (
-                row["page"].as_str().unwrap().to_owned(),
-                row["window_start"].as_u64().unwrap(),
-            );
-            let value = serde_json::json!({
-                "page": row["page"],
-                "count": row["view_count"],
-                "unique_users": row["unique_users"],
-                "window_start": row["window_start"],
-                "window_end": row["window_end"],
-            });
-            (key, value)
-        })
-        .collect();
+    let counts = counts_of(rows("page_views_per_minute.jsonl"));
     let alerts = rows("alerts.jsonl")
         .into_iter()
         .map(|row| {
