@@ -41,6 +41,11 @@ pub(crate) fn add_to_sorted_counts<K: Ord>(counts: &mut BTreeMap<K, isize>, key:
 
 /// Applies `diff` copies of `value` to a sorted multiset held as a vector.
 pub(crate) fn apply_to_sorted<T: Ord + Clone>(values: &mut Vec<T>, value: T, diff: isize) {
+    // Values mostly come in order: one past the last is pushed without a search.
+    if diff > 0 && values.last().is_none_or(|last| *last < value) {
+        values.extend(std::iter::repeat_n(value, diff.unsigned_abs()));
+        return;
+    }
     let position = values.partition_point(|v| v < &value);
     if diff > 0 {
         values.splice(

@@ -90,6 +90,28 @@ impl PageSequence {
         }
     }
 
+    /// The first `len` pages (all of them when there are fewer), sharing every segment
+    /// that holds only those: cutting a few pages off the end copies only the last
+    /// segments' pages.
+    pub fn truncated(&self, len: usize) -> Self {
+        let mut segment = match &self.last {
+            Some(last) if len < last.len => last,
+            _ => return self.clone(),
+        };
+        // The segment that holds page `len`, the first one left out.
+        while segment.len - segment.pages.len() > len {
+            segment = segment
+                .earlier
+                .as_ref()
+                .unwrap_or_else(|| unreachable!("the first segment starts at page 0"));
+        }
+        let kept = len - (segment.len - segment.pages.len());
+        let earlier = Self {
+            last: segment.earlier.clone(),
+        };
+        earlier.extended(segment.pages[..kept].iter().cloned())
+    }
+
     /// Whether both are the same object (and so certainly equal).
     fn same(&self, other: &Self) -> bool {
         match (&self.last, &other.last) {
@@ -191,6 +213,27 @@ mod tests {
             for (version, len) in versions {
                 prop_assert_eq!(pages(&version), expected[..len].iter().map(String::as_str).collect::<Vec<_>>());
             }
+        }
+
+        #[test]
+        fn a_truncated_sequence_holds_the_first_pages_in_few_segments_and_leaves_the_original(
+            appends in prop::collection::vec(prop::collection::vec("[a-c]", 0..6), 0..30),
+            len in 0usize..80,
+            added in prop::collection::vec("[a-c]", 0..4),
+        ) {
+            let sequence: PageSequence = appends.iter().fold(PageSequence::default(), |sequence, added| {
+                sequence.extended(added.iter().map(CompactString::from))
+            });
+            let all: Vec<String> = appends.concat();
+            let kept = len.min(all.len());
+            let truncated = sequence.truncated(len);
+            prop_assert_eq!(pages(&truncated), all[..kept].iter().map(String::as_str).collect::<Vec<_>>());
+            prop_assert!(segments(&truncated) <= (kept + 1).ilog2() as usize);
+            let grown = truncated.extended(added.iter().map(CompactString::from));
+            let expected: Vec<&str> = all[..kept].iter().chain(&added).map(String::as_str).collect();
+            prop_assert_eq!(pages(&grown), expected);
+            prop_assert!(segments(&grown) <= (kept + added.len() + 1).ilog2() as usize);
+            prop_assert_eq!(pages(&sequence), all.iter().map(String::as_str).collect::<Vec<_>>());
         }
 
         #[test]

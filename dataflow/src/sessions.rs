@@ -9,10 +9,12 @@
 //! join it any more.
 //!
 //! Sessions that end more than a gap before the earliest change since the user's last
-//! rows keep those rows, and their events are not read again; a session that only grew at
-//! its end extends its last row's pages ([`PageSequence::extended`]). The next wake-up
-//! comes from the first session alone. An event in order thus costs the pages it adds and
-//! a binary search, not the length of its user's history.
+//! rows keep those rows, and their events are not read again. The next session keeps its
+//! last row's pages before the change, shared ([`PageSequence::truncated`]), and adds the
+//! rest ([`PageSequence::extended`]); its events before the change are not searched for
+//! gaps again. The next wake-up comes from the first session alone. An event thus costs
+//! the pages from it to its session's end and a few binary searches, not the length of
+//! its session or of its user's history: an event in order, only its own page.
 
 use std::ops::Range;
 
@@ -74,11 +76,17 @@ pub(crate) struct UserEvents {
 }
 
 impl Sessions {
-    /// The index ranges of `events` that form sessions, in time order.
-    fn spans<'a>(&self, events: &'a [SessionEvent]) -> impl Iterator<Item = Range<usize>> + 'a {
+    /// The index ranges of `events` that form sessions, in time order, given that the
+    /// first `one_session` events are known to belong to one session (no gap is looked for
+    /// among them).
+    fn spans<'a>(
+        &self,
+        events: &'a [SessionEvent],
+        one_session: usize,
+    ) -> impl Iterator<Item = Range<usize>> + 'a {
         let gap = self.gap_ms;
         let mut start = 0;
-        (1..=events.len()).filter_map(move |end| {
+        (one_session.clamp(1, events.len().max(1))..=events.len()).filter_map(move |end| {
             let closes = end == events.len() || events[end].time - events[end - 1].time > gap;
             closes.then(|| {
                 let span = start..end;
@@ -137,7 +145,13 @@ impl KeyedView for Sessions {
                 .partition_point(|event| event.time <= row.session_end)
         });
         let events = &user.events[from..];
-        for span in self.spans(events) {
+        // The first session after the kept ones still starts with its row's events before
+        // the earliest change, which hold no gap: the search for session ends goes on from
+        // the last of them, so an event in order does not read its session's earlier events.
+        let unchanged = previous
+            .get(kept.len())
+            .map_or(0, |row| unchanged_prefix(events, row, changed_from));
+        for span in self.spans(events, unchanged) {
             let session = &events[span];
             let (first, last) = (&session[0], &session[session.len() - 1]);
             if time < self.expires_at(last.time) {
@@ -163,7 +177,7 @@ impl KeyedView for Sessions {
             return false;
         }
         let forgotten = self
-            .spans(events)
+            .spans(events, 0)
             .take_while(|span| self.forgotten_at(events[span.end - 1].time) <= time)
             .last()
             .map_or(0, |span| span.end);
@@ -185,7 +199,7 @@ impl KeyedView for Sessions {
         let end = match rows.first() {
             Some(row) if row.session_start == first.time => row.session_end,
             _ => {
-                let span = self.spans(&user.events).next()?;
+                let span = self.spans(&user.events, 0).next()?;
                 user.events[span.end - 1].time
             }
         };
@@ -195,10 +209,8 @@ impl KeyedView for Sessions {
     }
 }
 
-/// The pages of `session`. Its row in `previous` (the one with the same start) still holds
-/// its first pages when every event added or removed since is later than that row's end:
-/// the events up to that end are then unchanged, so the session's first events are that
-/// row's, and the rest follow them.
+/// The pages of `session`: those of its row in `previous` (the one with the same start)
+/// before the earliest change, shared, followed by the rest.
 fn page_sequence(
     session: &[SessionEvent],
     previous: &[SessionRow],
@@ -207,13 +219,31 @@ fn page_sequence(
     fn pages(events: &[SessionEvent]) -> impl Iterator<Item = CompactString> + '_ {
         events.iter().map(|event| event.page.clone())
     }
-    let unchanged = previous
+    let row = previous
         .binary_search_by_key(&session[0].time, |row| row.session_start)
         .ok()
-        .map(|index| &previous[index])
-        .filter(|row| changed_from.is_none_or(|changed| row.session_end < changed));
-    match unchanged.and_then(|row| Some((row, session.get(row.pages_viewed as usize..)?))) {
-        Some((row, added)) => row.page_sequence.extended(pages(added)),
-        None => pages(session).collect(),
+        .map(|index| &previous[index]);
+    match row.map(|row| (row, unchanged_prefix(session, row, changed_from))) {
+        Some((row, unchanged)) if unchanged > 0 => row
+            .page_sequence
+            .truncated(unchanged)
+            .extended(pages(&session[unchanged..])),
+        _ => pages(session).collect(),
     }
+}
+
+/// How many of the first `events` are still the first events of `row`, the user's last
+/// row for the session that starts with them: those before the earliest change (`None`:
+/// nothing changed), when `row` starts with the first of them. No event below the change
+/// was added or removed, and a session's events are consecutive, so those are the row's.
+fn unchanged_prefix(events: &[SessionEvent], row: &SessionRow, changed_from: Option<u64>) -> usize {
+    let starts_alike = events
+        .first()
+        .is_some_and(|first| first.time == row.session_start);
+    if !starts_alike {
+        return 0;
+    }
+    events
+        .partition_point(|event| changed_from.is_none_or(|changed| event.time < changed))
+        .min(row.pages_viewed as usize)
 }
