@@ -628,6 +628,10 @@ fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
         .set("fetch.wait.max.ms", "10")
+        // The broker holds a fetch for up to `fetch.wait.max.ms` rather than answering
+        // with the first record: under load, fewer and larger fetch responses cost the
+        // broker and librdkafka less CPU, and the source polls every 10 ms anyway.
+        .set("fetch.min.bytes", "1048576")
         .set("statistics.interval.ms", "1000");
     for (key, value) in &config.properties {
         client.set(key, value);
