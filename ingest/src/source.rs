@@ -630,7 +630,8 @@ fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
         .set("fetch.wait.max.ms", "10")
         // The broker holds a fetch for up to `fetch.wait.max.ms` rather than answering
         // with the first record: under load, fewer and larger fetch responses cost the
-        // broker and librdkafka less CPU, and the source polls every 10 ms anyway.
+        // broker and librdkafka less CPU, and the source polls every [`POLL_INTERVAL`]
+        // anyway.
         .set("fetch.min.bytes", "1048576")
         .set("statistics.interval.ms", "1000");
     for (key, value) in &config.properties {
