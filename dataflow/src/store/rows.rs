@@ -4,7 +4,7 @@
 //! old row and its replacement, or a retraction ahead of its insertion.
 
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, btree_map};
 use std::ops::{Bound, RangeBounds};
 
 use compact_str::CompactString;
@@ -45,6 +45,19 @@ pub(super) struct PageViews {
     pub(super) windows: BTreeMap<u64, HashMap<CompactString, PageViewRow>>,
 }
 
+impl Updates {
+    /// Sorts each view's updates by key, so that a key's retraction and its replacement
+    /// are applied one after the other, and neighbouring keys together.
+    pub(super) fn sort_by_key(&mut self) {
+        self.page_views.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        self.sessions.sort_unstable_by(|(a, _), (b, _)| {
+            (&a.user_id, a.session_start).cmp(&(&b.user_id, b.session_start))
+        });
+        self.funnel.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        self.alerts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    }
+}
+
 impl Rows {
     pub(super) fn empty() -> Self {
         Self {
@@ -56,34 +69,36 @@ impl Rows {
         }
     }
 
-    pub(super) fn apply(&mut self, updates: Updates) {
-        for (row, diff) in updates.page_views {
-            self.page_views.add(row, diff);
+    /// Applies `updates`, copying only the rows that are inserted.
+    pub(super) fn apply(&mut self, updates: &Updates) {
+        for (row, diff) in &updates.page_views {
+            self.page_views.add(row, *diff);
         }
-        for (row, diff) in updates.sessions {
-            self.add_session(row, diff);
+        for (row, diff) in &updates.sessions {
+            self.add_session(row, *diff);
         }
-        for (row, diff) in updates.funnel {
-            add_to_sorted_counts(&mut self.funnel, row, diff);
+        for (row, diff) in &updates.funnel {
+            add_to_sorted_counts(&mut self.funnel, row.clone(), *diff);
         }
-        for (row, diff) in updates.alerts {
-            add_to_sorted_counts(&mut self.alerts, row, diff);
+        for (row, diff) in &updates.alerts {
+            add_to_sorted_counts(&mut self.alerts, row.clone(), *diff);
         }
     }
 
-    fn add_session(&mut self, row: SessionRow, diff: isize) {
+    fn add_session(&mut self, row: &SessionRow, diff: isize) {
         let Some(sessions) = self.sessions.get_mut(&row.user_id) else {
-            self.sessions.insert(row.user_id.clone(), vec![(row, diff)]);
+            self.sessions
+                .insert(row.user_id.clone(), vec![(row.clone(), diff)]);
             return;
         };
-        if add_to_sorted_vec(sessions, &row, diff).is_none() && sessions.is_empty() {
+        if add_to_sorted_vec(sessions, row, diff).is_none() && sessions.is_empty() {
             self.sessions.remove(&row.user_id);
         }
     }
 }
 
 impl PageViews {
-    fn add(&mut self, row: PageViewRow, diff: isize) {
+    fn add(&mut self, row: &PageViewRow, diff: isize) {
         let windows_of_page = match self.by_page.entry(row.page.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
@@ -92,8 +107,13 @@ impl PageViews {
             }
         };
         let at_window = windows_of_page.entry(row.window_start).or_default();
-        let after = add_to_sorted_vec(at_window, &row, diff).unwrap_or(0);
-        let before = after - diff;
+        add_to_sorted_vec(at_window, row, diff);
+        // While a batch is applied a window can briefly hold no row or two for a page, in
+        // any order; the last update of the page's window indexes the row that remains.
+        let positive = at_window
+            .iter()
+            .find(|(_, count)| *count > 0)
+            .map(|(row, _)| row.clone());
         if at_window.is_empty() {
             windows_of_page.remove(&row.window_start);
             if windows_of_page.is_empty() {
@@ -101,25 +121,23 @@ impl PageViews {
                 self.pages.remove(&row.page);
             }
         }
-        match (before > 0, after > 0) {
-            (false, true) => {
-                let window = self.windows.entry(row.window_start).or_default();
-                window.insert(row.page.clone(), row);
-            }
-            (true, false) => self.unindex(&row),
-            _ => {}
-        }
+        self.index(&row.page, row.window_start, positive);
     }
 
-    /// Removes a row from its window's index, unless its replacement (a newer row of its
-    /// page and window) has taken its place there already.
-    fn unindex(&mut self, row: &PageViewRow) {
-        if let Some(window) = self.windows.get_mut(&row.window_start) {
-            if window.get(&row.page) == Some(row) {
-                window.remove(&row.page);
+    /// Makes `row` the page's row in its window's index, or takes the page out of it.
+    fn index(&mut self, page: &CompactString, window_start: u64, row: Option<PageViewRow>) {
+        match row {
+            Some(row) => {
+                let window = self.windows.entry(window_start).or_default();
+                window.insert(page.clone(), row);
             }
-            if window.is_empty() {
-                self.windows.remove(&row.window_start);
+            None => {
+                if let btree_map::Entry::Occupied(mut window) = self.windows.entry(window_start) {
+                    window.get_mut().remove(page);
+                    if window.get().is_empty() {
+                        window.remove();
+                    }
+                }
             }
         }
     }
