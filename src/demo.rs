@@ -155,6 +155,7 @@ fn start_producer(
         bootstrap: bootstrap.to_owned(),
         topic: topic.to_owned(),
         generator,
+        start_now: true,
         rate: args.rate,
         timeout: Duration::from_secs(10),
     })

@@ -4,8 +4,9 @@
 //! a delivery summary on stdout.
 //!
 //! At a rate (`--rate R`, the default) the event times follow the wall clock: the stream
-//! starts at `--start-ms` (default: now) and spans as much event time as the run takes, so
-//! `--events N` and `--duration-ms D` determine each other (`D = N / R` seconds). At
+//! starts at `--start-ms` (default: when the sending starts, once connected) and spans as
+//! much event time as the run takes, so `--events N` and `--duration-ms D` determine each
+//! other (`D = N / R` seconds). At
 //! `--rate 0` the records go as fast as the producer takes them, over `--duration-ms` of
 //! event time (default 2 hours).
 
@@ -41,7 +42,8 @@ pub struct ProduceArgs {
     /// seconds; at --rate 0, 7200000].
     #[arg(long)]
     duration_ms: Option<u64>,
-    /// Event time of the first record, in epoch milliseconds [default: now].
+    /// Event time of the first record, in epoch milliseconds [default: when the sending
+    /// starts, once connected].
     #[arg(long)]
     start_ms: Option<u64>,
     /// How long to wait for the cluster, in milliseconds: for the topic's metadata at the
@@ -98,6 +100,7 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         bootstrap: args.bootstrap,
         topic: args.topic.clone(),
         generator: args.generator.config(events, start_ms, duration_ms),
+        start_now: args.start_ms.is_none(),
         rate: args.rate,
         timeout: Duration::from_millis(args.timeout_ms),
     })?;

@@ -24,6 +24,8 @@ use support::timestamp::parse_iso;
 
 /// The longest a run of the binary may take before it is killed and the test fails.
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long after its event time a record paced at a low rate may be sent, at the median.
+const SEND_SLACK_MS: i64 = 5;
 
 /// A finished run of the binary.
 struct Run {
@@ -282,6 +284,20 @@ fn produce_at_a_rate_gives_event_times_that_follow_the_wall_clock() {
     assert!(
         last - first >= least.as_millis() as u64 / 2,
         "event times {first}..={last} do not spread over the run ({least:?})"
+    );
+    // Each record is sent when the wall clock reaches its event time, not some set-up
+    // time later (its Kafka timestamp is the time it was sent).
+    let mut behind: Vec<i64> = records
+        .iter()
+        .zip(&times)
+        .map(|(record, &time)| record.timestamp.unwrap() - i64::try_from(time).unwrap())
+        .collect();
+    behind.sort_unstable();
+    let median = behind[behind.len() / 2];
+    eprintln!("records sent {median} ms after their event times (median)");
+    assert!(
+        (0..=SEND_SLACK_MS).contains(&median),
+        "records sent {median} ms after their event times (median), not within {SEND_SLACK_MS} ms"
     );
 }
 

@@ -457,6 +457,16 @@ impl Generator {
         &self.config
     }
 
+    /// Moves the event time of the first record to `start_ms`, for a generator that has
+    /// not made a record yet. Only later than the configured start: a valid configuration
+    /// stays valid.
+    pub fn start_later(&mut self, start_ms: EventTime) {
+        assert_eq!(self.line, 0, "the generator has made records already");
+        let start_ms = start_ms.max(self.config.start_ms);
+        self.config.start_ms = start_ms;
+        self.users.start_ms = start_ms;
+    }
+
     /// Writes the next record into `record` and says what it is, or returns `None` (and
     /// leaves `record` as it was) once `config.events` records were generated.
     pub fn next_record(&mut self, record: &mut Record) -> Option<RecordKind> {
@@ -1178,7 +1188,10 @@ mod tests {
     type Generated = (Vec<u8>, Option<Vec<u8>>, RecordKind);
 
     fn generate(config: GeneratorConfig) -> Vec<Generated> {
-        let mut generator = Generator::new(config).expect("valid config");
+        records_of(Generator::new(config).expect("valid config"))
+    }
+
+    fn records_of(mut generator: Generator) -> Vec<Generated> {
         let mut record = Record::new();
         std::iter::from_fn(|| {
             let kind = generator.next_record(&mut record)?;
@@ -1219,6 +1232,21 @@ mod tests {
             "records are realistic JSON, {} bytes",
             first.len()
         );
+    }
+
+    #[test]
+    fn a_later_start_gives_the_records_of_a_generator_configured_to_start_then() {
+        let configured = config(5_000);
+        let later = GeneratorConfig {
+            start_ms: configured.start_ms + 123_456,
+            ..config(5_000)
+        };
+        let mut moved = Generator::new(configured.clone()).expect("valid config");
+        moved.start_later(later.start_ms);
+        assert_eq!(bytes(&records_of(moved)), bytes(&generate(later)));
+        let mut not_moved = Generator::new(configured.clone()).expect("valid config");
+        not_moved.start_later(configured.start_ms - 1);
+        assert_eq!(bytes(&records_of(not_moved)), bytes(&generate(configured)));
     }
 
     #[test]

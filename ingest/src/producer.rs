@@ -11,10 +11,10 @@
 //!
 //! With a rate of `r` records per second, record `i` is sent `i / r` seconds after the
 //! start, or up to a millisecond later: the sender sleeps at least that long, then sends
-//! every record that fell due. Setting the generator's `start_ms` to the current time and
-//! its `duration_ms` to `events / r` seconds makes the event times follow the wall clock,
-//! as a live source's would; the records themselves depend only on the generator's
-//! configuration.
+//! every record that fell due. Starting the generator when the sending starts
+//! ([`LoadConfig::start_now`]) with a `duration_ms` of `events / r` seconds makes the event
+//! times follow the wall clock, as a live source's would; the records themselves depend
+//! only on the generator's configuration and that start.
 
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,6 +30,7 @@ use rdkafka::producer::{
 
 use crate::admin::{MetadataError, topic_leaders};
 use crate::generator::{ConfigError, Generator, GeneratorConfig, Record};
+use crate::status::now_ms;
 
 /// How often the progress callback is called.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
@@ -68,6 +69,11 @@ pub struct LoadConfig {
     pub topic: String,
     /// The records: `generator.events` of them.
     pub generator: GeneratorConfig,
+    /// Whether the event times start when the sending does, in place of
+    /// `generator.start_ms` if that is earlier: as a live source's, they follow the wall
+    /// clock. A start taken before connecting would put every event time behind the
+    /// moment its record is sent by the time the set-up took.
+    pub start_now: bool,
     /// Records per second; 0 sends as fast as the producer takes them.
     pub rate: u64,
     /// How long to wait for the cluster: for the topic's metadata at the start, and for
@@ -233,6 +239,7 @@ impl ProducerContext for LoadContext {
 pub struct LoadProducer {
     producer: BaseProducer<LoadContext>,
     generator: Generator,
+    start_now: bool,
     topic: String,
     rate: u64,
     timeout: Duration,
@@ -257,6 +264,7 @@ impl LoadProducer {
             bootstrap,
             topic,
             generator,
+            start_now,
             rate,
             timeout,
         } = config;
@@ -290,6 +298,7 @@ impl LoadProducer {
         Ok(Self {
             producer,
             generator,
+            start_now,
             topic,
             rate,
             timeout,
@@ -314,12 +323,16 @@ impl LoadProducer {
         let Self {
             producer,
             mut generator,
+            start_now,
             topic,
             rate,
             timeout,
             ..
         } = self;
         let context = producer.context().clone();
+        if start_now {
+            generator.start_later(u64::try_from(now_ms()).unwrap_or_default());
+        }
         let started = Instant::now();
         let mut next_report = started + PROGRESS_INTERVAL;
         let mut report = |sent: u64, last: bool| {

@@ -89,6 +89,7 @@ pub fn produce(
         bootstrap: bootstrap.to_owned(),
         topic: topic.to_owned(),
         generator,
+        start_now: true,
         rate,
         timeout: TIMEOUT,
     })?;
