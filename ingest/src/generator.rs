@@ -457,9 +457,9 @@ impl Generator {
         &self.config
     }
 
-    /// Moves the event time of the first record to `start_ms`, for a generator that has
-    /// not made a record yet. Only later than the configured start: a valid configuration
-    /// stays valid.
+    /// Moves the event time of the first record to `start_ms` (never earlier than the
+    /// configured start), for a generator that has not made a record yet: the start of
+    /// a live stream, taken again at the moment the records begin to go out.
     pub fn start_later(&mut self, start_ms: EventTime) {
         assert_eq!(self.line, 0, "the generator has made records already");
         let start_ms = start_ms.max(self.config.start_ms);
