@@ -40,14 +40,14 @@
 //! [`decode_event`]: clickflow_events::decode_event
 //! [`Admission`]: clickflow_events::Admission
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::collections::binary_heap::PeekMut;
+mod due;
 
 use clickflow_events::{
     AdmissionConfig, DEFAULT_MAX_EVENT_BYTES, DeadLetterReason, EventTime, MAX_EVENT_TIME,
     format_iso8601_utc,
 };
+
+use due::DueSessions;
 
 /// The pages of the checkout funnel, in step order.
 pub const FUNNEL_PAGES: [&str; 4] = ["/products", "/cart", "/checkout", "/confirmation"];
@@ -409,8 +409,8 @@ pub struct Generator {
     rng: Rng,
     pages: Pages,
     users: Users,
-    /// Open sessions, earliest next event first.
-    sessions: BinaryHeap<Reverse<Session>>,
+    /// Open sessions, by when their next event is due.
+    sessions: DueSessions,
     next_session_id: u64,
     /// The largest event time a consumer has admitted so far.
     watermark: Option<EventTime>,
@@ -439,7 +439,7 @@ impl Generator {
                 funnel_continue: config.funnel_continue,
             },
             users: Users::new(config.users, config.start_ms),
-            sessions: BinaryHeap::new(),
+            sessions: DueSessions::default(),
             next_session_id: 0,
             watermark: None,
             line: 0,
@@ -500,10 +500,7 @@ impl Generator {
 
     /// Continues the session due earliest if it is due by `clock`, or starts one at `clock`.
     fn next_session_event(&mut self, clock: EventTime) -> EventFields {
-        let due = match self.sessions.peek_mut() {
-            Some(top) if top.0.next_time <= clock => Some(PeekMut::pop(top).0),
-            _ => None,
-        };
+        let due = self.sessions.pop_due(clock);
         let mut session = due.unwrap_or_else(|| self.start_session(clock));
         let time = session.next_time;
         let (page, last) = self.pages.next(&mut self.rng, &mut session.plan);
@@ -519,7 +516,7 @@ impl Generator {
         } else {
             let extra = -MEAN_EXTRA_THINK_MS * ln(1.0 - self.rng.unit());
             session.next_time = time + (MIN_THINK_MS + extra as u64).min(MAX_THINK_MS);
-            self.sessions.push(Reverse(session));
+            self.sessions.push(session);
         }
         event
     }
