@@ -10,7 +10,7 @@
 //! input can reach, which bounds memory by the retention horizon.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, hash_map};
 use std::hash::Hash;
 
 use foldhash::{HashMap, HashMapExt};
@@ -65,9 +65,22 @@ struct Entry<S, R> {
     /// The rows last emitted for this key, sorted: what the output collection holds for
     /// it. A retraction moves the very row that was emitted, so its shared parts (a
     /// session's page sequence) compare equal by pointer downstream.
-    emitted: Box<[R]>,
+    emitted: Vec<R>,
     /// The pending wake-up, if one is scheduled.
     wake: Option<Time>,
+    /// Whether the time being processed has changed or woken this key.
+    touched: bool,
+}
+
+impl<S: Default, R> Default for Entry<S, R> {
+    fn default() -> Self {
+        Self {
+            state: S::default(),
+            emitted: Vec::new(),
+            wake: None,
+            touched: false,
+        }
+    }
 }
 
 /// Maintains `view` over `input`, exchanging records by key.
@@ -85,7 +98,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                 entries: HashMap::new(),
                 updates: BTreeMap::new(),
                 wakes: BTreeSet::new(),
-                by_key: HashMap::new(),
+                touched: Vec::new(),
             };
             let mut held: Option<Capability<Time>> = None;
             let mut changes = Vec::new();
@@ -136,8 +149,8 @@ struct KeyedOperator<V: KeyedView> {
     updates: Updates<V::Key, V::Value>,
     /// Keys to re-derive at a time with no input of their own.
     wakes: BTreeSet<(Time, V::Key)>,
-    /// The work of one time, grouped by key.
-    by_key: HashMap<V::Key, Vec<(V::Value, isize)>>,
+    /// The keys the time being processed changed or woke, each once.
+    touched: Vec<V::Key>,
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
@@ -150,34 +163,46 @@ impl<V: KeyedView> KeyedOperator<V> {
 
     /// Applies all work at `time` and appends the resulting row changes to `changes`.
     fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
-        // Kept between calls: a large map freed and allocated again each time costs more
-        // in page faults than all the work done with it.
-        let mut by_key = std::mem::take(&mut self.by_key);
+        // Each update is applied to its key's state as it comes (one lookup), and the
+        // key is noted the first time; the rows are derived once per key afterwards.
+        let mut touched = std::mem::take(&mut self.touched);
         for (key, value, diff) in self.updates.remove(&time).unwrap_or_default() {
-            by_key.entry(key).or_default().push((value, diff));
+            let entry = match self.entries.entry(key) {
+                hash_map::Entry::Occupied(occupied) => {
+                    if !occupied.get().touched {
+                        touched.push(occupied.key().clone());
+                    }
+                    occupied.into_mut()
+                }
+                hash_map::Entry::Vacant(vacant) => {
+                    touched.push(vacant.key().clone());
+                    vacant.insert(Entry::default())
+                }
+            };
+            entry.touched = true;
+            self.view.apply(&mut entry.state, value, diff);
         }
         while self.wakes.first().is_some_and(|(wake, _)| *wake == time) {
             if let Some((_, key)) = self.wakes.pop_first()
-                && self.entries.contains_key(&key)
+                && let Some(entry) = self.entries.get_mut(&key)
+                && !entry.touched
             {
-                by_key.entry(key).or_default();
+                entry.touched = true;
+                touched.push(key);
             }
         }
         let mut after = Vec::new();
-        for (key, updates) in by_key.drain() {
-            let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
-                state: V::State::default(),
-                emitted: Box::default(),
-                wake: None,
-            });
-            for (value, diff) in updates {
-                self.view.apply(&mut entry.state, value, diff);
-            }
+        for key in touched.drain(..) {
+            let Some(entry) = self.entries.get_mut(&key) else {
+                continue;
+            };
+            entry.touched = false;
             self.view
                 .rows(&key, &mut entry.state, time, &entry.emitted, &mut after);
             after.sort();
-            push_differences(std::mem::take(&mut entry.emitted), &after, time, changes);
-            entry.emitted = after.drain(..).collect();
+            push_differences(&mut entry.emitted, &after, time, changes);
+            // The rows move into the key's own buffer, which both keep for the next time.
+            entry.emitted.append(&mut after);
             if self.view.retire(&key, &mut entry.state, time) {
                 self.entries.remove(&key);
                 continue;
@@ -193,19 +218,19 @@ impl<V: KeyedView> KeyedOperator<V> {
                 }
             }
         }
-        self.by_key = by_key;
+        self.touched = touched;
     }
 }
 
-/// Appends `after - before` as updates at `time`; both are sorted. Retractions move the
-/// rows of `before`, insertions copy those of `after`.
+/// Appends `after - before` as updates at `time` and empties `before`; both are sorted.
+/// Retractions move the rows of `before`, insertions copy those of `after`.
 fn push_differences<R: Ord + Clone>(
-    before: Box<[R]>,
+    before: &mut Vec<R>,
     after: &[R],
     time: Time,
     changes: &mut Vec<(R, Time, isize)>,
 ) {
-    let mut old = before.into_vec().into_iter().peekable();
+    let mut old = before.drain(..).peekable();
     let mut new = after.iter().peekable();
     loop {
         let order = match (old.peek(), new.peek()) {

@@ -46,44 +46,51 @@ impl PageSequence {
 
     /// The pages in order.
     pub fn iter(&self) -> impl Iterator<Item = &CompactString> {
-        let mut segments = Vec::new();
-        let mut next = self.last.as_deref();
-        while let Some(segment) = next {
-            segments.push(segment);
-            next = segment.earlier.as_deref();
-        }
+        let segments: Vec<&Segment> = self.segments().collect();
         segments
             .into_iter()
             .rev()
             .flat_map(|segment| segment.pages.iter())
     }
 
+    /// The segments, last first.
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        std::iter::successors(self.last.as_deref(), |segment| segment.earlier.as_deref())
+    }
+
     /// This sequence followed by `pages`, sharing this one's pages; a clone when `pages`
-    /// is empty.
-    pub fn extended(&self, pages: impl IntoIterator<Item = CompactString>) -> Self {
-        let mut added: Vec<CompactString> = pages.into_iter().collect();
-        if added.is_empty() {
+    /// is empty. Allocates the new segment and its pages, nothing else.
+    pub fn extended<I>(&self, pages: I) -> Self
+    where
+        I: IntoIterator<Item = CompactString>,
+        I::IntoIter: ExactSizeIterator,
+    {
+        let added = pages.into_iter();
+        if added.len() == 0 {
             return self.clone();
         }
         // Absorbs the last segments while they are less than twice the new one's length,
         // so that each segment is at least twice as long as the next.
         let mut merged_len = added.len();
-        let mut absorbed = Vec::new();
-        let mut earlier = self.last.clone();
-        while let Some(segment) = earlier.take_if(|segment| segment.pages.len() < 2 * merged_len) {
+        let mut absorbed = 0;
+        let mut earlier = self.last.as_ref();
+        while let Some(segment) = earlier.filter(|segment| segment.pages.len() < 2 * merged_len) {
             merged_len += segment.pages.len();
-            earlier = segment.earlier.clone();
-            absorbed.push(segment);
+            absorbed += 1;
+            earlier = segment.earlier.as_ref();
         }
         let mut pages = Vec::with_capacity(merged_len);
-        for segment in absorbed.iter().rev() {
-            pages.extend(segment.pages.iter().cloned());
+        // The absorbed segments earliest first: the one `back` segments before the last.
+        for back in (0..absorbed).rev() {
+            if let Some(segment) = self.segments().nth(back) {
+                pages.extend(segment.pages.iter().cloned());
+            }
         }
-        pages.append(&mut added);
-        let len = earlier.as_ref().map_or(0, |segment| segment.len) + pages.len();
+        pages.extend(added);
+        let len = earlier.map_or(0, |segment| segment.len) + pages.len();
         Self {
             last: Some(Arc::new(Segment {
-                earlier,
+                earlier: earlier.cloned(),
                 pages: pages.into_boxed_slice(),
                 len,
             })),
@@ -124,6 +131,7 @@ impl PageSequence {
 
 impl FromIterator<CompactString> for PageSequence {
     fn from_iter<I: IntoIterator<Item = CompactString>>(pages: I) -> Self {
+        let pages: Vec<CompactString> = pages.into_iter().collect();
         Self::default().extended(pages)
     }
 }
@@ -183,10 +191,7 @@ mod tests {
     use super::*;
 
     fn segments(sequence: &PageSequence) -> usize {
-        std::iter::successors(sequence.last.as_deref(), |segment| {
-            segment.earlier.as_deref()
-        })
-        .count()
+        sequence.segments().count()
     }
 
     fn pages(sequence: &PageSequence) -> Vec<&str> {

@@ -216,7 +216,7 @@ fn page_sequence(
     previous: &[SessionRow],
     changed_from: Option<u64>,
 ) -> PageSequence {
-    fn pages(events: &[SessionEvent]) -> impl Iterator<Item = CompactString> + '_ {
+    fn pages(events: &[SessionEvent]) -> impl ExactSizeIterator<Item = CompactString> + '_ {
         events.iter().map(|event| event.page.clone())
     }
     let row = previous
