@@ -69,13 +69,22 @@ impl Rows {
         }
     }
 
-    /// Applies `updates`, copying only the rows that are inserted.
+    /// Applies `updates`, copying only the rows that are inserted. Any order gives the
+    /// same rows; sorted by key ([`Updates::sort_by_key`]), a key's updates are neighbours
+    /// and applied together: the key is looked up once, and a key whose row is replaced
+    /// keeps its entry instead of losing and regaining it.
     pub(super) fn apply(&mut self, updates: &Updates) {
-        for (row, diff) in &updates.page_views {
-            self.page_views.add(row, *diff);
+        for window_updates in updates
+            .page_views
+            .chunk_by(|(a, _), (b, _)| (&a.page, a.window_start) == (&b.page, b.window_start))
+        {
+            self.page_views.add_to_window(window_updates);
         }
-        for (row, diff) in &updates.sessions {
-            self.add_session(row, *diff);
+        for user_updates in updates
+            .sessions
+            .chunk_by(|(a, _), (b, _)| a.user_id == b.user_id)
+        {
+            self.add_user_sessions(user_updates);
         }
         for (row, diff) in &updates.funnel {
             add_to_sorted_counts(&mut self.funnel, row.clone(), *diff);
@@ -85,43 +94,52 @@ impl Rows {
         }
     }
 
-    fn add_session(&mut self, row: &SessionRow, diff: isize) {
-        let Some(sessions) = self.sessions.get_mut(&row.user_id) else {
-            self.sessions
-                .insert(row.user_id.clone(), vec![(row.clone(), diff)]);
+    /// Applies updates of one user's session rows.
+    fn add_user_sessions(&mut self, updates: &[(SessionRow, isize)]) {
+        let Some((first, _)) = updates.first() else {
             return;
         };
-        if add_to_sorted_vec(sessions, row, diff).is_none() && sessions.is_empty() {
-            self.sessions.remove(&row.user_id);
+        let sessions = self.sessions.entry(first.user_id.clone()).or_default();
+        for (row, diff) in updates {
+            add_to_sorted_vec(sessions, row, *diff);
+        }
+        if sessions.is_empty() {
+            self.sessions.remove(&first.user_id);
         }
     }
 }
 
 impl PageViews {
-    fn add(&mut self, row: &PageViewRow, diff: isize) {
-        let windows_of_page = match self.by_page.entry(row.page.clone()) {
+    /// Applies updates of one page's rows in one window.
+    fn add_to_window(&mut self, updates: &[(PageViewRow, isize)]) {
+        let Some((first, _)) = updates.first() else {
+            return;
+        };
+        let windows_of_page = match self.by_page.entry(first.page.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                self.pages.insert(row.page.clone());
+                self.pages.insert(first.page.clone());
                 entry.insert(BTreeMap::new())
             }
         };
-        let at_window = windows_of_page.entry(row.window_start).or_default();
-        add_to_sorted_vec(at_window, row, diff);
+        let at_window = windows_of_page.entry(first.window_start).or_default();
+        for (row, diff) in updates {
+            add_to_sorted_vec(at_window, row, *diff);
+        }
         // While a batch is applied a window can briefly hold no row or two for a page, in
-        // any order; the last update of the page's window indexes the row that remains.
+        // any order; the row that remains after the page's updates is indexed.
         let positive = at_window
             .iter()
             .find(|(_, count)| *count > 0)
             .map(|(row, _)| row.clone());
         if at_window.is_empty() {
-            windows_of_page.remove(&row.window_start);
+            windows_of_page.remove(&first.window_start);
             if windows_of_page.is_empty() {
-                self.by_page.remove(&row.page);
-                self.pages.remove(&row.page);
+                self.by_page.remove(&first.page);
+                self.pages.remove(&first.page);
             }
         }
-        self.index(&row.page, row.window_start, positive);
+        self.index(&first.page, first.window_start, positive);
     }
 
     /// Makes `row` the page's row in its window's index, or takes the page out of it.
