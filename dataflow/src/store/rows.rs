@@ -179,26 +179,15 @@ impl PageViews {
     }
 }
 
-/// Adds `diff` to `row`'s multiplicity in a sorted vector, removing it at zero; returns the
-/// new multiplicity, `None` when it is zero.
-fn add_to_sorted_vec<R: Ord + Clone>(
-    rows: &mut Vec<(R, isize)>,
-    row: &R,
-    diff: isize,
-) -> Option<isize> {
+/// Adds `diff` to `row`'s multiplicity in a sorted vector, removing it at zero.
+fn add_to_sorted_vec<R: Ord + Clone>(rows: &mut Vec<(R, isize)>, row: &R, diff: isize) {
     match rows.binary_search_by(|(kept, _)| kept.cmp(row)) {
         Ok(index) => {
             rows[index].1 += diff;
-            let count = rows[index].1;
-            if count == 0 {
+            if rows[index].1 == 0 {
                 rows.remove(index);
-                return None;
             }
-            Some(count)
         }
-        Err(index) => {
-            rows.insert(index, (row.clone(), diff));
-            Some(diff)
-        }
+        Err(index) => rows.insert(index, (row.clone(), diff)),
     }
 }
