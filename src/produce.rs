@@ -6,9 +6,8 @@
 //! At a rate (`--rate R`, the default) the event times follow the wall clock: the stream
 //! starts at `--start-ms` (default: when the sending starts, once connected) and spans as
 //! much event time as the run takes, so `--events N` and `--duration-ms D` determine each
-//! other (`D = N / R` seconds). At
-//! `--rate 0` the records go as fast as the producer takes them, over `--duration-ms` of
-//! event time (default 2 hours).
+//! other (`D = N / R` seconds). At `--rate 0` the records go as fast as the producer takes
+//! them, over `--duration-ms` of event time (default 2 hours).
 
 use std::ops::ControlFlow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
