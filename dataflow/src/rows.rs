@@ -1,7 +1,5 @@
 //! The rows of each view. Field order is key order, so the derived `Ord` sorts rows by key.
 
-use std::hash::{Hash, Hasher};
-
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
@@ -37,20 +35,6 @@ pub struct SessionRow {
     /// on its way through the views and the store, its sequence never, and a session's
     /// next row shares the pages of its last).
     pub page_sequence: PageSequence,
-}
-
-/// Hashes the key and the counts but not the page sequence, which is long and nearly
-/// always implied by them: equal rows still hash equally.
-impl Hash for SessionRow {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        (
-            &self.user_id,
-            self.session_start,
-            self.session_end,
-            self.pages_viewed,
-        )
-            .hash(state);
-    }
 }
 
 /// A row of `checkout_funnel`, keyed by `(funnel_step, window_start)`.

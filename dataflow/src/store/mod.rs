@@ -1,8 +1,8 @@
 //! Result export: the current rows of every view, kept in process 0 at one shared `as_of`,
 //! and (for subscriptions) a changelog of their recent updates.
 //!
-//! Each view's updates are routed, by a hash of the row, to one of process 0's workers,
-//! whose sink stashes them with the view's frontier. When the least frontier over every
+//! Each view's updates are routed, by a hash of the row's key, to one of process 0's
+//! workers, whose sink stashes them with the view's frontier. When the least frontier over every
 //! view and sink (the store's `as_of`) advances, the store's own thread applies every
 //! stashed update before the new `as_of` and publishes the result, so a read shows every
 //! view at exactly one logical time: the views are mutually consistent. The workers only
@@ -16,9 +16,9 @@
 //! place. A backlog is applied in chunks of whole times, each published at its own `as_of`
 //! (about [`CHUNK_UPDATES`] updates each), so that it shows as it is applied.
 //!
-//! A publication applies its updates sorted by key, wherever and whenever they were
-//! stashed, so that a key's retraction and its replacement meet its state in the cache
-//! once. Page views, funnel and alert rows are kept sorted (row order is key order), so
+//! A key's updates at one time reach one sink in the order its view produced them, next
+//! to each other: a publication applies them together, so that a key's retraction and its
+//! replacement meet its state in the cache once. Page views, funnel and alert rows are kept sorted (row order is key order), so
 //! that a read can take a key range; page-view rows are also indexed by window, for top-k
 //! reads.
 //! Sessions are kept by user, as they are read one user at a time (a read of all of them
@@ -230,17 +230,26 @@ struct Changes {
 }
 
 /// A view's row type, and where the store keeps its updates.
-trait StoredRow: ExchangeData + std::hash::Hash + Ord {
+trait StoredRow: ExchangeData + Ord {
     const VIEW: ViewKind;
+    /// A hash of the row's key, as the view's operator partitions its keys: every update
+    /// of a key reaches one partition of the store, in the order the view produced it, so
+    /// that a key's retraction and its replacement arrive next to each other (and, in one
+    /// process, stay on the worker that produced them).
+    fn key_hash(&self) -> u64;
     fn pending(stash: &mut Stash) -> &mut Pending<Self>;
     fn updates(updates: &mut Updates) -> &mut Vec<(Self, isize)>;
     fn any(&self) -> AnyRow;
 }
 
 macro_rules! stored_row {
-    ($row:ty, $view:ident, $field:ident, $any:ident) => {
+    ($row:ty, $view:ident, $field:ident, $any:ident, |$this:ident| $key:expr) => {
         impl StoredRow for $row {
             const VIEW: ViewKind = ViewKind::$view;
+            fn key_hash(&self) -> u64 {
+                let $this = self;
+                $key.hashed()
+            }
             fn pending(stash: &mut Stash) -> &mut Pending<Self> {
                 &mut stash.$field
             }
@@ -254,10 +263,20 @@ macro_rules! stored_row {
     };
 }
 
-stored_row!(PageViewRow, PageViews, page_views, PageView);
-stored_row!(SessionRow, Sessions, sessions, Session);
-stored_row!(FunnelRow, Funnel, funnel, Funnel);
-stored_row!(AlertRow, Alerts, alerts, Alert);
+stored_row!(PageViewRow, PageViews, page_views, PageView, |row| (
+    &row.page,
+    row.window_start
+));
+stored_row!(SessionRow, Sessions, sessions, Session, |row| &row.user_id);
+stored_row!(FunnelRow, Funnel, funnel, Funnel, |row| (
+    &row.funnel_step,
+    row.window_start
+));
+stored_row!(AlertRow, Alerts, alerts, Alert, |row| (
+    &row.rule,
+    &row.page,
+    row.window_start
+));
 
 impl Stash {
     /// The least frontier of the partition's views; `None` when all are complete.
@@ -434,7 +453,6 @@ impl Shared {
         }
         // The changelog has every update before `as_of` by the time a read sees `as_of`.
         write(&self.changelog).append(changes);
-        updates.sort_by_key();
         match upkeep {
             Upkeep::InPlace => loop {
                 let mut published = lock(&self.published);
@@ -523,7 +541,7 @@ impl ViewRead<'_> {
             .rows
             .sessions
             .get(user_id)
-            .map_or(&[][..], Vec::as_slice);
+            .map_or(&[][..], |rows| rows.as_slice());
         let from: (Bound<&SessionRow>, Bound<&SessionRow>) = (from, Bound::Unbounded);
         taken(
             sessions
@@ -847,9 +865,9 @@ fn sink<R: StoredRow>(
     partitions: u64,
     keeper: Option<(ViewStore, usize)>,
 ) {
-    let by_row = Exchange::new(move |(row, _, _): &(R, Time, isize)| row.hashed() % partitions);
+    let by_key = Exchange::new(move |(row, _, _): &(R, Time, isize)| row.key_hash() % partitions);
     view.inner
-        .sink(by_row, "ExportView", move |(input, frontier)| {
+        .sink(by_key, "ExportView", move |(input, frontier)| {
             let mut updates = Vec::new();
             input.for_each_stamp(|_, containers| {
                 for container in containers {

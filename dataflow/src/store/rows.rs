@@ -9,6 +9,7 @@ use std::ops::{Bound, RangeBounds};
 
 use compact_str::CompactString;
 use foldhash::HashMap;
+use smallvec::SmallVec;
 
 use crate::multiset::add_to_sorted_counts;
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
@@ -23,13 +24,19 @@ pub(super) struct Updates {
     pub(super) alerts: Vec<(AlertRow, isize)>,
 }
 
+/// A key's rows with their multiplicities, sorted. A key nearly always shows one row,
+/// kept inline: reading it costs no cache miss beyond the key's own entry. A retraction
+/// that comes before its replacement (as the views emit them when the row grows) keeps it
+/// inline.
+pub(super) type KeyRows<R> = SmallVec<[(R, isize); 1]>;
+
 /// One copy of every view's rows.
 pub(super) struct Rows {
     /// See [`super::ViewSnapshot::as_of`].
     pub(super) as_of: Option<Time>,
     pub(super) page_views: PageViews,
     /// Each user's session rows, sorted.
-    pub(super) sessions: HashMap<CompactString, Vec<(SessionRow, isize)>>,
+    pub(super) sessions: HashMap<CompactString, KeyRows<SessionRow>>,
     pub(super) funnel: BTreeMap<FunnelRow, isize>,
     pub(super) alerts: BTreeMap<AlertRow, isize>,
 }
@@ -40,22 +47,9 @@ pub(super) struct PageViews {
     /// Every page with rows, in order.
     pages: BTreeSet<CompactString>,
     /// Each page's rows by window, sorted within a window.
-    by_page: HashMap<CompactString, BTreeMap<u64, Vec<(PageViewRow, isize)>>>,
+    by_page: HashMap<CompactString, BTreeMap<u64, KeyRows<PageViewRow>>>,
     /// The rows of each window by page (rows with a positive multiplicity only).
     pub(super) windows: BTreeMap<u64, HashMap<CompactString, PageViewRow>>,
-}
-
-impl Updates {
-    /// Sorts each view's updates by key, so that a key's retraction and its replacement
-    /// are applied one after the other, and neighbouring keys together.
-    pub(super) fn sort_by_key(&mut self) {
-        self.page_views.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        self.sessions.sort_unstable_by(|(a, _), (b, _)| {
-            (&a.user_id, a.session_start).cmp(&(&b.user_id, b.session_start))
-        });
-        self.funnel.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-        self.alerts.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-    }
 }
 
 impl Rows {
@@ -70,9 +64,9 @@ impl Rows {
     }
 
     /// Applies `updates`, copying only the rows that are inserted. Any order gives the
-    /// same rows; sorted by key ([`Updates::sort_by_key`]), a key's updates are neighbours
-    /// and applied together: the key is looked up once, and a key whose row is replaced
-    /// keeps its entry instead of losing and regaining it.
+    /// same rows; a key's neighbouring updates (as the sinks stash them) are applied
+    /// together: the key is looked up once, and a key whose row is replaced keeps its
+    /// entry instead of losing and regaining it.
     pub(super) fn apply(&mut self, updates: &Updates) {
         for window_updates in updates
             .page_views
@@ -101,7 +95,7 @@ impl Rows {
         };
         let sessions = self.sessions.entry(first.user_id.clone()).or_default();
         for (row, diff) in updates {
-            add_to_sorted_vec(sessions, row, *diff);
+            add_to_key_rows(sessions, row, *diff);
         }
         if sessions.is_empty() {
             self.sessions.remove(&first.user_id);
@@ -124,7 +118,7 @@ impl PageViews {
         };
         let at_window = windows_of_page.entry(first.window_start).or_default();
         for (row, diff) in updates {
-            add_to_sorted_vec(at_window, row, *diff);
+            add_to_key_rows(at_window, row, *diff);
         }
         // While a batch is applied a window can briefly hold no row or two for a page, in
         // any order; the row that remains after the page's updates is indexed.
@@ -179,8 +173,8 @@ impl PageViews {
     }
 }
 
-/// Adds `diff` to `row`'s multiplicity in a sorted vector, removing it at zero.
-fn add_to_sorted_vec<R: Ord + Clone>(rows: &mut Vec<(R, isize)>, row: &R, diff: isize) {
+/// Adds `diff` to `row`'s multiplicity among a key's rows, removing it at zero.
+fn add_to_key_rows<R: Ord + Clone>(rows: &mut KeyRows<R>, row: &R, diff: isize) {
     match rows.binary_search_by(|(kept, _)| kept.cmp(row)) {
         Ok(index) => {
             rows[index].1 += diff;
