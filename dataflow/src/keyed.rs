@@ -10,10 +10,11 @@
 //! input can reach, which bounds memory by the retention horizon.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, hash_map};
-use std::hash::Hash;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::{BuildHasher, Hash};
 
-use foldhash::{HashMap, HashMapExt};
+use foldhash::fast::RandomState;
+use hashbrown::{HashTable, hash_table};
 use smallvec::SmallVec;
 
 use differential_dataflow::{AsCollection, ExchangeData, Hashable, VecCollection};
@@ -61,7 +62,8 @@ pub(crate) trait KeyedView: 'static {
     ) -> Option<Time>;
 }
 
-struct Entry<S, R> {
+struct Entry<K, S, R> {
+    key: K,
     state: S,
     /// The rows last emitted for this key, sorted: what the output collection holds for
     /// it. A retraction moves the very row that was emitted, so its shared parts (a
@@ -70,17 +72,19 @@ struct Entry<S, R> {
     emitted: SmallVec<[R; 1]>,
     /// The pending wake-up, if one is scheduled.
     wake: Option<Time>,
-    /// Whether the time being processed has changed or woken this key.
-    touched: bool,
+    /// The key's place in the list of keys the time being processed has changed or woken;
+    /// `None` while it is not on it.
+    touched: Option<u32>,
 }
 
-impl<S: Default, R> Default for Entry<S, R> {
-    fn default() -> Self {
+impl<K, S: Default, R> Entry<K, S, R> {
+    fn new(key: K) -> Self {
         Self {
+            key,
             state: S::default(),
             emitted: SmallVec::new(),
             wake: None,
-            touched: false,
+            touched: None,
         }
     }
 }
@@ -97,7 +101,8 @@ pub(crate) fn maintain<'s, V: KeyedView>(
         .unary_frontier(exchange, name, move |_capability, _info| {
             let mut operator = KeyedOperator {
                 view,
-                entries: HashMap::new(),
+                hasher: RandomState::default(),
+                entries: HashTable::new(),
                 updates: BTreeMap::new(),
                 wakes: BTreeSet::new(),
                 touched: Vec::new(),
@@ -147,12 +152,16 @@ type Updates<K, V> = BTreeMap<Time, Vec<(K, V, isize)>>;
 
 struct KeyedOperator<V: KeyedView> {
     view: V,
-    entries: HashMap<V::Key, Entry<V::State, V::Row>>,
+    hasher: RandomState,
+    /// Every key's entry, by the hash of the key.
+    entries: HashTable<Entry<V::Key, V::State, V::Row>>,
     updates: Updates<V::Key, V::Value>,
     /// Keys to re-derive at a time with no input of their own.
     wakes: BTreeSet<(Time, V::Key)>,
-    /// The keys the time being processed changed or woke, each once.
-    touched: Vec<V::Key>,
+    /// Where the entries the time being processed changed or woke are in `entries` (their
+    /// bucket indices), each once. An entry stays where it is until it is removed or the
+    /// table grows.
+    touched: Vec<usize>,
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
@@ -166,56 +175,82 @@ impl<V: KeyedView> KeyedOperator<V> {
     /// Applies all work at `time` and appends the resulting row changes to `changes`.
     fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
         // Each update is applied to its key's state as it comes (one lookup), and the
-        // key is noted the first time; the rows are derived once per key afterwards.
+        // entry's place is noted the first time; the rows are derived once per key
+        // afterwards, from there, without looking the key up again.
+        let hasher = &self.hasher;
+        let rehash = |entry: &Entry<V::Key, V::State, V::Row>| hasher.hash_one(&entry.key);
         let mut touched = std::mem::take(&mut self.touched);
         for (key, value, diff) in self.updates.remove(&time).unwrap_or_default() {
-            let entry = match self.entries.entry(key) {
-                hash_map::Entry::Occupied(occupied) => {
-                    if !occupied.get().touched {
-                        touched.push(occupied.key().clone());
+            if self.entries.len() == self.entries.capacity() {
+                // A new key would move every entry (the table grows, or drops the places
+                // of removed entries): they move now, and the touched ones are found again.
+                // This is as rare, and costs as much, as the move.
+                self.entries.reserve(1, rehash);
+                for index in self.entries.iter_buckets() {
+                    if let Some(place) = self.entries.get_bucket(index).and_then(|e| e.touched) {
+                        touched[place as usize] = index;
                     }
-                    occupied.into_mut()
                 }
-                hash_map::Entry::Vacant(vacant) => {
-                    touched.push(vacant.key().clone());
-                    vacant.insert(Entry::default())
-                }
+            }
+            let hash = hasher.hash_one(&key);
+            let occupied = match self.entries.entry(hash, |entry| entry.key == key, rehash) {
+                hash_table::Entry::Occupied(occupied) => occupied,
+                hash_table::Entry::Vacant(vacant) => vacant.insert(Entry::new(key)),
             };
-            entry.touched = true;
+            let index = occupied.bucket_index();
+            let entry = occupied.into_mut();
+            if entry.touched.is_none() {
+                // Fewer keys than `u32::MAX` fit in memory.
+                entry.touched = Some(touched.len() as u32);
+                touched.push(index);
+            }
             self.view.apply(&mut entry.state, value, diff);
         }
         while self.wakes.first().is_some_and(|(wake, _)| *wake == time) {
-            if let Some((_, key)) = self.wakes.pop_first()
-                && let Some(entry) = self.entries.get_mut(&key)
-                && !entry.touched
+            let Some((_, key)) = self.wakes.pop_first() else {
+                break;
+            };
+            let found = self
+                .entries
+                .find_bucket_index(hasher.hash_one(&key), |entry| entry.key == key);
+            if let Some(index) = found
+                && let Some(entry) = self.entries.get_bucket_mut(index)
+                && entry.touched.is_none()
             {
-                entry.touched = true;
-                touched.push(key);
+                entry.touched = Some(touched.len() as u32);
+                touched.push(index);
             }
         }
         let mut after = Vec::new();
-        for key in touched.drain(..) {
-            let Some(entry) = self.entries.get_mut(&key) else {
+        for index in touched.drain(..) {
+            let Some(entry) = self.entries.get_bucket_mut(index) else {
                 continue;
             };
-            entry.touched = false;
-            self.view
-                .rows(&key, &mut entry.state, time, &entry.emitted, &mut after);
+            entry.touched = None;
+            self.view.rows(
+                &entry.key,
+                &mut entry.state,
+                time,
+                &entry.emitted,
+                &mut after,
+            );
             after.sort();
             push_differences(&mut entry.emitted, &after, time, changes);
             entry.emitted.extend(after.drain(..));
-            if self.view.retire(&key, &mut entry.state, time) {
-                self.entries.remove(&key);
+            if self.view.retire(&entry.key, &mut entry.state, time) {
+                if let Ok(retired) = self.entries.get_bucket_entry(index) {
+                    retired.remove();
+                }
                 continue;
             }
-            if let Some(next) = self
-                .view
-                .next_change(&key, &entry.state, time, &entry.emitted)
+            if let Some(next) =
+                self.view
+                    .next_change(&entry.key, &entry.state, time, &entry.emitted)
             {
                 let already_scheduled = entry.wake.is_some_and(|wake| wake > time && wake <= next);
                 if !already_scheduled {
                     entry.wake = Some(next);
-                    self.wakes.insert((next, key));
+                    self.wakes.insert((next, entry.key.clone()));
                 }
             }
         }

@@ -868,13 +868,11 @@ fn sink<R: StoredRow>(
     let by_key = Exchange::new(move |(row, _, _): &(R, Time, isize)| row.key_hash() % partitions);
     view.inner
         .sink(by_key, "ExportView", move |(input, frontier)| {
-            let mut updates = Vec::new();
-            input.for_each_stamp(|_, containers| {
-                for container in containers {
-                    updates.append(container);
-                }
-            });
+            // The containers are taken whole, not copied into one vector.
+            let mut containers = Vec::new();
+            input.for_each_stamp(|_, stamped| containers.extend(stamped.map(std::mem::take)));
             if let Some((store, index)) = &keeper {
+                let updates = containers.into_iter().flatten();
                 store.stash(*index, updates, frontier.frontier().first().copied());
             }
         });
