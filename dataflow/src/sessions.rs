@@ -13,8 +13,9 @@
 //! last row's pages before the change, shared ([`PageSequence::truncated`]), and adds the
 //! rest ([`PageSequence::extended`]); its events before the change are not searched for
 //! gaps again. The next wake-up comes from the first session alone. An event thus costs
-//! the pages from it to its session's end and a few binary searches, not the length of
-//! its session or of its user's history: an event in order, only its own page.
+//! the pages from it to its session's end and a few searches back from the user's last
+//! event, not the length of its session or of its user's history: an event in order, only
+//! its own page and the events next to it.
 
 use std::ops::Range;
 
@@ -22,7 +23,7 @@ use compact_str::CompactString;
 use differential_dataflow::VecCollection;
 
 use crate::keyed::{KeyedView, maintain};
-use crate::multiset::apply_to_sorted;
+use crate::multiset::{apply_to_sorted, partition_point_from_end};
 use crate::page_sequence::PageSequence;
 use crate::rows::SessionRow;
 use crate::views::{ArrivedEvent, Time};
@@ -141,8 +142,7 @@ impl KeyedView for Sessions {
                 .cloned(),
         );
         let from = kept.last().map_or(0, |row| {
-            user.events
-                .partition_point(|event| event.time <= row.session_end)
+            partition_point_from_end(&user.events, |event| event.time <= row.session_end)
         });
         let events = &user.events[from..];
         // The first session after the kept ones still starts with its row's events before
@@ -243,7 +243,8 @@ fn unchanged_prefix(events: &[SessionEvent], row: &SessionRow, changed_from: Opt
     if !starts_alike {
         return 0;
     }
-    events
-        .partition_point(|event| changed_from.is_none_or(|changed| event.time < changed))
-        .min(row.pages_viewed as usize)
+    partition_point_from_end(events, |event| {
+        changed_from.is_none_or(|changed| event.time < changed)
+    })
+    .min(row.pages_viewed as usize)
 }
