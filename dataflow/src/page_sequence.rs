@@ -17,6 +17,7 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use smallvec::SmallVec;
 
 /// Pages in order; cloning shares them.
 #[derive(Clone, Default)]
@@ -28,7 +29,9 @@ pub struct PageSequence {
 struct Segment {
     /// The segments before this one.
     earlier: Option<Arc<Segment>>,
-    pages: Box<[CompactString]>,
+    /// The pages; a short segment (most new ones are) holds them inline, in the segment's
+    /// own allocation.
+    pages: SmallVec<[CompactString; 2]>,
     /// Pages in this segment and every earlier one.
     len: usize,
 }
@@ -59,7 +62,7 @@ impl PageSequence {
     }
 
     /// This sequence followed by `pages`, sharing this one's pages; a clone when `pages`
-    /// is empty. Allocates the new segment and its pages, nothing else.
+    /// is empty. Allocates the new segment and, when it is long, its pages, nothing else.
     pub fn extended<I>(&self, pages: I) -> Self
     where
         I: IntoIterator<Item = CompactString>,
@@ -79,7 +82,7 @@ impl PageSequence {
             absorbed += 1;
             earlier = segment.earlier.as_ref();
         }
-        let mut pages = Vec::with_capacity(merged_len);
+        let mut pages = SmallVec::with_capacity(merged_len);
         // The absorbed segments earliest first: the one `back` segments before the last.
         for back in (0..absorbed).rev() {
             if let Some(segment) = self.segments().nth(back) {
@@ -91,7 +94,7 @@ impl PageSequence {
         Self {
             last: Some(Arc::new(Segment {
                 earlier: earlier.cloned(),
-                pages: pages.into_boxed_slice(),
+                pages,
                 len,
             })),
         }
