@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::page_sequence::PageSequence;
 
 /// A row of `page_views_per_minute`, keyed by `(page, window_start)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PageViewRow {
     /// The page.
     pub page: CompactString,
@@ -21,7 +21,7 @@ pub struct PageViewRow {
 }
 
 /// A row of `user_sessions`, keyed by `(user_id, session_start)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct SessionRow {
     /// The user.
     pub user_id: CompactString,
@@ -38,7 +38,7 @@ pub struct SessionRow {
 }
 
 /// A row of `checkout_funnel`, keyed by `(funnel_step, window_start)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct FunnelRow {
     /// The step's name.
     pub funnel_step: CompactString,
@@ -54,7 +54,7 @@ pub struct FunnelRow {
 
 /// A row of `alerts`: a rule whose condition holds for a page's window, keyed by
 /// `(rule, page, window_start)`.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AlertRow {
     /// The rule's id.
     pub rule: CompactString,

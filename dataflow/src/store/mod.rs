@@ -43,7 +43,7 @@ use crate::views::{Time, Views};
 
 mod rows;
 
-use rows::{Rows, Updates};
+use rows::{Rows, Take, Updates};
 
 /// The current state of every view, shared with readers on other threads. The store's
 /// thread ends when the last clone is dropped.
@@ -457,7 +457,7 @@ impl Shared {
             Upkeep::InPlace => loop {
                 let mut published = lock(&self.published);
                 if let Some(rows) = Arc::get_mut(&mut published) {
-                    rows.apply(&updates);
+                    rows.apply(&mut updates, Take::Move);
                     rows.as_of = as_of;
                     break;
                 }
@@ -466,8 +466,8 @@ impl Shared {
             },
             Upkeep::Standby { rows, behind } => {
                 let standby = exclusive(rows);
-                standby.apply(behind);
-                standby.apply(&updates);
+                standby.apply(behind, Take::Move);
+                standby.apply(&mut updates, Take::Copy);
                 standby.as_of = as_of;
                 std::mem::swap(&mut *lock(&self.published), rows);
                 *behind = updates;

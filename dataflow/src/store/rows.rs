@@ -24,6 +24,24 @@ pub(super) struct Updates {
     pub(super) alerts: Vec<(AlertRow, isize)>,
 }
 
+/// How an update's row gets into the rows when it is inserted.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Take {
+    /// Copied: the updates are applied again, to the other copy.
+    Copy,
+    /// Moved out, leaving an empty row in its place: the updates' last application.
+    Move,
+}
+
+impl Take {
+    fn row<R: Clone + Default>(self, row: &mut R) -> R {
+        match self {
+            Take::Copy => row.clone(),
+            Take::Move => std::mem::take(row),
+        }
+    }
+}
+
 /// A key's rows with their multiplicities, sorted. A key nearly always shows one row,
 /// kept inline: reading it costs no cache miss beyond the key's own entry. A retraction
 /// that comes before its replacement (as the views emit them when the row grows) keeps it
@@ -63,62 +81,64 @@ impl Rows {
         }
     }
 
-    /// Applies `updates`, copying only the rows that are inserted. Any order gives the
-    /// same rows; a key's neighbouring updates (as the sinks stash them) are applied
-    /// together: the key is looked up once, and a key whose row is replaced keeps its
-    /// entry instead of losing and regaining it.
-    pub(super) fn apply(&mut self, updates: &Updates) {
+    /// Applies `updates`, taking in only the rows that are inserted (as `take` says). Any
+    /// order gives the same rows; a key's neighbouring updates (as the sinks stash them)
+    /// are applied together: the key is looked up once, and a key whose row is replaced
+    /// keeps its entry instead of losing and regaining it.
+    pub(super) fn apply(&mut self, updates: &mut Updates, take: Take) {
         for window_updates in updates
             .page_views
-            .chunk_by(|(a, _), (b, _)| (&a.page, a.window_start) == (&b.page, b.window_start))
+            .chunk_by_mut(|(a, _), (b, _)| (&a.page, a.window_start) == (&b.page, b.window_start))
         {
-            self.page_views.add_to_window(window_updates);
+            self.page_views.add_to_window(window_updates, take);
         }
         for user_updates in updates
             .sessions
-            .chunk_by(|(a, _), (b, _)| a.user_id == b.user_id)
+            .chunk_by_mut(|(a, _), (b, _)| a.user_id == b.user_id)
         {
-            self.add_user_sessions(user_updates);
+            self.add_user_sessions(user_updates, take);
         }
-        for (row, diff) in &updates.funnel {
-            add_to_sorted_counts(&mut self.funnel, row.clone(), *diff);
+        for (row, diff) in &mut updates.funnel {
+            add_to_sorted_counts(&mut self.funnel, take.row(row), *diff);
         }
-        for (row, diff) in &updates.alerts {
-            add_to_sorted_counts(&mut self.alerts, row.clone(), *diff);
+        for (row, diff) in &mut updates.alerts {
+            add_to_sorted_counts(&mut self.alerts, take.row(row), *diff);
         }
     }
 
     /// Applies updates of one user's session rows.
-    fn add_user_sessions(&mut self, updates: &[(SessionRow, isize)]) {
+    fn add_user_sessions(&mut self, updates: &mut [(SessionRow, isize)], take: Take) {
         let Some((first, _)) = updates.first() else {
             return;
         };
-        let sessions = self.sessions.entry(first.user_id.clone()).or_default();
+        let user_id = first.user_id.clone();
+        let sessions = self.sessions.entry(user_id.clone()).or_default();
         for (row, diff) in updates {
-            add_to_key_rows(sessions, row, *diff);
+            add_to_key_rows(sessions, row, *diff, take);
         }
         if sessions.is_empty() {
-            self.sessions.remove(&first.user_id);
+            self.sessions.remove(&user_id);
         }
     }
 }
 
 impl PageViews {
     /// Applies updates of one page's rows in one window.
-    fn add_to_window(&mut self, updates: &[(PageViewRow, isize)]) {
+    fn add_to_window(&mut self, updates: &mut [(PageViewRow, isize)], take: Take) {
         let Some((first, _)) = updates.first() else {
             return;
         };
-        let windows_of_page = match self.by_page.entry(first.page.clone()) {
+        let (page, window_start) = (first.page.clone(), first.window_start);
+        let windows_of_page = match self.by_page.entry(page.clone()) {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
-                self.pages.insert(first.page.clone());
+                self.pages.insert(page.clone());
                 entry.insert(BTreeMap::new())
             }
         };
-        let at_window = windows_of_page.entry(first.window_start).or_default();
+        let at_window = windows_of_page.entry(window_start).or_default();
         for (row, diff) in updates {
-            add_to_key_rows(at_window, row, *diff);
+            add_to_key_rows(at_window, row, *diff, take);
         }
         // While a batch is applied a window can briefly hold no row or two for a page, in
         // any order; the row that remains after the page's updates is indexed.
@@ -127,13 +147,13 @@ impl PageViews {
             .find(|(_, count)| *count > 0)
             .map(|(row, _)| row.clone());
         if at_window.is_empty() {
-            windows_of_page.remove(&first.window_start);
+            windows_of_page.remove(&window_start);
             if windows_of_page.is_empty() {
-                self.by_page.remove(&first.page);
-                self.pages.remove(&first.page);
+                self.by_page.remove(&page);
+                self.pages.remove(&page);
             }
         }
-        self.index(&first.page, first.window_start, positive);
+        self.index(&page, window_start, positive);
     }
 
     /// Makes `row` the page's row in its window's index, or takes the page out of it.
@@ -174,7 +194,12 @@ impl PageViews {
 }
 
 /// Adds `diff` to `row`'s multiplicity among a key's rows, removing it at zero.
-fn add_to_key_rows<R: Ord + Clone>(rows: &mut KeyRows<R>, row: &R, diff: isize) {
+fn add_to_key_rows<R: Ord + Clone + Default>(
+    rows: &mut KeyRows<R>,
+    row: &mut R,
+    diff: isize,
+    take: Take,
+) {
     match rows.binary_search_by(|(kept, _)| kept.cmp(row)) {
         Ok(index) => {
             rows[index].1 += diff;
@@ -182,6 +207,6 @@ fn add_to_key_rows<R: Ord + Clone>(rows: &mut KeyRows<R>, row: &R, diff: isize) 
                 rows.remove(index);
             }
         }
-        Err(index) => rows.insert(index, (row.clone(), diff)),
+        Err(index) => rows.insert(index, (take.row(row), diff)),
     }
 }
