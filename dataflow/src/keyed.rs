@@ -7,7 +7,9 @@
 //! so the output is an ordinary differential collection. A key can also ask to be woken
 //! at a later time (when a window or session leaves retention); the wake-up emits the
 //! retraction at exactly that time, and [`KeyedView::retire`] drops state that no future
-//! input can reach, which bounds memory by the retention horizon.
+//! input can reach, which bounds memory by the retention horizon. The keys a time touches
+//! are remembered by their entries' places in the hash table, so that deriving their rows
+//! does not look them up again.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};

@@ -7,7 +7,7 @@
 //! without blocking, a batch at a time, every [`POLL_INTERVAL`] (at once again while
 //! batches come full), while librdkafka fetches in the background. It is not woken when
 //! librdkafka's queue becomes non-empty: that cost a dataflow step per fetch response,
-//! most of the service's CPU at low rates, and gained no freshness (a tick is 50 ms of
+//! most of the service's CPU at low rates, and gained no freshness (a tick is 25 ms of
 //! event time by default).
 //!
 //! Records are decoded and admitted against their partition's own watermark; refused

@@ -76,7 +76,7 @@ impl Default for KafkaConfig {
             input_topics: vec!["page-views".to_owned()],
             start: "earliest".to_owned(),
             idle_timeout_ms: 10_000,
-            tick_ms: 50,
+            tick_ms: 25,
             dead_letter_topic: "page-views.dlq".to_owned(),
             page_view_counts_topic: "page-view-counts".to_owned(),
             alerts_topic: "alerts".to_owned(),
