@@ -101,14 +101,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
     input
         .inner
         .unary_frontier(exchange, name, move |_capability, _info| {
-            let mut operator = KeyedOperator {
-                view,
-                hasher: RandomState::default(),
-                entries: HashTable::new(),
-                updates: BTreeMap::new(),
-                wakes: BTreeSet::new(),
-                touched: Vec::new(),
-            };
+            let mut operator = KeyedOperator::new(view);
             let mut held: Option<Capability<Time>> = None;
             let mut changes = Vec::new();
             move |(input, frontier), output| {
@@ -167,6 +160,17 @@ struct KeyedOperator<V: KeyedView> {
 }
 
 impl<V: KeyedView> KeyedOperator<V> {
+    fn new(view: V) -> Self {
+        Self {
+            view,
+            hasher: RandomState::default(),
+            entries: HashTable::new(),
+            updates: BTreeMap::new(),
+            wakes: BTreeSet::new(),
+            touched: Vec::new(),
+        }
+    }
+
     /// The earliest time with work waiting.
     fn next_time(&self) -> Option<Time> {
         let update = self.updates.first_key_value().map(|(time, _)| *time);
@@ -284,6 +288,85 @@ fn push_differences<R: Ord + Clone>(
             }
             Ordering::Less => changes.extend(old.next().map(|row| (row, time, -1))),
             Ordering::Greater => changes.extend(new.next().map(|row| (row.clone(), time, 1))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Each key's count, shown while it is not zero; a key at zero is retired.
+    struct Counts;
+
+    impl KeyedView for Counts {
+        type Key = u64;
+        type Value = ();
+        type State = isize;
+        type Row = (u64, isize);
+
+        fn apply(&self, count: &mut isize, _value: (), diff: isize) {
+            *count += diff;
+        }
+
+        fn rows(
+            &self,
+            key: &u64,
+            count: &mut isize,
+            _: Time,
+            _: &[(u64, isize)],
+            rows: &mut Vec<(u64, isize)>,
+        ) {
+            if *count != 0 {
+                rows.push((*key, *count));
+            }
+        }
+
+        fn retire(&self, _key: &u64, count: &mut isize, _time: Time) -> bool {
+            *count == 0
+        }
+
+        fn next_change(&self, _: &u64, _: &isize, _: Time, _: &[(u64, isize)]) -> Option<Time> {
+            None
+        }
+    }
+
+    proptest! {
+        /// Times that bring many new keys make the table grow (or drop removed entries'
+        /// places) while the keys touched before are waiting for their rows.
+        #[test]
+        fn rows_follow_the_updates_while_the_table_grows_and_shrinks(
+            times in prop::collection::vec(prop::collection::vec((0..400_u64, prop::bool::ANY), 0..300), 1..8),
+        ) {
+            let mut operator = KeyedOperator::new(Counts);
+            let mut expected: BTreeMap<u64, isize> = BTreeMap::new();
+            let mut shown: BTreeMap<(u64, isize), isize> = BTreeMap::new();
+            for (time, updates) in times.into_iter().enumerate() {
+                let time = time as Time;
+                for (key, insert) in updates {
+                    let diff = if insert { 1 } else { -1 };
+                    *expected.entry(key).or_default() += diff;
+                    operator.updates.entry(time).or_default().push((key, (), diff));
+                }
+                let mut changes = Vec::new();
+                if operator.next_time() == Some(time) {
+                    operator.process(time, &mut changes);
+                }
+                for (row, _, diff) in changes {
+                    *shown.entry(row).or_default() += diff;
+                }
+                shown.retain(|_, count| *count != 0);
+                let rows: Vec<(u64, isize)> = shown.keys().copied().collect();
+                let reference: Vec<(u64, isize)> =
+                    expected.iter().filter(|(_, count)| **count != 0).map(|(k, c)| (*k, *c)).collect();
+                prop_assert_eq!(rows, reference);
+                prop_assert!(shown.values().all(|count| *count == 1));
+                prop_assert_eq!(operator.entries.len(), expected.values().filter(|c| **c != 0).count());
+            }
         }
     }
 }
