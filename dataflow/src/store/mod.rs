@@ -2,11 +2,11 @@
 //! and (for subscriptions) a changelog of their recent updates.
 //!
 //! Each view's updates are routed, by a hash of the row's key, to one of process 0's
-//! workers, whose sink stashes them with the view's frontier. When the least frontier over every
-//! view and sink (the store's `as_of`) advances, the store's own thread applies every
-//! stashed update before the new `as_of` and publishes the result, so a read shows every
-//! view at exactly one logical time: the views are mutually consistent. The workers only
-//! stash, so the store's upkeep never delays the dataflow or the output topics.
+//! workers, whose sink stashes them with the view's frontier. When the least frontier over
+//! every view and sink (the store's `as_of`) advances, the store's own thread applies
+//! every stashed update before the new `as_of` and publishes the result, so a read shows
+//! every view at exactly one logical time: the views are mutually consistent. The workers
+//! only stash, so the store's upkeep never delays the dataflow or the output topics.
 //!
 //! In a serving store, reads never wait for the store's thread either. It keeps two copies
 //! of the rows: the published one, which reads share, and a standby that it brings up to
@@ -18,9 +18,9 @@
 //!
 //! A key's updates at one time reach one sink in the order its view produced them, next
 //! to each other: a publication applies them together, so that a key's retraction and its
-//! replacement meet its state in the cache once. Page views, funnel and alert rows are kept sorted (row order is key order), so
-//! that a read can take a key range; page-view rows are also indexed by window, for top-k
-//! reads.
+//! replacement meet its state in the cache once. Page views, funnel and alert rows are
+//! kept sorted (row order is key order), so that a read can take a key range; page-view
+//! rows are also indexed by window, for top-k reads.
 //! Sessions are kept by user, as they are read one user at a time (a read of all of them
 //! sorts them). A serving store also keeps a changelog: every applied update with its time,
 //! for `changelog_ms` of logical time, so that a subscriber can read what changed after a

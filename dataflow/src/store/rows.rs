@@ -25,7 +25,7 @@ pub(super) struct Updates {
 }
 
 /// How an update's row gets into the rows when it is inserted.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy)]
 pub(super) enum Take {
     /// Copied: the updates are applied again, to the other copy.
     Copy,
