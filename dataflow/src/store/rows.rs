@@ -111,13 +111,16 @@ impl Rows {
         let Some((first, _)) = updates.first() else {
             return;
         };
-        let user_id = first.user_id.clone();
-        let sessions = self.sessions.entry(user_id.clone()).or_default();
+        // The entry is kept, not the key: a moved row leaves no user id behind to remove by.
+        let mut sessions = match self.sessions.entry(first.user_id.clone()) {
+            Entry::Occupied(entry) => entry,
+            Entry::Vacant(entry) => entry.insert_entry(KeyRows::new()),
+        };
         for (row, diff) in updates {
-            add_to_key_rows(sessions, row, *diff, take);
+            add_to_key_rows(sessions.get_mut(), row, *diff, take);
         }
-        if sessions.is_empty() {
-            self.sessions.remove(&user_id);
+        if sessions.get().is_empty() {
+            sessions.remove();
         }
     }
 }
