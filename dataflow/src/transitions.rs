@@ -2,8 +2,6 @@
 //! outputs) and the alert transitions (an alert fired or cleared), shared by the output
 //! topics and the alert subscriptions.
 
-use std::collections::BTreeMap;
-
 use crate::rows::AlertRow;
 use crate::views::Time;
 
@@ -38,8 +36,8 @@ pub fn changed_rows<R: Clone + Ord, K: Ord>(
     key: impl Fn(&R) -> K,
 ) -> Vec<R> {
     changes_by_key(updates, key)
-        .into_values()
-        .filter_map(|changes| {
+        .into_iter()
+        .filter_map(|(_, changes)| {
             let held_before = changes.first()?.deleted;
             let last = changes.last()?;
             let held_last = last.inserted.or(last.deleted);
@@ -60,8 +58,8 @@ pub fn alert_transitions(
     let mut transitions: Vec<AlertTransition> = changes_by_key(updates, |row| {
         (row.rule.clone(), row.page.clone(), row.window_start)
     })
-    .into_values()
-    .flatten()
+    .into_iter()
+    .flat_map(|(_, changes)| changes)
     .filter_map(|change| match (change.inserted, change.deleted) {
         (Some(row), None) => Some(AlertTransition {
             row: row.clone(),
@@ -91,20 +89,34 @@ struct Change<'r, R> {
 }
 
 /// Nets out updates by key and time: each key's changes in time order, keys in key order.
+///
+/// The updates are sorted by key, time and row (by reference), and runs of one row at one
+/// time are summed: a sort of one vector, where ordered maps cost a tree search per
+/// update in the output writer's profile.
 fn changes_by_key<R: Ord, K: Ord>(
     updates: &[(R, Time, isize)],
     key: impl Fn(&R) -> K,
-) -> BTreeMap<K, Vec<Change<'_, R>>> {
-    let mut by_row: BTreeMap<(Time, &R), isize> = BTreeMap::new();
-    for (row, time, diff) in updates {
-        *by_row.entry((*time, row)).or_default() += diff;
-    }
-    let mut changes: BTreeMap<K, Vec<Change<'_, R>>> = BTreeMap::new();
-    for ((time, row), diff) in by_row {
+) -> Vec<(K, Vec<Change<'_, R>>)> {
+    let mut sorted: Vec<(K, Time, &R, isize)> = updates
+        .iter()
+        .map(|(row, time, diff)| (key(row), *time, row, *diff))
+        .collect();
+    sorted.sort_unstable_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+    let mut changes: Vec<(K, Vec<Change<'_, R>>)> = Vec::new();
+    let mut updates = sorted.into_iter().peekable();
+    while let Some((key, time, row, mut diff)) = updates.next() {
+        while let Some((_, _, _, more)) =
+            updates.next_if(|next| next.1 == time && next.2 == row && next.0 == key)
+        {
+            diff += more;
+        }
         if diff == 0 {
             continue;
         }
-        let key_changes = changes.entry(key(row)).or_default();
+        if changes.last().is_none_or(|(last, _)| *last != key) {
+            changes.push((key, Vec::new()));
+        }
+        let key_changes = &mut changes.last_mut().expect("pushed above").1;
         if key_changes.last().is_none_or(|change| change.time != time) {
             key_changes.push(Change {
                 time,
