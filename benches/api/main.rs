@@ -5,11 +5,13 @@
 //! 1. `clickflow serve -w W` reads a fresh 12-partition topic from its latest offsets,
 //!    with the gRPC API on a free port, while the load generator writes `--rate`
 //!    records/s (event times follow the wall clock) for the whole benchmark.
-//! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client issues as many
-//!    sequential requests as it can of: a point query (one user's sessions, random users),
-//!    a page query (one page's rows of the last minutes), and top-10 pages of the latest
-//!    window. Latencies are measured at the client, over loopback, and reported as
-//!    p50/p99, beside the service's own (`clickflow_api_request_duration_seconds`).
+//! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client issues sequential
+//!    requests, back to back or at most `--query-rate` a second, of: a point query (one
+//!    user's sessions, random users), a page query (one page's rows of the last minutes),
+//!    and top-10 pages of the latest window. Latencies are measured at the client, over
+//!    loopback, and reported as p50/p99, beside the service's own
+//!    (`clickflow_api_request_duration_seconds`) and the events ingested per second
+//!    meanwhile.
 //! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
 //!    connections of at most 100 streams each) for `--phase-seconds` each: updates per
 //!    second delivered to all of them together; meanwhile the ingest rate (events counted
@@ -62,6 +64,10 @@ struct Args {
     /// Records per second written while measuring.
     #[arg(long, default_value_t = 100_000)]
     rate: u64,
+    /// Requests per second the query client sends at most (each after the previous
+    /// answer); 0 sends them back to back.
+    #[arg(long, default_value_t = 0)]
+    query_rate: u64,
     /// Seconds before measuring.
     #[arg(long, default_value_t = 10)]
     warm_up_seconds: u64,
@@ -153,18 +159,20 @@ fn main() -> anyhow::Result<()> {
          `clickflow_api_request_duration_seconds` (the bucket bound each quantile falls in).\n"
     );
     println!(
-        "| request | requests | client p50 | client p99 | server p50 | server p99 |\n\
-         |---|---|---|---|---|---|"
+        "| request | requests | client p50 | client p99 | server p50 | server p99 | \
+         events/s ingested meanwhile |\n\
+         |---|---|---|---|---|---|---|"
     );
     for phase in &report.latencies {
         println!(
-            "| {} | {} | {:.3} ms | {:.3} ms | ≤ {} ms | ≤ {} ms |",
+            "| {} | {} | {:.3} ms | {:.3} ms | ≤ {} ms | ≤ {} ms | {:.0} |",
             phase.name,
             phase.client.len(),
             percentile(&phase.client, 0.5),
             percentile(&phase.client, 0.99),
             phase.server_p50 * 1000.0,
-            phase.server_p99 * 1000.0
+            phase.server_p99 * 1000.0,
+            phase.ingest
         );
     }
     println!(
@@ -225,6 +233,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         .context("connecting to the API")?;
     tokio::time::sleep(Duration::from_secs(args.warm_up_seconds)).await;
     let phase = Duration::from_secs(args.phase_seconds);
+    let pacing = (args.query_rate > 0).then(|| Duration::from_secs(1) / args.query_rate as u32);
     let mut latencies = Vec::new();
     eprintln!("bench-api: point queries");
     let mut user = 0_u64;
@@ -234,6 +243,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
             "QuerySessions (one user)",
             "QuerySessions",
             phase,
+            pacing,
             || {
                 user = (user + 7_919) % 1_000_000;
                 let request = v1::QuerySessionsRequest {
@@ -257,6 +267,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
             "QueryPageViews (one page, last 5 windows)",
             "QueryPageViews",
             phase,
+            pacing,
             || {
                 let request = v1::QueryPageViewsRequest {
                     page_filter: Some(v1::query_page_views_request::PageFilter::Page(
@@ -281,6 +292,7 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
             "TopPages (k = 10, latest window)",
             "TopPages",
             phase,
+            pacing,
             || {
                 let request = v1::TopPagesRequest {
                     k: 10,
@@ -393,18 +405,22 @@ struct Latencies {
     name: &'static str,
     /// Each request's, at the client, in milliseconds.
     client: Vec<f64>,
+    /// Events counted per second by the service meanwhile.
+    ingest: f64,
     /// The service's own median and 99th percentile (bucket bounds), in seconds.
     server_p50: f64,
     server_p99: f64,
 }
 
-/// Runs `request` back to back for `phase`; the latencies at the client, and the service's
-/// own for `method` over the same requests.
+/// Runs `request` for `phase`, back to back or one per `pacing` at most; the latencies at
+/// the client, the service's own for `method` over the same requests, and the ingest rate
+/// meanwhile.
 async fn timed<F, Fut>(
     serve: &mut Serve,
     name: &'static str,
     method: &str,
     phase: Duration,
+    pacing: Option<Duration>,
     mut request: F,
 ) -> anyhow::Result<Latencies>
 where
@@ -412,28 +428,35 @@ where
     Fut: Future<Output = Result<(), tonic::Status>>,
 {
     let before = serve.scrape()?;
-    let end = Instant::now() + phase;
+    let start = Instant::now();
+    let end = start + phase;
     let mut client = Vec::new();
     while Instant::now() < end {
+        if let Some(pacing) = pacing {
+            tokio::time::sleep_until((start + pacing * client.len() as u32).into()).await;
+        }
         let started = Instant::now();
         request().await.context("request failed")?;
         client.push(started.elapsed().as_secs_f64() * 1000.0);
     }
+    let after = serve.scrape()?;
+    let ingest = (after.sum("clickflow_events_total") - before.sum("clickflow_events_total"))
+        / start.elapsed().as_secs_f64();
     let server = histogram_between(
         &before,
-        &serve.scrape()?,
+        &after,
         "clickflow_api_request_duration_seconds",
         Some(("method", method)),
     );
     Ok(Latencies {
         name,
         client,
+        ingest,
         server_p50: quantile_at_most(&server, 0.5),
         server_p99: quantile_at_most(&server, 0.99),
     })
 }
 
-/// Events counted per second by the service over `phase`.
 /// Ingest and CPU use over one phase.
 struct PhaseLoad {
     /// Events counted per second by the service.
