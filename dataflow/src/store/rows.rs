@@ -11,7 +11,7 @@ use compact_str::CompactString;
 use foldhash::HashMap;
 use smallvec::SmallVec;
 
-use crate::multiset::add_to_sorted_counts;
+use crate::multiset::{add_to_sorted_counts, partition_point_from_end};
 use crate::rows::{AlertRow, FunnelRow, PageViewRow, SessionRow};
 use crate::views::Time;
 
@@ -64,8 +64,9 @@ pub(super) struct Rows {
 pub(super) struct PageViews {
     /// Every page with rows, in order.
     pages: BTreeSet<CompactString>,
-    /// Each page's rows by window, sorted within a window.
-    by_page: HashMap<CompactString, BTreeMap<u64, KeyRows<PageViewRow>>>,
+    /// Each page's rows by window: windows in order (sought from the latest, where
+    /// nearly every update lands), rows sorted within a window.
+    by_page: HashMap<CompactString, Vec<(u64, KeyRows<PageViewRow>)>>,
     /// The rows of each window by page (rows with a positive multiplicity only).
     pub(super) windows: BTreeMap<u64, HashMap<CompactString, PageViewRow>>,
 }
@@ -136,10 +137,17 @@ impl PageViews {
             Entry::Occupied(entry) => entry.into_mut(),
             Entry::Vacant(entry) => {
                 self.pages.insert(page.clone());
-                entry.insert(BTreeMap::new())
+                entry.insert(Vec::new())
             }
         };
-        let at_window = windows_of_page.entry(window_start).or_default();
+        let at = partition_point_from_end(windows_of_page, |(start, _)| *start < window_start);
+        if windows_of_page
+            .get(at)
+            .is_none_or(|(start, _)| *start != window_start)
+        {
+            windows_of_page.insert(at, (window_start, KeyRows::new()));
+        }
+        let at_window = &mut windows_of_page[at].1;
         for (row, diff) in updates {
             add_to_key_rows(at_window, row, *diff, take);
         }
@@ -150,7 +158,7 @@ impl PageViews {
             .find(|(_, count)| *count > 0)
             .map(|(row, _)| row.clone());
         if at_window.is_empty() {
-            windows_of_page.remove(&window_start);
+            windows_of_page.remove(at);
             if windows_of_page.is_empty() {
                 self.by_page.remove(&page);
                 self.pages.remove(&page);
@@ -190,7 +198,7 @@ impl PageViews {
         self.pages
             .range::<CompactString, _>((first_page, Bound::Unbounded))
             .filter_map(|page| self.by_page.get(page))
-            .flat_map(|windows| windows.values().flatten())
+            .flat_map(|windows| windows.iter().flat_map(|(_, rows)| rows))
             .map(|(row, count)| (row, count))
             .filter(move |(row, _)| bounds.contains(*row))
     }
