@@ -103,10 +103,10 @@ fn changes_by_key<R: Ord, K: Ord>(
         .collect();
     sorted.sort_unstable_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
     let mut changes: Vec<(K, Vec<Change<'_, R>>)> = Vec::new();
-    let mut updates = sorted.into_iter().peekable();
-    while let Some((key, time, row, mut diff)) = updates.next() {
+    let mut sorted = sorted.into_iter().peekable();
+    while let Some((key, time, row, mut diff)) = sorted.next() {
         while let Some((_, _, _, more)) =
-            updates.next_if(|next| next.1 == time && next.2 == row && next.0 == key)
+            sorted.next_if(|next| next.1 == time && next.2 == row && next.0 == key)
         {
             diff += more;
         }

@@ -75,8 +75,7 @@ pub fn format_iso8601_utc(time: EventTime) -> String {
     let (year, month, day) = civil_from_days(ms.div_euclid(MS_PER_DAY));
     let in_day = ms.rem_euclid(MS_PER_DAY);
     let mut text = *b"0000-00-00T00:00:00.000Z";
-    let mut put = |at: usize, width: usize, value: i64| {
-        let mut value = value;
+    let mut put = |at: usize, width: usize, mut value: i64| {
         for digit in text[at..at + width].iter_mut().rev() {
             *digit = b'0' + (value % 10) as u8;
             value /= 10;
