@@ -2,6 +2,8 @@
 //! outputs) and the alert transitions (an alert fired or cleared), shared by the output
 //! topics and the alert subscriptions.
 
+use differential_dataflow::consolidation::consolidate;
+
 use crate::rows::AlertRow;
 use crate::views::Time;
 
@@ -90,29 +92,19 @@ struct Change<'r, R> {
 
 /// Nets out updates by key and time: each key's changes in time order, keys in key order.
 ///
-/// The updates are sorted by key, time and row (by reference), and runs of one row at one
-/// time are summed: a sort of one vector, where ordered maps cost a tree search per
-/// update in the output writer's profile.
+/// The updates are consolidated by key, time and row (by reference): a sort of one vector,
+/// where ordered maps cost a tree search per update in the output writer's profile.
 fn changes_by_key<R: Ord, K: Ord>(
     updates: &[(R, Time, isize)],
     key: impl Fn(&R) -> K,
 ) -> Vec<(K, Vec<Change<'_, R>>)> {
-    let mut sorted: Vec<(K, Time, &R, isize)> = updates
+    let mut netted: Vec<((K, Time, &R), isize)> = updates
         .iter()
-        .map(|(row, time, diff)| (key(row), *time, row, *diff))
+        .map(|(row, time, diff)| ((key(row), *time, row), *diff))
         .collect();
-    sorted.sort_unstable_by(|a, b| (&a.0, a.1, a.2).cmp(&(&b.0, b.1, b.2)));
+    consolidate(&mut netted);
     let mut changes: Vec<(K, Vec<Change<'_, R>>)> = Vec::new();
-    let mut sorted = sorted.into_iter().peekable();
-    while let Some((key, time, row, mut diff)) = sorted.next() {
-        while let Some((_, _, _, more)) =
-            sorted.next_if(|next| next.1 == time && next.2 == row && next.0 == key)
-        {
-            diff += more;
-        }
-        if diff == 0 {
-            continue;
-        }
+    for ((key, time, row), diff) in netted {
         if changes.last().is_none_or(|(last, _)| *last != key) {
             changes.push((key, Vec::new()));
         }
@@ -150,7 +142,9 @@ mod tests {
     }
 
     /// The updates that move every key through its history at the times in `from..to`,
-    /// in an order that depends on `shuffle` (netting must not depend on it).
+    /// in an order that depends on `shuffle` (netting must not depend on it). Each change
+    /// comes with a row the key never holds (value 3), inserted and retracted at the same
+    /// time, which must net out.
     fn updates<R>(
         histories: &Histories,
         from: usize,
@@ -167,6 +161,8 @@ mod tests {
                 }
                 updates.extend(before.map(|value| (row(key, value), time as Time, -1)));
                 updates.extend(history[time].map(|value| (row(key, value), time as Time, 1)));
+                updates.push((row(key, 3), time as Time, 1));
+                updates.push((row(key, 3), time as Time, -1));
             }
         }
         if !updates.is_empty() {
