@@ -191,11 +191,9 @@ pub fn subscribe(
         let as_of = read.as_of();
         let frontier = as_of.unwrap_or(Time::MAX);
         if request.resume_from_ms != 0 {
-            let changes =
-                read.changes_since(view, request.resume_from_ms)
-                    .ok_or(ApiError::ResumeTooOld {
-                        kept_from: request.resume_from_ms,
-                    })?;
+            let changes = read
+                .changes_since(view, request.resume_from_ms)
+                .map_err(|kept_from| ApiError::ResumeTooOld { kept_from })?;
             first.extend(update_batches(
                 &changes,
                 request.resume_from_ms,
@@ -216,8 +214,14 @@ pub fn subscribe(
                 )));
             }
         }
-        first.push(progress(convert::as_of(as_of, &state.status)));
-        frontier
+        if request.resume_from_ms > frontier {
+            // The client has seen more than the store has (from a server since restarted
+            // and replaying): it hears nothing until the store is past what it has seen.
+            request.resume_from_ms
+        } else {
+            first.push(progress(convert::as_of(as_of, &state.status)));
+            frontier
+        }
     };
     let (mut out, subscription) = buffer(state);
     let guard = state.subscriber();
@@ -618,6 +622,36 @@ mod tests {
         assert_eq!(whole, [all(), Err(8), all(), Err(9)]);
         let b = || Ok(vec!["/b".to_owned(), "/bc".to_owned()]);
         assert_eq!(prefixed, [b(), Err(8), b(), Err(9)]);
+    }
+
+    #[tokio::test]
+    async fn a_resume_from_ahead_of_the_store_waits_for_the_store_to_pass_it() {
+        let state = state();
+        let request = |key_prefix: &str| v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            key_prefix: key_prefix.into(),
+            resume_from_ms: 8,
+            ..Default::default()
+        };
+        let mut whole = subscribe(&state, request("")).unwrap();
+        let mut prefixed = subscribe(&state, request("/b")).unwrap();
+        for time in [7, 8, 9] {
+            state
+                .feed
+                .send(batch_of_pages(time, &["/a", "/b"]))
+                .unwrap();
+        }
+        let mut got: [Vec<Result<Vec<String>, u64>>; 2] = Default::default();
+        for (stream, got) in [&mut whole, &mut prefixed].into_iter().zip(&mut got) {
+            for _ in 0..4 {
+                got.push(pages_or_frontier(stream.next().await.unwrap().unwrap()));
+            }
+        }
+        // Nothing at 7, which the client has seen, and no progress to an earlier as_of.
+        let all = || Ok(vec!["/a".to_owned(), "/b".to_owned()]);
+        assert_eq!(got[0], [all(), Err(9), all(), Err(10)]);
+        let b = || Ok(vec!["/b".to_owned()]);
+        assert_eq!(got[1], [b(), Err(9), b(), Err(10)]);
     }
 
     #[tokio::test]

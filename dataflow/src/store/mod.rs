@@ -643,12 +643,19 @@ impl ViewRead<'_> {
             .map(|(start, _)| *start)
     }
 
-    /// The updates of `view` at times in `[from, as_of)`, by time; `None` when some of
-    /// them are not kept (too old, or from before the view was first followed).
-    pub fn changes_since(&self, view: ViewKind, from: Time) -> Option<Vec<TimedUpdates>> {
+    /// The updates of `view` at times in `[from, as_of)`, by time (none when `from` is at
+    /// or past the `as_of`); when some of them are not kept (too old, from before the view
+    /// was first followed, or not followed at all), the error is the time they are kept
+    /// from.
+    pub fn changes_since(&self, view: ViewKind, from: Time) -> Result<Vec<TimedUpdates>, Time> {
         let changelog = read(self.changelog);
-        let kept_from = changelog.kept_from(view)?;
-        (from >= kept_from).then(|| self.kept_changes(&changelog, view, from))
+        let kept_from = changelog
+            .kept_from(view)
+            .unwrap_or_else(|| self.as_of().unwrap_or(Time::MAX));
+        if from < kept_from {
+            return Err(kept_from);
+        }
+        Ok(self.kept_changes(&changelog, view, from))
     }
 
     /// The updates of `view` at times in `[from, as_of)` that are kept, by time: those from
@@ -663,6 +670,9 @@ impl ViewRead<'_> {
     }
 
     fn kept_changes(&self, changelog: &Changelog, view: ViewKind, from: Time) -> Vec<TimedUpdates> {
+        if self.as_of().is_some_and(|as_of| from >= as_of) {
+            return Vec::new();
+        }
         let until = self.as_of().map_or(Bound::Unbounded, Bound::Excluded);
         changelog.views[view as usize]
             .range((Bound::Included(from), until))
@@ -1074,22 +1084,24 @@ mod tests {
         );
         assert_eq!(changes[1].1.to_vec(), vec![(AnyRow::PageView(b), -1)]);
         let since_15 = store.read().changes_since(ViewKind::PageViews, 15);
-        assert_eq!(since_15.map(|changes| changes.len()), Some(1));
+        assert_eq!(since_15.map(|changes| changes.len()), Ok(1));
+        assert_eq!(
+            store.read().changes_since(ViewKind::PageViews, 70),
+            Ok(Vec::new()),
+            "a time ahead of the as_of has nothing yet"
+        );
         step(&store, 0, vec![], Some(130));
         step(&store, 1, vec![], Some(130));
         settle(&store, Some(130));
-        assert!(
-            store
-                .read()
-                .changes_since(ViewKind::PageViews, 15)
-                .is_none()
+        assert_eq!(
+            store.read().changes_since(ViewKind::PageViews, 15),
+            Err(30),
+            "trimmed to the as_of minus the changelog's 100"
         );
         assert_eq!(
             store.read().changes_since(ViewKind::PageViews, 30),
-            Some(Vec::new())
+            Ok(Vec::new())
         );
-        let batch = ViewStore::new(1);
-        assert!(batch.read().changes_since(ViewKind::PageViews, 0).is_none());
     }
 
     #[test]
@@ -1099,7 +1111,11 @@ mod tests {
         let b = page_view("/b", 0, 1, 1);
         step(&store, 0, vec![(a.clone(), 5, 1)], Some(10));
         settle(&store, Some(10));
-        assert_eq!(store.read().changes_since(ViewKind::PageViews, 0), None);
+        assert_eq!(
+            store.read().changes_since(ViewKind::PageViews, 0),
+            Err(10),
+            "not followed: nothing before the as_of"
+        );
         assert_eq!(store.read().recent_changes(ViewKind::PageViews, 0), vec![]);
         store.follow(ViewKind::PageViews);
         step(&store, 0, vec![(b.clone(), 12, 1)], Some(20));
@@ -1107,7 +1123,7 @@ mod tests {
         let read = store.read();
         assert_eq!(
             read.changes_since(ViewKind::PageViews, 5),
-            None,
+            Err(10),
             "before it was followed"
         );
         let kept = read.changes_since(ViewKind::PageViews, 10).unwrap();
@@ -1117,7 +1133,7 @@ mod tests {
         assert_eq!(read.recent_changes(ViewKind::PageViews, 0), kept);
         assert_eq!(
             read.changes_since(ViewKind::Sessions, 10),
-            None,
+            Err(20),
             "never followed"
         );
     }
