@@ -6,6 +6,12 @@
 //! `--set section.key=value`. A value is read as TOML when it parses (numbers, booleans,
 //! arrays such as `["a","b"]`) and as a string otherwise. Unknown keys are errors, so a
 //! typo never silently keeps a default.
+//!
+//! The librdkafka properties under `kafka.consumer` and `kafka.producer` keep their dots
+//! (`--set kafka.consumer.fetch.wait.max.ms=10`); in an environment variable's name, which
+//! cannot hold a dot, `_` stands for one there
+//! (`CLICKFLOW_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS`). Their values, and `kafka.start`, may
+//! be numbers or booleans as well as strings.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -46,6 +52,7 @@ pub struct KafkaConfig {
     /// Input topics.
     pub input_topics: Vec<String>,
     /// `earliest`, `latest`, epoch milliseconds or an ISO-8601 time.
+    #[serde(deserialize_with = "scalar_text")]
     pub start: String,
     /// A partition with no record for this long stops holding back the frontier, unless
     /// the consumer's statistics show records in it not fetched yet.
@@ -64,8 +71,10 @@ pub struct KafkaConfig {
     /// only.
     pub rules_topic: String,
     /// Extra librdkafka properties for the input consumers.
+    #[serde(deserialize_with = "properties")]
     pub consumer: BTreeMap<String, String>,
     /// Extra librdkafka properties for the producers.
+    #[serde(deserialize_with = "properties")]
     pub producer: BTreeMap<String, String>,
 }
 
@@ -155,8 +164,7 @@ impl ServeConfig {
                 .strip_prefix(ENV_PREFIX)
                 .filter(|path| path.contains("__"))
             {
-                let path = path.to_ascii_lowercase().replace("__", ".");
-                set(&mut table, &path, &value)
+                set(&mut table, &environment_path(path), &value)
                     .with_context(|| format!("environment variable {name}"))?;
             }
         }
@@ -263,14 +271,39 @@ fn listen_address(text: &str, key: &str) -> anyhow::Result<Option<SocketAddr>> {
         .with_context(|| format!("{key}: {text:?} is not HOST:PORT"))
 }
 
-/// Sets `path` (dot-separated) in `table` to `value`, read as TOML or else as a string.
+/// The librdkafka property maps, whose keys keep their dots.
+const PROPERTY_MAPS: [&str; 2] = ["kafka.consumer", "kafka.producer"];
+
+/// A path into a property map as the map's path and the property.
+fn property_path(path: &str) -> Option<(&'static str, &str)> {
+    PROPERTY_MAPS.iter().find_map(|map| {
+        let property = path.strip_prefix(map)?.strip_prefix('.')?;
+        Some((*map, property))
+    })
+}
+
+/// The key path an environment variable's name (after the prefix) stands for: `__`
+/// separates the parts, and within a property map `_` stands for `.`.
+fn environment_path(name: &str) -> String {
+    let path = name.to_ascii_lowercase().replace("__", ".");
+    match property_path(&path) {
+        Some((map, property)) => format!("{map}.{}", property.replace('_', ".")),
+        None => path,
+    }
+}
+
+/// Sets `path` (dot-separated, but for a property map's keys) in `table` to `value`, read
+/// as TOML or else as a string.
 fn set(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
     let value = format!("value = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut parsed| parsed.remove("value"))
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let mut keys: Vec<&str> = path.split('.').collect();
+    let mut keys: Vec<&str> = match property_path(path) {
+        Some((map, property)) => map.split('.').chain([property]).collect(),
+        None => path.split('.').collect(),
+    };
     let last = keys
         .pop()
         .filter(|key| !key.is_empty())
@@ -285,6 +318,35 @@ fn set(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
     }
     current.insert(last.to_owned(), value);
     Ok(())
+}
+
+/// A string, number, boolean or date-time, as the text a string holding it would have.
+fn scalar_text<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    match toml::Value::deserialize(deserializer)? {
+        toml::Value::String(text) => Ok(text),
+        value @ (toml::Value::Integer(_)
+        | toml::Value::Float(_)
+        | toml::Value::Boolean(_)
+        | toml::Value::Datetime(_)) => Ok(value.to_string()),
+        value => Err(serde::de::Error::custom(format!(
+            "a string, number or boolean, not {}",
+            value.type_str()
+        ))),
+    }
+}
+
+/// librdkafka properties, whose values librdkafka takes as strings.
+fn properties<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    BTreeMap::<String, toml::Value>::deserialize(deserializer)?
+        .into_iter()
+        .map(|(key, value)| {
+            scalar_text(value)
+                .map(|text| (key.clone(), text))
+                .map_err(|error| serde::de::Error::custom(format!("{key}: {error}")))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -334,6 +396,46 @@ mod tests {
     }
 
     #[test]
+    fn librdkafka_properties_keep_their_dots_and_numbers_may_be_bare() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clickflow.toml");
+        let config = ServeConfig::load(
+            Some(&example),
+            env(&[
+                ("CLICKFLOW_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS", "10"),
+                ("CLICKFLOW_KAFKA__PRODUCER__LINGER_MS", "7"),
+                ("CLICKFLOW_KAFKA__START", "1700000000000"),
+            ]),
+            &[
+                "kafka.consumer.enable.partition.eof=true".into(),
+                "kafka.producer.compression.type=zstd".into(),
+            ],
+        )
+        .unwrap();
+        let properties = |map: &BTreeMap<String, String>| {
+            map.iter()
+                .map(|(key, value)| format!("{key}={value}"))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            properties(&config.kafka.consumer),
+            ["enable.partition.eof=true", "fetch.wait.max.ms=10"]
+        );
+        assert_eq!(
+            properties(&config.kafka.producer),
+            ["compression.type=zstd", "linger.ms=7"]
+        );
+        assert_eq!(
+            config.start_position().unwrap(),
+            StartPosition::Timestamp(1_700_000_000_000)
+        );
+        let from_flag = ServeConfig::load(None, vec![], &["kafka.start=1700000000001".into()]);
+        assert_eq!(
+            from_flag.unwrap().start_position().unwrap(),
+            StartPosition::Timestamp(1_700_000_000_001)
+        );
+    }
+
+    #[test]
     fn bad_settings_name_the_key() {
         let error = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
@@ -348,5 +450,7 @@ mod tests {
         assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
         assert!(error(&["api.dataflow_nice=20"]).contains("api.dataflow_nice"));
         assert!(error(&["api.dataflow_nice=-1"]).contains("api.dataflow_nice"));
+        assert!(error(&["kafka.consumer.fetch.wait.max.ms=[1]"]).contains("fetch.wait.max.ms"));
+        assert!(error(&["kafka.start=[1]"]).contains("start"));
     }
 }
