@@ -459,8 +459,31 @@ impl IngestStatus {
             "Seconds since the process started ingesting.",
             unlabelled(format!("{:.3}", self.inner.started.elapsed().as_secs_f64())),
         );
+        if let Some(bytes) = resident_memory_bytes() {
+            metric(
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory of the process, in bytes.",
+                unlabelled(bytes.to_string()),
+            );
+        }
         text
     }
+}
+
+/// The process's resident memory (`VmRSS` in `/proc/self/status`); `None` where there is
+/// no such file.
+fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim_end()
+        .parse::<u64>()
+        .ok()?;
+    Some(kib * 1024)
 }
 
 /// Appends one metric family in the Prometheus text exposition format to `text`: its
@@ -626,5 +649,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE clickflow_events_total counter\n"));
+    }
+
+    #[test]
+    fn resident_memory_grows_with_the_memory_the_process_touches() {
+        let resident = || {
+            let text = IngestStatus::default().prometheus_text();
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix("process_resident_memory_bytes "))
+                .unwrap_or_else(|| panic!("no resident memory in {text}"));
+            value.parse::<u64>().unwrap()
+        };
+        let before = resident();
+        let touched = vec![1_u8; 256 << 20];
+        let after = resident();
+        assert!(
+            after >= before + (200 << 20),
+            "{before} bytes before touching 256 MiB, {after} after"
+        );
+        std::hint::black_box(touched);
     }
 }
