@@ -5,10 +5,10 @@
 //! 1. `clickflow serve -w W` reads a fresh 12-partition topic from its latest offsets,
 //!    with the gRPC API on a free port, while the load generator writes `--rate`
 //!    records/s (event times follow the wall clock) for the whole benchmark.
-//! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client issues sequential
-//!    requests, back to back or at most `--query-rate` a second, of: a point query (one
-//!    user's sessions, random users), a page query (one page's rows of the last minutes),
-//!    and top-10 pages of the latest window. Latencies are measured at the client, over
+//! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client on one thread
+//!    issues sequential requests, back to back or at most `--query-rate` a second, of: a
+//!    point query (one user's sessions, random users), a page query (one page's rows of
+//!    the last minutes), and top-10 pages of the latest window. Latencies are measured at the client, over
 //!    loopback, and reported as p50/p99, beside the service's own
 //!    (`clickflow_api_request_duration_seconds`) and the events ingested per second
 //!    meanwhile.
@@ -42,7 +42,7 @@ use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Channel;
 
-/// The name of the client's runtime threads (at most 15 bytes: Linux keeps no more).
+/// The name of the fan-out client's runtime threads (at most 15 bytes: Linux keeps no more).
 const CLIENT_THREADS: &str = "api-client";
 
 /// Streams per connection at most (HTTP/2 servers commonly allow 100 to 200).
@@ -134,11 +134,21 @@ fn main() -> anyhow::Result<()> {
         args.rate
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREADS)
+    let address = format!("http://{api}");
+    // One request at a time needs one thread: on a work-stealing runtime the client's own
+    // hand-offs between its threads would add wake-ups to every request it times.
+    let latencies = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
-    let report = runtime.block_on(measure(&args, &mut serve, &format!("http://{api}")));
+        .build()?
+        .block_on(measure_latencies(&args, &mut serve, &address));
+    // A thousand subscribers' streams are read on a runtime of several threads.
+    let report = latencies.and_then(|latencies| {
+        tokio::runtime::Builder::new_multi_thread()
+            .thread_name(CLIENT_THREADS)
+            .enable_all()
+            .build()?
+            .block_on(measure_fan_out(&args, &mut serve, &address, latencies))
+    });
     measured.store(true, Ordering::Relaxed);
     let produced = load
         .join()
@@ -227,7 +237,12 @@ struct FanOut {
     ended: BTreeMap<String, usize>,
 }
 
-async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Result<Report> {
+/// The query phases: each kind of request's latencies.
+async fn measure_latencies(
+    args: &Args,
+    serve: &mut Serve,
+    address: &str,
+) -> anyhow::Result<Vec<Latencies>> {
     let mut client = ClickflowClient::connect(address.to_owned())
         .await
         .context("connecting to the API")?;
@@ -304,6 +319,17 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
         )
         .await?,
     );
+    Ok(latencies)
+}
+
+/// The phase without subscribers, then the fan-out phases; with `latencies`, the report.
+async fn measure_fan_out(
+    args: &Args,
+    serve: &mut Serve,
+    address: &str,
+    latencies: Vec<Latencies>,
+) -> anyhow::Result<Report> {
+    let phase = Duration::from_secs(args.phase_seconds);
     let without = phase_load(serve, phase).await?;
     let mut fan_out = Vec::new();
     for subscribers in [1, 100, 1000] {
@@ -374,7 +400,6 @@ async fn measure(args: &Args, serve: &mut Serve, address: &str) -> anyhow::Resul
             ended,
         });
     }
-    drop(client);
     Ok(Report {
         latencies,
         without,
