@@ -266,10 +266,62 @@ async fn queries_agree_with_batch_at_one_as_of() {
         .await
         .unwrap()
         .into_inner();
+    let expected_funnel = f.batch_rows("checkout_funnel.jsonl");
     assert_eq!(
         funnel.rows.iter().map(funnel_json).collect::<Vec<_>>(),
-        f.batch_rows("checkout_funnel.jsonl")
+        expected_funnel
     );
+    // A page at a time; and one step's rows in a range of windows.
+    let step = expected_funnel[0]["funnel_step"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let step_windows: Vec<u64> = expected_funnel
+        .iter()
+        .filter(|row| row["funnel_step"] == step.as_str())
+        .map(|row| row["window_start"].as_u64().unwrap())
+        .collect();
+    assert!(step_windows.len() >= 2, "{step_windows:?}");
+    let later = v1::TimeRange {
+        start_ms: step_windows[1],
+        end_ms: 0,
+    };
+    for (funnel_step, range, limit) in [
+        (String::new(), None, 3),
+        (step.clone(), None, 1),
+        (step.clone(), Some(later), 1),
+    ] {
+        let start_ms = range.map_or(0, |range| range.start_ms);
+        let expected: Vec<&Value> = expected_funnel
+            .iter()
+            .filter(|row| {
+                (funnel_step.is_empty() || row["funnel_step"] == funnel_step.as_str())
+                    && row["window_start"].as_u64().unwrap() >= start_ms
+            })
+            .collect();
+        assert!(!expected.is_empty(), "{funnel_step:?}");
+        let (mut rows, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let page = f
+                .client
+                .query_funnel(v1::QueryFunnelRequest {
+                    range,
+                    funnel_step: funnel_step.clone(),
+                    limit,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.rows.len() <= limit as usize);
+            rows.extend(page.rows.iter().map(funnel_json));
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
+        assert_eq!(rows.iter().collect::<Vec<_>>(), expected, "{funnel_step:?}");
+    }
     let alerts = f
         .client
         .list_alerts(v1::ListAlertsRequest::default())
@@ -651,6 +703,7 @@ async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field(
                     start_ms: 10,
                     end_ms: 5,
                 }),
+                ..Default::default()
             })
             .await
             .unwrap_err(),

@@ -157,22 +157,45 @@ pub fn funnel(
     state: &ApiState,
     request: v1::QueryFunnelRequest,
 ) -> Result<v1::QueryFunnelResponse, ApiError> {
+    key_length(&request.funnel_step, "funnel_step")?;
+    let limit = limit(request.limit)?;
     let (start, end) = range(request.range)?;
+    let after: Option<(String, u64)> = token(&request.page_token)?;
+    let step = request.funnel_step;
+    let bound = |step: &str, window_start: u64, rest: u64| FunnelRow {
+        funnel_step: step.into(),
+        window_start,
+        window_end: rest,
+        unique_users: rest,
+        converted_users: rest,
+    };
+    let from = match &after {
+        Some((step, window_start)) => Bound::Excluded(bound(step, *window_start, u64::MAX)),
+        None if step.is_empty() => Bound::Unbounded,
+        None => Bound::Included(bound(&step, start, 0)),
+    };
     let read = state.store.read();
-    let rows: Vec<FunnelRow> = read.funnel(
-        Bound::Unbounded,
-        |row| {
-            if in_range(row.window_start, start, end) {
-                Visit::Take
-            } else {
-                Visit::Skip
+    let rows = read.funnel(
+        as_ref(&from),
+        |row| match () {
+            () if !step.is_empty()
+                && (row.funnel_step != step.as_str()
+                    || end.is_some_and(|end| row.window_start >= end)) =>
+            {
+                Visit::Stop
             }
+            () if in_range(row.window_start, start, end) => Visit::Take,
+            () => Visit::Skip,
         },
-        usize::MAX,
+        limit + 1,
     );
+    let (rows, next) = page_of(rows, limit, |row| {
+        (row.funnel_step.to_string(), row.window_start)
+    });
     Ok(v1::QueryFunnelResponse {
         as_of: Some(convert::as_of(read.as_of(), &state.status)),
         rows: rows.iter().map(convert::funnel).collect(),
+        next_page_token: next,
     })
 }
 

@@ -199,7 +199,11 @@ impl ToJson for QuerySessionsResponse {
 
 impl ToJson for QueryFunnelResponse {
     fn to_json(&self) -> Value {
-        json!({"as_of": self.as_of.to_json(), "rows": self.rows.to_json()})
+        json!({
+            "as_of": self.as_of.to_json(),
+            "rows": self.rows.to_json(),
+            "next_page_token": self.next_page_token,
+        })
     }
 }
 

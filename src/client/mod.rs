@@ -21,8 +21,8 @@ use anyhow::{Context, anyhow};
 use clickflow_events::{MAX_EVENT_TIME, format_iso8601_utc, parse_iso8601};
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use clickflow_proto::v1::{
-    AlertRow, AsOf, ListAlertsResponse, PageViewRow, QueryPageViewsResponse, QuerySessionsResponse,
-    SessionRow, TimeRange,
+    AlertRow, AsOf, FunnelRow, ListAlertsResponse, PageViewRow, QueryFunnelResponse,
+    QueryPageViewsResponse, QuerySessionsResponse, SessionRow, TimeRange,
 };
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
@@ -359,6 +359,7 @@ macro_rules! page {
 page!(QueryPageViewsResponse, PageViewRow);
 page!(QuerySessionsResponse, SessionRow);
 page!(ListAlertsResponse, AlertRow);
+page!(QueryFunnelResponse, FunnelRow);
 
 /// Writes `rows` as a table, then how many and what they reflect.
 fn print_rows<T: rows::Tabular>(

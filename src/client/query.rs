@@ -9,7 +9,7 @@ use clickflow_proto::v1::{
 
 use super::{
     Answer, ClientArgs, PageArgs, RangeArgs, format_as_of, format_time, parse_time, print_pages,
-    print_rows, rows,
+    rows,
 };
 
 /// Arguments of `clickflow query`.
@@ -62,8 +62,13 @@ enum Query {
     },
     /// checkout_funnel rows.
     Funnel {
+        /// Only this step [default: every step].
+        #[arg(long)]
+        step: Option<String>,
         #[command(flatten)]
         range: RangeArgs,
+        #[command(flatten)]
+        paging: PageArgs,
     },
 }
 
@@ -148,15 +153,21 @@ pub fn run(args: QueryArgs) -> anyhow::Result<()> {
             })
             .await
         }
-        Query::Funnel { range } => {
-            let request = QueryFunnelRequest {
-                range: range.range(),
-            };
-            let response = client.query_funnel(request).await.answer("QueryFunnel")?;
-            if out.json {
-                return Ok(out.json(&response)?);
-            }
-            Ok(print_rows(out, &response.rows, response.as_of.as_ref())?)
+        Query::Funnel {
+            step,
+            range,
+            paging,
+        } => {
+            print_pages(out, &paging, async |page_token| {
+                let request = QueryFunnelRequest {
+                    funnel_step: step.clone().unwrap_or_default(),
+                    range: range.range(),
+                    limit: paging.limit.unwrap_or(0),
+                    page_token,
+                };
+                client.query_funnel(request).await.answer("QueryFunnel")
+            })
+            .await
         }
     })
 }
