@@ -91,15 +91,20 @@ fn parse_funnel_steps(text: &str) -> anyhow::Result<Vec<FunnelStep>> {
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(repeated) = steps
-        .iter()
-        .enumerate()
-        .find(|(i, step)| steps[..*i].iter().any(|earlier| earlier.page == step.page))
-    {
-        bail!(
-            "--funnel-steps: page {:?} is used by more than one step",
-            repeated.1.page
-        );
+    for (index, step) in steps.iter().enumerate() {
+        let earlier = &steps[..index];
+        if earlier.iter().any(|earlier| earlier.name == step.name) {
+            bail!(
+                "--funnel-steps: more than one step is named {:?}",
+                step.name
+            );
+        }
+        if earlier.iter().any(|earlier| earlier.page == step.page) {
+            bail!(
+                "--funnel-steps: page {:?} is used by more than one step",
+                step.page
+            );
+        }
     }
     if steps.len() > usize::from(u8::MAX) {
         bail!("--funnel-steps: at most {} steps", u8::MAX);

@@ -446,6 +446,7 @@ mod tests {
         assert!(error(&["views.window_ms=-1"]).contains("window_ms"));
         assert!(error(&["metrics.listen=nowhere"]).contains("metrics.listen"));
         assert!(error(&["views.funnel_steps=a=/x,b=/x"]).contains("more than one step"));
+        assert!(error(&["views.funnel_steps=a=/x,a=/y"]).contains("named \"a\""));
         assert!(error(&["kafka"]).contains("KEY=VALUE"));
         assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
         assert!(error(&["api.dataflow_nice=20"]).contains("api.dataflow_nice"));
