@@ -108,7 +108,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
                 args.output.display()
             )
         })?;
-        let dead_letters = DeadLetterWriter::create(&args.output.join("dead_letters.jsonl"))?;
+        let dead_letters = DeadLetterWriter::create(&args.output)?;
         (Some(Mutex::new(reader)), Some(dead_letters), total_bytes)
     } else {
         (None, None, 0)

@@ -1,4 +1,7 @@
-//! The files `batch` writes: dead letters as they are found, views at the end.
+//! The files `batch` writes: dead letters as they are found, views at the end. Each is
+//! written under a `.partial` name, and all are renamed to their own names once the views
+//! are written: a run that fails or is interrupted leaves the files of the last complete
+//! run in the directory as they were (beside its own partial ones), never a mix.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -8,6 +11,22 @@ use anyhow::Context;
 use clickflow_dataflow::ViewSnapshot;
 use clickflow_events::DeadLetterReason;
 use serde::Serialize;
+
+/// The dead letters' file.
+const DEAD_LETTERS_FILE: &str = "dead_letters.jsonl";
+
+/// The views' files, in `ViewSnapshot`'s order.
+const VIEW_FILES: [&str; 4] = [
+    "page_views_per_minute.jsonl",
+    "user_sessions.jsonl",
+    "checkout_funnel.jsonl",
+    "alerts.jsonl",
+];
+
+/// Where `file` in `dir` is written until the run completes.
+fn partial(dir: &Path, file: &str) -> PathBuf {
+    dir.join(format!("{file}.partial"))
+}
 
 /// Writes `dead_letters.jsonl`, one `{"line","reason","raw"}` object per line.
 pub struct DeadLetterWriter {
@@ -23,12 +42,13 @@ struct DeadLetter<'a> {
 }
 
 impl DeadLetterWriter {
-    /// Creates (or truncates) the file.
-    pub fn create(path: &Path) -> anyhow::Result<Self> {
+    /// Creates (or truncates) the file's partial copy in `dir`.
+    pub fn create(dir: &Path) -> anyhow::Result<Self> {
+        let path = partial(dir, DEAD_LETTERS_FILE);
         let file =
-            File::create(path).with_context(|| format!("{}: cannot create", path.display()))?;
+            File::create(&path).with_context(|| format!("{}: cannot create", path.display()))?;
         Ok(Self {
-            path: path.to_owned(),
+            path,
             out: BufWriter::new(file),
         })
     }
@@ -60,15 +80,19 @@ impl DeadLetterWriter {
     }
 }
 
-/// Writes the four view files into `dir` and returns their row counts.
+/// Writes the four view files into `dir`, then gives them and the dead letters (which
+/// must be finished) their own names; returns the views' row counts.
 pub fn write_views(dir: &Path, snapshot: &ViewSnapshot) -> anyhow::Result<[usize; 4]> {
-    write_rows(
-        &dir.join("page_views_per_minute.jsonl"),
-        &snapshot.page_views,
-    )?;
-    write_rows(&dir.join("user_sessions.jsonl"), &snapshot.sessions)?;
-    write_rows(&dir.join("checkout_funnel.jsonl"), &snapshot.funnel)?;
-    write_rows(&dir.join("alerts.jsonl"), &snapshot.alerts)?;
+    let [page_views, sessions, funnel, alerts] = VIEW_FILES.map(|file| partial(dir, file));
+    write_rows(&page_views, &snapshot.page_views)?;
+    write_rows(&sessions, &snapshot.sessions)?;
+    write_rows(&funnel, &snapshot.funnel)?;
+    write_rows(&alerts, &snapshot.alerts)?;
+    for file in VIEW_FILES.into_iter().chain([DEAD_LETTERS_FILE]) {
+        let (from, to) = (partial(dir, file), dir.join(file));
+        std::fs::rename(&from, &to)
+            .with_context(|| format!("{}: cannot rename to {}", from.display(), to.display()))?;
+    }
     Ok([
         snapshot.page_views.len(),
         snapshot.sessions.len(),
@@ -87,4 +111,44 @@ fn write_rows<R: Serialize>(path: &Path, rows: &[R]) -> anyhow::Result<()> {
         out.flush()
     };
     write().with_context(|| format!("{}: write failed", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clickflow_dataflow::ViewStore;
+
+    use super::*;
+
+    #[test]
+    fn a_run_replaces_the_last_runs_files_only_once_its_views_are_written() {
+        let dir =
+            std::env::temp_dir().join(format!("clickflow-batch-output-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+        for file in VIEW_FILES.into_iter().chain([DEAD_LETTERS_FILE]) {
+            std::fs::write(dir.join(file), "last run\n").unwrap();
+        }
+        let mut dead_letters = DeadLetterWriter::create(&dir).unwrap();
+        dead_letters
+            .write(7, DeadLetterReason::InvalidJson, b"{")
+            .unwrap();
+        dead_letters.finish().unwrap();
+        // Interrupted here, the directory still holds the last run's files.
+        assert_eq!(read(DEAD_LETTERS_FILE), "last run\n");
+        write_views(&dir, &ViewStore::new(1).snapshot()).unwrap();
+        assert_eq!(
+            read(DEAD_LETTERS_FILE),
+            "{\"line\":7,\"reason\":\"invalid_json\",\"raw\":\"{\"}\n"
+        );
+        for file in VIEW_FILES {
+            assert_eq!(read(file), "", "{file}: no rows");
+        }
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 5, "no partial file left: {left:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
