@@ -497,7 +497,7 @@ fn failures_name_their_cause() {
     assert!(
         reading_rules.contains(&format!(
             "alert rules topic rules: cannot reach Kafka at 127.0.0.1:{port}"
-        )),
+        )) && reading_rules.contains("Connection refused"),
         "{reading_rules}"
     );
     let writing_output = unreachable("");

@@ -313,7 +313,8 @@ fn produce_and_topics_fail_with_the_cause_in_bounded_time_when_the_broker_is_unr
         );
         assert!(
             run.stderr
-                .contains("cannot reach Kafka at 127.0.0.1:1 within 2s"),
+                .contains("cannot reach Kafka at 127.0.0.1:1 within 2s")
+                && run.stderr.contains("Connection refused"),
             "{command:?} stderr:\n{}",
             run.stderr
         );
