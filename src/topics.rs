@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clickflow_ingest::admin::{
-    ALERTS_TOPIC, Admin, COUNTS_TOPIC, DEAD_LETTER_TOPIC, INPUT_TOPIC, REFERENCE_PARTITIONS,
-    REFERENCE_RETENTION_MS, RULES_TOPIC, ReferenceTopics, TopicState,
+    ALERTS_TOPIC, Admin, COUNTS_TOPIC, DEAD_LETTER_TOPIC, INPUT_TOPIC, OUTPUT_PARTITIONS,
+    REFERENCE_PARTITIONS, REFERENCE_RETENTION_MS, RULES_TOPIC, ReferenceTopics, TopicState,
 };
 
 /// Arguments of `clickflow topics`.
@@ -36,7 +36,7 @@ pub struct TopicsArgs {
     #[arg(long, default_value_t = REFERENCE_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..))]
     partitions: u16,
     /// Partitions of the counts and alerts topics.
-    #[arg(long, default_value_t = REFERENCE_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = OUTPUT_PARTITIONS, value_parser = clap::value_parser!(u16).range(1..))]
     output_partitions: u16,
     /// Replication factor of every topic [default: the broker's default.replication.factor].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]

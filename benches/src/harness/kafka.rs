@@ -28,8 +28,9 @@ const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the producer's progress is shown.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// The reference pipeline's topics, named `PREFIX.page-views` and so on, with
-/// [`PARTITIONS`] partitions each (the rules' log has one).
+/// The reference pipeline's topics, named `PREFIX.page-views` and so on: the input and
+/// dead letters with [`PARTITIONS`] partitions, the others as `clickflow topics` makes
+/// them.
 pub fn topic_names(prefix: &str) -> ReferenceTopics {
     ReferenceTopics {
         input: format!("{prefix}.page-views"),
@@ -38,7 +39,6 @@ pub fn topic_names(prefix: &str) -> ReferenceTopics {
         alerts: format!("{prefix}.alerts"),
         rules: format!("{prefix}.alert-rules"),
         partitions: PARTITIONS,
-        output_partitions: PARTITIONS,
         ..ReferenceTopics::default()
     }
 }
