@@ -76,6 +76,11 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or a pipe gets plain text.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty()),
+        )
         .init();
     if let Err(error) = huge_pages {
         tracing::warn!(%error, "cannot turn transparent huge pages off; running with them");

@@ -319,6 +319,11 @@ fn produce_and_topics_fail_with_the_cause_in_bounded_time_when_the_broker_is_unr
             run.stderr
         );
         assert!(
+            !run.stderr.contains('\u{1b}'),
+            "{command:?}: terminal colours in a pipe:\n{}",
+            run.stderr
+        );
+        assert!(
             run.elapsed < RUN_TIMEOUT,
             "{command:?} took {:?}",
             run.elapsed
