@@ -128,16 +128,16 @@ fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
             format!(
                 "{dead_letters}: created (12 partitions, cleanup.policy=delete, retention.ms=604800000)"
             ),
-            format!("{counts}: created (12 partitions, cleanup.policy=compact)"),
-            format!("{alerts}: created (12 partitions, cleanup.policy=compact)"),
+            format!("{counts}: created (3 partitions, cleanup.policy=compact)"),
+            format!("{alerts}: created (3 partitions, cleanup.policy=compact)"),
             format!("{rules}: created (1 partition, cleanup.policy=compact)"),
         ]
     );
     for (topic, partitions, policy, retention) in [
         (&input, 12, "delete", Some("604800000")),
         (&dead_letters, 12, "delete", Some("604800000")),
-        (&counts, 12, "compact", None),
-        (&alerts, 12, "compact", None),
+        (&counts, 3, "compact", None),
+        (&alerts, 3, "compact", None),
         (&rules, 1, "compact", None),
     ] {
         let description = describe_topic(&bootstrap, topic).unwrap();
@@ -152,11 +152,16 @@ fn topics_creates_the_reference_topics_and_then_reports_them_as_existing() {
     let second = clickflow(&flags);
     second.assert_success("the second `clickflow topics`");
     let lines: Vec<String> = second.stdout.lines().map(String::from).collect();
-    let expected: Vec<String> = [&input, &dead_letters, &counts, &alerts]
-        .iter()
-        .map(|topic| format!("{topic}: exists (12 partitions)"))
-        .chain([format!("{rules}: exists (1 partition)")])
-        .collect();
+    let expected: Vec<String> = [
+        (&input, 12),
+        (&dead_letters, 12),
+        (&counts, 3),
+        (&alerts, 3),
+    ]
+    .iter()
+    .map(|(topic, partitions)| format!("{topic}: exists ({partitions} partitions)"))
+    .chain([format!("{rules}: exists (1 partition)")])
+    .collect();
     assert_eq!(lines, expected);
 
     // Asked for other settings, an existing topic is left as it is, with the difference
