@@ -159,24 +159,41 @@ impl ServeConfig {
             }
             None => toml::Table::new(),
         };
+        // Each override's source with the table it left, to name the one a bad key or
+        // value came from.
+        let mut layers = vec![(
+            file.map_or_else(
+                || "the defaults".to_owned(),
+                |path| format!("--config {}", path.display()),
+            ),
+            table.clone(),
+        )];
         for (name, value) in environment {
             if let Some(path) = name
                 .strip_prefix(ENV_PREFIX)
                 .filter(|path| path.contains("__"))
             {
-                set(&mut table, &environment_path(path), &value)
-                    .with_context(|| format!("environment variable {name}"))?;
+                let source = format!("environment variable {name}");
+                set(&mut table, &environment_path(path), &value).context(source.clone())?;
+                layers.push((source, table.clone()));
             }
         }
         for assignment in sets {
             let (path, value) = assignment
                 .split_once('=')
                 .with_context(|| format!("--set {assignment:?}: not KEY=VALUE"))?;
-            set(&mut table, path.trim(), value).with_context(|| format!("--set {assignment:?}"))?;
+            let source = format!("--set {assignment:?}");
+            set(&mut table, path.trim(), value).context(source.clone())?;
+            layers.push((source, table.clone()));
         }
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .context("configuration")?;
+        let parse = |table: &toml::Table| toml::Value::Table(table.clone()).try_into::<Self>();
+        let config = parse(&table).map_err(|error| {
+            let source = layers
+                .iter()
+                .find(|(_, table)| parse(table).is_err())
+                .map_or("the configuration", |(source, _)| source.as_str());
+            anyhow::Error::new(error).context(format!("configuration, from {source}"))
+        })?;
         config.validate()?;
         Ok(config)
     }
@@ -432,6 +449,37 @@ mod tests {
         assert_eq!(
             from_flag.unwrap().start_position().unwrap(),
             StartPosition::Timestamp(1_700_000_000_001)
+        );
+    }
+
+    #[test]
+    fn a_bad_key_is_reported_with_where_it_came_from() {
+        let error = |file: Option<&Path>, environment: &[(&str, &str)], sets: &[&str]| {
+            let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+            format!(
+                "{:#}",
+                ServeConfig::load(file, env(environment), &sets).unwrap_err()
+            )
+        };
+        let typo = [("CLICKFLOW_KAFKA__BOOTSTRAPP", "x")];
+        let from_environment = error(None, &typo, &["kafka.tick_ms=5"]);
+        assert!(
+            from_environment.contains("from environment variable CLICKFLOW_KAFKA__BOOTSTRAPP")
+                && from_environment.contains("bootstrapp"),
+            "{from_environment}"
+        );
+        let from_flag = error(None, &[], &["kafka.tick_ms=5", "api.listen=[1]"]);
+        assert!(
+            from_flag.contains("from --set \"api.listen=[1]\""),
+            "{from_flag}"
+        );
+        let file = std::env::temp_dir().join(format!("clickflow-typo-{}.toml", std::process::id()));
+        std::fs::write(&file, "[views]\nwindow = 5\n").unwrap();
+        let from_file = error(Some(&file), &[], &["kafka.tick_ms=5"]);
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            from_file.contains(&format!("from --config {}", file.display())),
+            "{from_file}"
         );
     }
 
