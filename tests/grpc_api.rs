@@ -709,6 +709,19 @@ async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field(
             .unwrap_err(),
         ),
     );
+    let (code, message) = code_and_message(
+        c.query_funnel(v1::QueryFunnelRequest {
+            funnel_step: "nosuch".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code, Code::InvalidArgument, "{message}");
+    assert!(
+        message.contains("funnel_step") && message.contains("browse, cart, checkout, purchase"),
+        "{message}"
+    );
     invalid(
         "k",
         code_and_message(

@@ -158,6 +158,22 @@ pub fn funnel(
     request: v1::QueryFunnelRequest,
 ) -> Result<v1::QueryFunnelResponse, ApiError> {
     key_length(&request.funnel_step, "funnel_step")?;
+    let steps = &state.funnel_steps;
+    if !request.funnel_step.is_empty()
+        && !steps
+            .iter()
+            .any(|step| step.name == request.funnel_step.as_str())
+    {
+        let names: Vec<&str> = steps.iter().map(|step| step.name.as_str()).collect();
+        return Err(ApiError::invalid(
+            "funnel_step",
+            format!(
+                "no step {:?}; the steps are {}",
+                request.funnel_step,
+                names.join(", ")
+            ),
+        ));
+    }
     let limit = limit(request.limit)?;
     let (start, end) = range(request.range)?;
     let after: Option<(String, u64)> = token(&request.page_token)?;

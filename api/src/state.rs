@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use clickflow_dataflow::ViewStore;
+use clickflow_dataflow::{FunnelStep, ViewConfig, ViewStore};
 use clickflow_ingest::status::IngestStatus;
 use tokio::sync::broadcast;
 
@@ -33,6 +33,8 @@ pub struct ApiState {
     pub retention_ms: u64,
     /// The session gap, to tell when a session is final.
     pub session_gap_ms: u64,
+    /// The funnel's steps, to refuse a step that is not one of them.
+    pub funnel_steps: Vec<FunnelStep>,
     /// Messages buffered per subscriber before it is cut off.
     pub subscriber_buffer: usize,
     /// Encoded bytes buffered per subscriber before it is cut off.
@@ -54,6 +56,7 @@ impl ApiState {
             processes: 1,
             retention_ms: 86_400_000,
             session_gap_ms: 1_800_000,
+            funnel_steps: ViewConfig::default().funnel_steps,
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 4 << 20,
             feed: broadcast::channel(FEED_BACKLOG).0,

@@ -105,7 +105,8 @@ impl Service {
             .then(|| config.api_listen())
             .transpose()?
             .flatten()
-            .map(|address| (address, self.api_state(config, cluster)));
+            .map(|address| anyhow::Ok((address, self.api_state(config, cluster)?)))
+            .transpose()?;
         Background::start(
             config.metrics_listen()?,
             api,
@@ -115,7 +116,11 @@ impl Service {
     }
 
     /// The gRPC API's view of the service.
-    pub fn api_state(&self, config: &ServeConfig, cluster: &ClusterArgs) -> ApiState {
+    pub fn api_state(
+        &self,
+        config: &ServeConfig,
+        cluster: &ClusterArgs,
+    ) -> anyhow::Result<ApiState> {
         let mut state = ApiState::new(self.store.clone(), self.status.clone(), self.rules.clone());
         state.workers = u32::try_from(cluster.workers).unwrap_or(u32::MAX);
         state.processes = u32::try_from(cluster.processes).unwrap_or(u32::MAX);
@@ -123,7 +128,8 @@ impl Service {
         state.session_gap_ms = config.views.session_gap_ms;
         state.subscriber_buffer = config.api.subscriber_buffer;
         state.subscriber_buffer_bytes = config.api.subscriber_buffer_bytes;
-        state
+        state.funnel_steps = config.views.view_config()?.funnel_steps;
+        Ok(state)
     }
 }
 
