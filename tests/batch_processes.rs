@@ -71,10 +71,15 @@ fn input_and_single_worker_output(dir: &Path) -> (PathBuf, PathBuf) {
         "generate",
     );
     let single = dir.join("single");
-    check(
-        batch(&input, &single, &["-w", "1"]).output().unwrap(),
-        "batch -w 1",
+    let run = batch(&input, &single, &["-w", "1"]).output().unwrap();
+    // Without a terminal, progress is logged, phase by phase.
+    let log = String::from_utf8_lossy(&run.stderr).into_owned();
+    assert!(
+        log.contains("batch: input read; computing the views")
+            && log.contains("batch: writing the views"),
+        "{log}"
     );
+    check(run, "batch -w 1");
     (input, single)
 }
 

@@ -10,6 +10,7 @@
 
 mod chunks;
 mod output;
+mod progress;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,13 +22,13 @@ use clap::Args;
 use clickflow_dataflow::{AlertRule, ArrivedEvent, Time, ViewConfig, ViewStore, build_views};
 use clickflow_events::{Admission, DeadLetterReason, Event, decode_event};
 use differential_dataflow::input::{Input, InputSession};
-use indicatif::{ProgressBar, ProgressStyle};
 use timely::dataflow::ProbeHandle;
 use timely::worker::Worker;
 
 use crate::options::{ClusterArgs, ViewArgs};
 use chunks::{Chunk, ChunkReader};
 use output::{DeadLetterWriter, write_views};
+use progress::Progress;
 
 /// Arguments of `clickflow batch`.
 #[derive(Args, Debug)]
@@ -68,7 +69,7 @@ struct BatchJob {
     /// The input file; `None` in processes other than 0, which read nothing.
     reader: Option<Mutex<ChunkReader>>,
     admitter: Mutex<Admitter>,
-    progress: ProgressBar,
+    progress: Progress,
     /// The views' state, kept by one worker of this process.
     store: ViewStore,
     /// Set once worker 0 has written the views (or failed).
@@ -125,7 +126,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             dead_letters,
             summary: Summary::default(),
         }),
-        progress: progress_bar(total_bytes),
+        progress: Progress::new(total_bytes),
         store: ViewStore::new(args.cluster.workers as usize),
         done: AtomicBool::new(false),
         failed: AtomicBool::new(false),
@@ -211,7 +212,7 @@ impl BatchJob {
             let chunk = {
                 let mut reader = lock(reader);
                 let chunk = reader.next_chunk().context("--input: read failed")?;
-                self.progress.set_position(reader.bytes_read());
+                self.progress.read(reader.bytes_read());
                 chunk
             };
             let Some(chunk) = chunk else { return Ok(()) };
@@ -270,14 +271,17 @@ impl BatchJob {
             admitter.summary.watermark = admitter.admission.watermark();
             admitter.summary.clone()
         };
-        self.progress.finish_and_clear();
+        self.progress
+            .phase("input read; computing the views to the final watermark");
         let end = summary.watermark.map_or(0, |watermark| watermark + 1);
         events.advance_to(end);
         events.flush();
         while self.store.as_of().is_some_and(|as_of| as_of < end) {
             self.step_unless_stopped(worker)?;
         }
+        self.progress.phase("writing the views");
         summary.rows = write_views(&self.output, &self.store.snapshot())?;
+        self.progress.finish();
         Ok(Some(summary))
     }
 
@@ -337,17 +341,6 @@ impl Admitter {
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn progress_bar(total_bytes: u64) -> ProgressBar {
-    let progress = ProgressBar::new(total_bytes);
-    progress.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {bytes}/{total_bytes} {wide_bar} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
-    progress
 }
 
 impl Summary {
