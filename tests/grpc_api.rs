@@ -822,26 +822,29 @@ async fn alert_rules_fire_and_clear_at_run_time_and_bad_requests_name_the_field(
         health.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
     );
-    let mut reflection =
-        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
-    let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
-                String::new(),
-            ),
-        ),
-    };
-    let mut responses = reflection
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
-    let listed = format!("{:?}", responses.message().await.unwrap().unwrap());
-    assert!(
-        listed.contains("clickflow.v1.Clickflow") && listed.contains("grpc.health.v1.Health"),
-        "{listed}"
-    );
+    // Both versions of reflection list the services, as grpcurl asks for them.
+    macro_rules! listed_services {
+        ($version:ident) => {{
+            use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+            use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+            let request = tonic_reflection::pb::$version::ServerReflectionRequest {
+                host: String::new(),
+                message_request: Some(MessageRequest::ListServices(String::new())),
+            };
+            let mut responses = ServerReflectionClient::new(channel.clone())
+                .server_reflection_info(tokio_stream::iter([request]))
+                .await
+                .unwrap()
+                .into_inner();
+            format!("{:?}", responses.message().await.unwrap().unwrap())
+        }};
+    }
+    for listed in [listed_services!(v1), listed_services!(v1alpha)] {
+        assert!(
+            listed.contains("clickflow.v1.Clickflow") && listed.contains("grpc.health.v1.Health"),
+            "{listed}"
+        );
+    }
 }
 
 /// Rules created and deleted at run time are kept in the rules' log: a restarted service

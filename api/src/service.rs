@@ -26,14 +26,19 @@ pub async fn serve(
 ) -> Result<(), ApiError> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClickflowServer<Service>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    // v1, and v1alpha for clients from before v1 (older grpcurl and Postman).
+    let (reflection, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
     let feed = tokio::spawn(run_feed(state.clone()));
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(ClickflowServer::new(Service { state }))
         // Without TCP_NODELAY, small answers wait for the client's delayed ACK (~40 ms).
         .serve_with_incoming_shutdown(
