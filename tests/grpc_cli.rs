@@ -70,6 +70,14 @@ fn an_unreachable_server_is_an_error_naming_its_address() {
 }
 
 #[test]
+fn a_server_address_of_another_scheme_and_a_zero_timeout_are_refused() {
+    let output = clickflow(&["status", "--server", "ftp://127.0.0.1:1"], None);
+    assert_fails_with(&output, &["--server", "ftp://", "HOST:PORT"]);
+    let output = clickflow(&["status", "--timeout-ms", "0"], None);
+    assert_fails_with(&output, &["--timeout-ms", "0"]);
+}
+
+#[test]
 fn a_server_that_does_not_answer_is_an_error_after_the_timeout() {
     // The kernel accepts connections on a listening socket that never reads them.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();

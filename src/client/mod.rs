@@ -17,7 +17,7 @@ pub mod subscribe;
 use std::io::{self, Write};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clickflow_events::{MAX_EVENT_TIME, format_iso8601_utc, parse_iso8601};
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use clickflow_proto::v1::{
@@ -47,7 +47,7 @@ pub struct ClientArgs {
     server: String,
     /// How long to wait for the connection, and for the answer to each call (a
     /// subscription's stream then runs on), in milliseconds.
-    #[arg(long, global = true, default_value_t = 10_000)]
+    #[arg(long, global = true, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_ms: u64,
     /// Print one JSON object per response or stream message, one per line.
     #[arg(long, global = true)]
@@ -57,10 +57,14 @@ pub struct ClientArgs {
 impl ClientArgs {
     /// Connects to the server, failing with the address and the cause.
     async fn connect(&self) -> anyhow::Result<ClickflowClient<Channel>> {
-        let address = if self.server.contains("://") {
-            self.server.clone()
-        } else {
-            format!("http://{}", self.server)
+        let address = match self.server.split_once("://") {
+            Some(("http" | "https", _)) => self.server.clone(),
+            Some((scheme, _)) => bail!(
+                "--server {:?}: {scheme}:// is not a gRPC address; give http://HOST:PORT or \
+                 HOST:PORT",
+                self.server
+            ),
+            None => format!("http://{}", self.server),
         };
         let timeout = Duration::from_millis(self.timeout_ms);
         let endpoint = Endpoint::from_shared(address.clone())
