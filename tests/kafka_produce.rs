@@ -337,6 +337,23 @@ fn produce_and_topics_fail_with_the_cause_in_bounded_time_when_the_broker_is_unr
 }
 
 #[test]
+fn a_bad_generator_parameter_is_named_once() {
+    let run = clickflow(&["produce", "--malformed", "2", "--bootstrap", "127.0.0.1:1"]);
+    assert!(!run.status.success());
+    assert!(
+        run.stderr.contains("invalid generator parameters"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.stderr.matches("malformed must be a fraction").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
 fn produce_to_a_missing_topic_fails_and_names_it() {
     let bootstrap = bootstrap();
     let topic = unique_topic("produce-missing");

@@ -85,7 +85,7 @@ pub struct LoadConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ProduceError {
     /// The generator's configuration is invalid.
-    #[error("invalid generator parameters: {0}")]
+    #[error("invalid generator parameters")]
     Generator(#[from] ConfigError),
     /// The producer could not be created (e.g. an invalid setting).
     #[error("cannot create a Kafka producer for {bootstrap}: {cause}")]
