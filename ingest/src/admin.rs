@@ -5,7 +5,8 @@
 //! letters, page-view counts, alerts) and clickflow's log of alert rules, and [`Admin`]
 //! creates them. Creating a topic that already exists is not an error: its outcome is
 //! [`TopicState::Exists`], with the ways in which the existing topic differs from what was
-//! asked for. An unreachable cluster is reported after the configured timeout.
+//! asked for. A cluster that does not answer is warned about after a second and is an
+//! error after the configured timeout, either naming why a connection fails.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{TcpStream, ToSocketAddrs};
