@@ -10,8 +10,12 @@
 //! The librdkafka properties under `kafka.consumer` and `kafka.producer` keep their dots
 //! (`--set kafka.consumer.fetch.wait.max.ms=10`); in an environment variable's name, which
 //! cannot hold a dot, `_` stands for one there
-//! (`CLICKFLOW_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS`). Their values, and `kafka.start`, may
-//! be numbers or booleans as well as strings.
+//! (`CLICKFLOW_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS`), and a value given there is passed as
+//! written. In the file their values, and `kafka.start` anywhere, may be numbers or
+//! booleans as well as strings.
+//!
+//! A setting that fails is reported with where it came from: the file, a variable or a
+//! flag.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -186,16 +190,20 @@ impl ServeConfig {
             set(&mut table, path.trim(), value).context(source.clone())?;
             layers.push((source, table.clone()));
         }
-        let parse = |table: &toml::Table| toml::Value::Table(table.clone()).try_into::<Self>();
-        let config = parse(&table).map_err(|error| {
+        let check = |table: &toml::Table| -> anyhow::Result<Self> {
+            let config: Self = toml::Value::Table(table.clone()).try_into()?;
+            config.validate()?;
+            Ok(config)
+        };
+        check(&table).map_err(|error| {
+            // The first layer that brings this very error is where it came from.
+            let message = format!("{error:#}");
             let source = layers
                 .iter()
-                .find(|(_, table)| parse(table).is_err())
+                .find(|(_, table)| check(table).is_err_and(|error| format!("{error:#}") == message))
                 .map_or("the configuration", |(source, _)| source.as_str());
-            anyhow::Error::new(error).context(format!("configuration, from {source}"))
-        })?;
-        config.validate()?;
-        Ok(config)
+            error.context(format!("configuration, from {source}"))
+        })
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -310,12 +318,14 @@ fn environment_path(name: &str) -> String {
 }
 
 /// Sets `path` (dot-separated, but for a property map's keys) in `table` to `value`, read
-/// as TOML or else as a string.
+/// as TOML or else as a string. A librdkafka property's value is kept as it is written
+/// (`0x1F` stays `0x1F`), unless it is a quoted string.
 fn set(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
     let value = format!("value = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut parsed| parsed.remove("value"))
+        .filter(|parsed| parsed.is_str() || property_path(path).is_none())
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
     let mut keys: Vec<&str> = match property_path(path) {
         Some((map, property)) => map.split('.').chain([property]).collect(),
@@ -425,6 +435,7 @@ mod tests {
             &[
                 "kafka.consumer.enable.partition.eof=true".into(),
                 "kafka.producer.compression.type=zstd".into(),
+                "kafka.producer.sasl.password=0x1F".into(),
             ],
         )
         .unwrap();
@@ -439,7 +450,18 @@ mod tests {
         );
         assert_eq!(
             properties(&config.kafka.producer),
-            ["compression.type=zstd", "linger.ms=7"]
+            ["compression.type=zstd", "linger.ms=7", "sasl.password=0x1F"],
+            "a flag's value as written, not as the number TOML reads in it"
+        );
+        let file =
+            std::env::temp_dir().join(format!("clickflow-array-{}.toml", std::process::id()));
+        std::fs::write(&file, "[kafka.consumer]\n\"fetch.wait.max.ms\" = [1]\n").unwrap();
+        let array = ServeConfig::load(Some(&file), vec![], &[]).unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert!(
+            format!("{:#}", array.root_cause())
+                .contains("fetch.wait.max.ms: a string, number or boolean"),
+            "{array:#}"
         );
         assert_eq!(
             config.start_position().unwrap(),
@@ -468,6 +490,21 @@ mod tests {
                 && from_environment.contains("bootstrapp"),
             "{from_environment}"
         );
+        // A bad value overridden later is not the one to blame.
+        let fixed_then_typo = error(
+            None,
+            &[("CLICKFLOW_API__LISTEN", "[1]")],
+            &["api.listen=\"127.0.0.1:1\"", "kafka.bootstrapp=x"],
+        );
+        assert!(
+            fixed_then_typo.contains("from --set \"kafka.bootstrapp=x\""),
+            "{fixed_then_typo}"
+        );
+        let invalid = error(None, &[], &["kafka.tick_ms=0"]);
+        assert!(
+            invalid.contains("from --set \"kafka.tick_ms=0\""),
+            "{invalid}"
+        );
         let from_flag = error(None, &[], &["kafka.tick_ms=5", "api.listen=[1]"]);
         assert!(
             from_flag.contains("from --set \"api.listen=[1]\""),
@@ -485,9 +522,17 @@ mod tests {
 
     #[test]
     fn bad_settings_name_the_key() {
+        // The causes, without the line that says where the setting came from (it quotes
+        // the flag, key and all).
         let error = |sets: &[&str]| {
             let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
-            format!("{:#}", ServeConfig::load(None, vec![], &sets).unwrap_err())
+            let error = ServeConfig::load(None, vec![], &sets).unwrap_err();
+            error
+                .chain()
+                .map(ToString::to_string)
+                .filter(|cause| !cause.starts_with("configuration, from"))
+                .collect::<Vec<_>>()
+                .join(": ")
         };
         assert!(error(&["kafka.bootstrapp=x"]).contains("bootstrapp"));
         assert!(error(&["kafka.start=yesterday"]).contains("kafka.start"));
@@ -499,7 +544,6 @@ mod tests {
         assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
         assert!(error(&["api.dataflow_nice=20"]).contains("api.dataflow_nice"));
         assert!(error(&["api.dataflow_nice=-1"]).contains("api.dataflow_nice"));
-        assert!(error(&["kafka.consumer.fetch.wait.max.ms=[1]"]).contains("fetch.wait.max.ms"));
         assert!(error(&["kafka.start=[1]"]).contains("start"));
     }
 }
