@@ -21,10 +21,10 @@ pub enum ApiError {
     #[error("{0}")]
     RuleLog(#[from] clickflow_ingest::rule_log::RuleLogError),
     /// Resuming needs updates that are no longer kept.
-    #[error("resume_from_ms: updates before {kept_from} are no longer kept")]
+    #[error("resume_from_ms: {}", not_kept(*kept_from))]
     ResumeTooOld {
-        /// The oldest time still kept.
-        kept_from: u64,
+        /// The oldest time still kept; `None` when the server keeps no updates.
+        kept_from: Option<u64>,
     },
     /// The server could not be started or failed.
     #[error("gRPC server: {0}")]
@@ -55,5 +55,13 @@ impl From<ApiError> for tonic::Status {
             ApiError::RuleLog(_) => tonic::Status::unavailable(message),
             ApiError::Transport(_) | ApiError::Reflection(_) => tonic::Status::internal(message),
         }
+    }
+}
+
+/// Why a resume is refused, for [`ApiError::ResumeTooOld`].
+fn not_kept(kept_from: Option<u64>) -> String {
+    match kept_from {
+        Some(time) => format!("updates before {time} are no longer kept"),
+        None => "this server keeps no updates to resume from (api.changelog_ms is 0)".to_owned(),
     }
 }

@@ -654,6 +654,28 @@ mod tests {
         assert_eq!(got[1], [b(), Err(9), b(), Err(10)]);
     }
 
+    #[test]
+    fn a_resume_is_refused_when_the_server_keeps_no_updates() {
+        let mut state = state();
+        state.store = ViewStore::serving(1, 0);
+        let request = v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            resume_from_ms: 8,
+            ..Default::default()
+        };
+        let Err(error) = subscribe(&state, request) else {
+            panic!("a resume with no changelog was accepted");
+        };
+        assert!(
+            matches!(error, ApiError::ResumeTooOld { kept_from: None }),
+            "{error}"
+        );
+        assert!(
+            error.to_string().contains("api.changelog_ms is 0"),
+            "{error}"
+        );
+    }
+
     #[tokio::test]
     async fn a_subscriber_is_cut_off_by_the_bytes_it_leaves_unread_while_a_reader_goes_on() {
         let mut state = state();

@@ -644,18 +644,19 @@ impl ViewRead<'_> {
     }
 
     /// The updates of `view` at times in `[from, as_of)`, by time (none when `from` is at
-    /// or past the `as_of`); when some of them are not kept (too old, from before the view
-    /// was first followed, or not followed at all), the error is the time they are kept
-    /// from.
-    pub fn changes_since(&self, view: ViewKind, from: Time) -> Result<Vec<TimedUpdates>, Time> {
+    /// or past the `as_of`). When some of them are not kept (too old, or from before the
+    /// view was first followed), the error is the time they are kept from; `None` when the
+    /// view's updates are not kept at all.
+    pub fn changes_since(
+        &self,
+        view: ViewKind,
+        from: Time,
+    ) -> Result<Vec<TimedUpdates>, Option<Time>> {
         let changelog = read(self.changelog);
-        let kept_from = changelog
-            .kept_from(view)
-            .unwrap_or_else(|| self.as_of().unwrap_or(Time::MAX));
-        if from < kept_from {
-            return Err(kept_from);
+        match changelog.kept_from(view) {
+            Some(kept_from) if from >= kept_from => Ok(self.kept_changes(&changelog, view, from)),
+            kept_from => Err(kept_from),
         }
-        Ok(self.kept_changes(&changelog, view, from))
     }
 
     /// The updates of `view` at times in `[from, as_of)` that are kept, by time: those from
@@ -1095,7 +1096,7 @@ mod tests {
         settle(&store, Some(130));
         assert_eq!(
             store.read().changes_since(ViewKind::PageViews, 15),
-            Err(30),
+            Err(Some(30)),
             "trimmed to the as_of minus the changelog's 100"
         );
         assert_eq!(
@@ -1113,8 +1114,8 @@ mod tests {
         settle(&store, Some(10));
         assert_eq!(
             store.read().changes_since(ViewKind::PageViews, 0),
-            Err(10),
-            "not followed: nothing before the as_of"
+            Err(None),
+            "not followed"
         );
         assert_eq!(store.read().recent_changes(ViewKind::PageViews, 0), vec![]);
         store.follow(ViewKind::PageViews);
@@ -1123,7 +1124,7 @@ mod tests {
         let read = store.read();
         assert_eq!(
             read.changes_since(ViewKind::PageViews, 5),
-            Err(10),
+            Err(Some(10)),
             "before it was followed"
         );
         let kept = read.changes_since(ViewKind::PageViews, 10).unwrap();
@@ -1133,7 +1134,7 @@ mod tests {
         assert_eq!(read.recent_changes(ViewKind::PageViews, 0), kept);
         assert_eq!(
             read.changes_since(ViewKind::Sessions, 10),
-            Err(20),
+            Err(None),
             "never followed"
         );
     }
