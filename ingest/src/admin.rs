@@ -111,7 +111,12 @@ fn with_connection_failure(error: KafkaError, bootstrap: &str) -> String {
 fn connection_failure(server: &str) -> Option<String> {
     let server = server.trim();
     let address = server.rsplit("://").next().unwrap_or(server);
-    let addresses = match address.to_socket_addrs() {
+    // Without a port, librdkafka connects to 9092.
+    let resolved = match address.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => address.to_socket_addrs(),
+        _ => (address, 9092).to_socket_addrs(),
+    };
+    let addresses = match resolved {
         Ok(addresses) => addresses,
         Err(error) => return Some(format!("{server}: cannot resolve: {error}")),
     };

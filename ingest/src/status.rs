@@ -664,8 +664,9 @@ mod tests {
         let before = resident();
         let touched = vec![1_u8; 256 << 20];
         let after = resident();
+        // Other tests may free memory meanwhile: the growth asked for is well under 256 MiB.
         assert!(
-            after >= before + (200 << 20),
+            after >= 256 << 20 && after >= before + (128 << 20),
             "{before} bytes before touching 256 MiB, {after} after"
         );
         std::hint::black_box(touched);

@@ -126,7 +126,11 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
             dead_letters,
             summary: Summary::default(),
         }),
-        progress: Progress::new(total_bytes),
+        progress: if reads_input {
+            Progress::new(total_bytes)
+        } else {
+            Progress::Hidden
+        },
         store: ViewStore::new(args.cluster.workers as usize),
         done: AtomicBool::new(false),
         failed: AtomicBool::new(false),

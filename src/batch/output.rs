@@ -1,7 +1,8 @@
 //! The files `batch` writes: dead letters as they are found, views at the end. Each is
 //! written under a `.partial` name, and all are renamed to their own names once the views
-//! are written: a run that fails or is interrupted leaves the files of the last complete
-//! run in the directory as they were (beside its own partial ones), never a mix.
+//! are written: a run that fails or is interrupted before then leaves the files of the
+//! last complete run in the directory as they were (beside its own partial ones). Only a
+//! failure among the five renames themselves could leave a mix.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};

@@ -14,6 +14,8 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The progress of one run.
 pub enum Progress {
+    /// Nothing to show: this process reads no input.
+    Hidden,
     /// A bar on the terminal.
     Bar(ProgressBar),
     /// Log lines: the input's size, and when the last line was logged.
@@ -46,6 +48,7 @@ impl Progress {
     /// `bytes` of the input have been read.
     pub fn read(&self, bytes: u64) {
         match self {
+            Self::Hidden => {}
             Self::Bar(bar) => bar.set_position(bytes),
             Self::Log { total_bytes, last } => {
                 let mut last = lock(last);
@@ -64,6 +67,7 @@ impl Progress {
     /// The input is read; the job now does `what`.
     pub fn phase(&self, what: &'static str) {
         match self {
+            Self::Hidden => {}
             Self::Bar(bar) => bar.set_message(what),
             Self::Log { .. } => tracing::info!("batch: {what}"),
         }
@@ -74,5 +78,12 @@ impl Progress {
         if let Self::Bar(bar) = self {
             bar.finish_and_clear();
         }
+    }
+}
+
+impl Drop for Progress {
+    /// A job that fails leaves no bar ticking over its error.
+    fn drop(&mut self) {
+        self.finish();
     }
 }
