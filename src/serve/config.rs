@@ -321,13 +321,14 @@ fn environment_path(name: &str) -> String {
 /// as TOML or else as a string. A librdkafka property's value is kept as it is written
 /// (`0x1F` stays `0x1F`), unless it is a quoted string.
 fn set(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
+    let property = property_path(path);
     let value = format!("value = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut parsed| parsed.remove("value"))
-        .filter(|parsed| parsed.is_str() || property_path(path).is_none())
+        .filter(|parsed| parsed.is_str() || property.is_none())
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
-    let mut keys: Vec<&str> = match property_path(path) {
+    let mut keys: Vec<&str> = match property {
         Some((map, property)) => map.split('.').chain([property]).collect(),
         None => path.split('.').collect(),
     };
