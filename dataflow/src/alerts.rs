@@ -1,20 +1,31 @@
-//! `alerts`: threshold rules, held as data, joined with the views they watch.
+//! `alerts`: threshold rules, held as data, evaluated against the rows of the view they
+//! watch.
 //!
 //! The view holds every `(rule, page, window_start)` whose condition holds now. Rules are a
 //! collection like any other, so adding or removing a rule fires or clears its alerts
 //! incrementally, and a late event that pushes a window over a threshold fires then. The
-//! few rules are replicated over a fixed number of page buckets so that the join is spread
-//! over all workers instead of landing on one.
+//! few rules are broadcast to every worker; each worker keeps the page-view rows that the
+//! page-view operator made on it, and evaluates the rules against them. This is the join of
+//! rows and rules, without arranging every row: a time's rule changes meet the rows as
+//! they were before it, and its row changes meet the rules as they are after it, which
+//! adds up to the change of the join. Rows and rules are kept with their multiplicities,
+//! so the result does not depend on which worker a row's updates reach.
+
+use std::collections::BTreeMap;
 
 use compact_str::CompactString;
-use differential_dataflow::{Hashable, VecCollection};
+use differential_dataflow::{AsCollection, VecCollection};
+use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::generic::Operator;
+use timely::dataflow::operators::vec::Broadcast;
+use timely::dataflow::operators::{Capability, InputCapability};
 
+use crate::multiset::{add_to_counts, add_to_sorted_counts};
 use crate::rows::{AlertRow, PageViewRow};
 use crate::views::Time;
-
-/// The number of page buckets the rule join is spread over.
-const BUCKETS: u64 = 64;
 
 /// The view a rule watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -108,13 +119,109 @@ impl AlertRule {
     }
 }
 
-/// Maintains `alerts`: every rule joined with every row of the view it watches.
+/// Maintains `alerts`: every rule evaluated against every row of the view it watches.
 pub(crate) fn alerts<'s>(
     page_views: VecCollection<'s, Time, PageViewRow>,
     rules: VecCollection<'s, Time, AlertRule>,
 ) -> VecCollection<'s, Time, AlertRow> {
-    let rows = page_views.map(|row| (row.page.hashed() % BUCKETS, row));
-    let rules = rules.flat_map(|rule| (0..BUCKETS).map(move |bucket| (bucket, rule.clone())));
-    rows.join_map(rules, |_bucket, row, rule| rule.evaluate(row))
-        .flat_map(|alert| alert)
+    type AlertUpdates = Vec<(AlertRow, Time, isize)>;
+    page_views
+        .inner
+        .binary_frontier::<_, CapacityContainerBuilder<AlertUpdates>, _, _, _, _>(
+            rules.inner.broadcast(),
+            Pipeline,
+            Pipeline,
+            "Alerts",
+            |_capability, _info| {
+                let mut evaluation = Evaluation::default();
+                let mut held: Option<Capability<Time>> = None;
+                let mut alerts = Vec::new();
+                move |(row_input, row_frontier), (rule_input, rule_frontier), output| {
+                    let mut hold = |capability: InputCapability<Time>| {
+                        if let Some(time) = capability.least()
+                            && held.as_ref().is_none_or(|cap| cap.time() > time)
+                        {
+                            held = Some(capability.delayed(time, 0));
+                        }
+                    };
+                    row_input.for_each(|capability, data| {
+                        hold(capability);
+                        stash(&mut evaluation.pending, data, |changes| &mut changes.rows);
+                    });
+                    rule_input.for_each(|capability, data| {
+                        hold(capability);
+                        stash(&mut evaluation.pending, data, |changes| &mut changes.rules);
+                    });
+                    while let Some(time) = evaluation.next_time() {
+                        let Some(cap) = held.as_mut() else { break };
+                        if row_frontier.less_equal(&time) || rule_frontier.less_equal(&time) {
+                            break;
+                        }
+                        evaluation.process(time, &mut alerts);
+                        if !alerts.is_empty() {
+                            output
+                                .session(&cap.delayed(&time))
+                                .give_iterator(alerts.drain(..));
+                        }
+                    }
+                    match (evaluation.next_time(), held.as_mut()) {
+                        (Some(time), Some(cap)) => cap.downgrade(&time),
+                        _ => held = None,
+                    }
+                }
+            },
+        )
+        .as_collection()
+}
+
+/// The changes of one logical time.
+#[derive(Default)]
+struct Changes {
+    rows: Vec<(PageViewRow, isize)>,
+    rules: Vec<(AlertRule, isize)>,
+}
+
+/// Moves `data` into the changes of its times, on the side `changes` picks.
+fn stash<T>(
+    pending: &mut BTreeMap<Time, Changes>,
+    data: &mut Vec<(T, Time, isize)>,
+    side: fn(&mut Changes) -> &mut Vec<(T, isize)>,
+) {
+    for (item, time, diff) in data.drain(..) {
+        side(pending.entry(time).or_default()).push((item, diff));
+    }
+}
+
+/// One worker's rows and rules, and the changes waiting for the frontier.
+#[derive(Default)]
+struct Evaluation {
+    rows: HashMap<PageViewRow, isize>,
+    rules: BTreeMap<AlertRule, isize>,
+    pending: BTreeMap<Time, Changes>,
+}
+
+impl Evaluation {
+    fn next_time(&self) -> Option<Time> {
+        self.pending.first_key_value().map(|(time, _)| *time)
+    }
+
+    /// Applies the changes at `time`, appending the alerts' changes to `alerts`.
+    fn process(&mut self, time: Time, alerts: &mut Vec<(AlertRow, Time, isize)>) {
+        let Some(changes) = self.pending.remove(&time) else {
+            return;
+        };
+        // The rule changes meet the rows before `time`, the row changes the rules after it.
+        for (rule, diff) in changes.rules {
+            for (row, count) in &self.rows {
+                alerts.extend(rule.evaluate(row).map(|alert| (alert, time, diff * count)));
+            }
+            add_to_sorted_counts(&mut self.rules, rule, diff);
+        }
+        for (row, diff) in changes.rows {
+            for (rule, count) in &self.rules {
+                alerts.extend(rule.evaluate(&row).map(|alert| (alert, time, diff * count)));
+            }
+            add_to_counts(&mut self.rows, row, diff);
+        }
+    }
 }

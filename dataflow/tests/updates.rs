@@ -3,13 +3,14 @@
 //! and sessions fed one event per time equal, at every time, sessionizing the events so
 //! far (a session's rows share and extend pages from time to time).
 
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
 use clickflow_dataflow::{
-    AlertRow, AlertRule, ArrivedEvent, PageViewRow, SessionRow, Time, ViewConfig, build_views,
+    AlertRow, AlertRule, ArrivedEvent, Comparison, Metric, PageViewRow, SessionRow, Time,
+    ViewConfig, ViewName, build_views,
 };
 use clickflow_events::Event;
+use differential_dataflow::VecCollection;
 use differential_dataflow::consolidation::consolidate_updates;
 use differential_dataflow::input::Input;
 use proptest::prelude::*;
@@ -20,6 +21,7 @@ const RETENTION: u64 = 60 * MINUTE;
 const GAP: u64 = 30 * MINUTE;
 
 /// Something to do at an input time.
+#[derive(Clone, Debug)]
 enum Step {
     Event(&'static str, &'static str, u64),
     AddRule(AlertRule),
@@ -37,8 +39,35 @@ struct Updates {
 /// event is older than its input time minus the retention) and runs until every time before
 /// `until` is complete; returns each view's consolidated updates.
 fn run(steps: Vec<(Time, Step)>, until: Time) -> Updates {
-    timely::execute_directly(move |worker| {
-        let updates = Rc::new(RefCell::new(Updates::default()));
+    run_on(1, steps, until)
+}
+
+/// Appends every update of `view` to `updates`, on the side `side` picks.
+fn collect<R: differential_dataflow::Data>(
+    view: VecCollection<'_, Time, R>,
+    updates: &Arc<Mutex<Updates>>,
+    side: fn(&mut Updates) -> &mut Vec<(R, Time, isize)>,
+) {
+    let sink = Arc::clone(updates);
+    view.inspect(move |update| {
+        side(&mut sink.lock().expect("a worker panicked")).push(update.clone())
+    });
+}
+
+/// [`run`] on `workers` worker threads, with every step fed by the first.
+fn run_on(workers: usize, steps: Vec<(Time, Step)>, until: Time) -> Updates {
+    let collected = Arc::new(Mutex::new(Updates::default()));
+    let steps = Mutex::new(Some(steps));
+    let updates = Arc::clone(&collected);
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let steps = match worker.index() {
+            0 => steps
+                .lock()
+                .expect("a worker panicked")
+                .take()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
         let probe = ProbeHandle::new();
         let config = ViewConfig {
             retention_ms: RETENTION,
@@ -49,18 +78,9 @@ fn run(steps: Vec<(Time, Step)>, until: Time) -> Updates {
             let (events_input, events) = scope.new_collection::<ArrivedEvent, isize>();
             let (rules_input, rules) = scope.new_collection::<AlertRule, isize>();
             let views = build_views(events, rules, &config).probe_with(&probe);
-            let sink = Rc::clone(&updates);
-            views
-                .page_views
-                .inspect(move |update| sink.borrow_mut().page_views.push(update.clone()));
-            let sink = Rc::clone(&updates);
-            views
-                .sessions
-                .inspect(move |update| sink.borrow_mut().sessions.push(update.clone()));
-            let sink = Rc::clone(&updates);
-            views
-                .alerts
-                .inspect(move |update| sink.borrow_mut().alerts.push(update.clone()));
+            collect(views.page_views, &updates, |all| &mut all.page_views);
+            collect(views.sessions, &updates, |all| &mut all.sessions);
+            collect(views.alerts, &updates, |all| &mut all.alerts);
             (events_input, rules_input)
         });
         for (arrival, (time, step)) in (1..).zip(steps) {
@@ -84,12 +104,16 @@ fn run(steps: Vec<(Time, Step)>, until: Time) -> Updates {
         events.flush();
         rules.flush();
         worker.step_while(|| probe.less_than(&until));
-        let mut updates = updates.take();
-        consolidate_updates(&mut updates.page_views);
-        consolidate_updates(&mut updates.sessions);
-        consolidate_updates(&mut updates.alerts);
-        updates
     })
+    .expect("the workers start");
+    for result in guards.join() {
+        result.expect("a worker failed");
+    }
+    let mut updates = std::mem::take(&mut *collected.lock().expect("a worker panicked"));
+    consolidate_updates(&mut updates.page_views);
+    consolidate_updates(&mut updates.sessions);
+    consolidate_updates(&mut updates.alerts);
+    updates
 }
 
 fn page_row(page: &str, start: u64, views: u64, users: u64) -> PageViewRow {
@@ -194,10 +218,9 @@ fn sessionize(events: &[(&str, &str, u64)]) -> Vec<SessionRow> {
 const USERS: [&str; 2] = ["u0", "u1"];
 const PAGES: [&str; 3] = ["/a", "/b", "/c"];
 
-/// The sessions view's rows at `time`, from its updates.
-fn sessions_at(updates: &Updates, time: Time) -> Vec<(SessionRow, isize)> {
-    let mut shown: Vec<(SessionRow, isize)> = updates
-        .sessions
+/// The consolidated collection of `updates` at `time`.
+fn at<R: Ord + Clone>(updates: &[(R, Time, isize)], time: Time) -> Vec<(R, isize)> {
+    let mut shown: Vec<_> = updates
         .iter()
         .filter(|(_, at, _)| *at <= time)
         .map(|(row, _, diff)| (row.clone(), *diff))
@@ -224,7 +247,7 @@ proptest! {
         let until = events.len() as Time + 1;
         let updates = run(steps, until);
         for time in 1..until {
-            let shown = sessions_at(&updates, time);
+            let shown = at(&updates.sessions, time);
             let expected: Vec<_> = sessionize(&events[..time as usize])
                 .into_iter()
                 .map(|row| (row, 1))
@@ -260,7 +283,7 @@ proptest! {
             if admitted.get(index + 1).is_some_and(|&(next, _)| next == time) {
                 continue;
             }
-            let shown = sessions_at(&updates, time);
+            let shown = at(&updates.sessions, time);
             let expected: Vec<_> = sessionize(&events[..=index])
                 .into_iter()
                 .filter(|row| row.session_end + RETENTION > time)
@@ -295,4 +318,100 @@ fn rules_added_at_run_time_fire_for_existing_windows_and_clear_when_removed() {
         updates.alerts,
         vec![(alert.clone(), t0 + 10, 1), (alert, t0 + 20, -1)]
     );
+}
+
+/// Rules that differ in metric, comparison, threshold and page prefix.
+fn rule(index: usize) -> AlertRule {
+    let (metric, comparison, threshold, prefix) = [
+        (Metric::ViewCount, Comparison::Greater, 1, ""),
+        (Metric::UniqueUsers, Comparison::GreaterOrEqual, 2, ""),
+        (Metric::ViewCount, Comparison::Equal, 1, "/a"),
+        (Metric::ViewCount, Comparison::LessOrEqual, 2, "/b"),
+        (Metric::UniqueUsers, Comparison::Less, 2, ""),
+    ][index];
+    AlertRule {
+        rule_id: format!("rule{index}").into(),
+        view: ViewName::PageViewsPerMinute,
+        metric,
+        comparison,
+        threshold,
+        page_prefix: prefix.into(),
+    }
+}
+
+/// The reference: the alert `rule` raises for `row`, if any.
+fn reference_alert(rule: &AlertRule, row: &PageViewRow) -> Option<AlertRow> {
+    let value = match rule.metric {
+        Metric::ViewCount => row.view_count,
+        Metric::UniqueUsers => row.unique_users,
+    };
+    let holds = match rule.comparison {
+        Comparison::Greater => value > rule.threshold,
+        Comparison::GreaterOrEqual => value >= rule.threshold,
+        Comparison::Less => value < rule.threshold,
+        Comparison::LessOrEqual => value <= rule.threshold,
+        Comparison::Equal => value == rule.threshold,
+    };
+    (holds && row.page.starts_with(rule.page_prefix.as_str())).then(|| AlertRow {
+        rule: rule.rule_id.clone(),
+        page: row.page.clone(),
+        window_start: row.window_start,
+        window_end: row.window_end,
+        value,
+        threshold: rule.threshold,
+    })
+}
+
+proptest! {
+    #[test]
+    fn alerts_equal_the_rules_of_each_time_evaluated_on_its_page_view_rows(
+        actions in prop::collection::vec((0..4usize, 0..5usize, 0..3usize, 0..3u64), 1..40),
+        workers in 1..3usize,
+    ) {
+        // Input times advance by 0 to 4 minutes, so that rules and events share times and
+        // windows leave retention; events are up to 2 minutes older than their time. A
+        // rule is removed only while added (possibly twice).
+        let mut time = 10 * MINUTE;
+        let mut rules: Vec<(usize, Time, isize)> = Vec::new();
+        let mut steps = Vec::new();
+        for (kind, a, b, c) in actions {
+            time += c * 2 * MINUTE;
+            match kind {
+                0 | 1 => {
+                    let at = time - (a as u64 % 3) * MINUTE + b as u64;
+                    steps.push((time, Step::Event(USERS[a % 2], PAGES[b], at)));
+                }
+                2 => {
+                    rules.push((a, time, 1));
+                    steps.push((time, Step::AddRule(rule(a))));
+                }
+                _ => {
+                    let added: isize = rules.iter().filter(|r| r.0 == a).map(|r| r.2).sum();
+                    if added > 0 {
+                        rules.push((a, time, -1));
+                        steps.push((time, Step::RemoveRule(rule(a))));
+                    }
+                }
+            }
+        }
+        let until = time + 1;
+        let updates = run_on(workers, steps.clone(), until);
+        let rule_updates: Vec<_> = rules.iter().map(|&(a, at, diff)| (rule(a), at, diff)).collect();
+        let mut times: Vec<Time> = steps.iter().map(|(time, _)| *time).collect();
+        times.extend(updates.page_views.iter().map(|(_, time, _)| *time));
+        times.sort_unstable();
+        times.dedup();
+        for time in times {
+            let mut expected: Vec<(AlertRow, isize)> = Vec::new();
+            for (rule, rule_count) in at(&rule_updates, time) {
+                for (row, row_count) in at(&updates.page_views, time) {
+                    if let Some(alert) = reference_alert(&rule, &row) {
+                        expected.push((alert, rule_count * row_count));
+                    }
+                }
+            }
+            differential_dataflow::consolidation::consolidate(&mut expected);
+            prop_assert_eq!(at(&updates.alerts, time), expected, "at time {}", time);
+        }
+    }
 }

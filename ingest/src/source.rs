@@ -61,6 +61,22 @@ const METADATA_REFRESH: Duration = Duration::from_secs(5);
 /// How long a metadata or offset lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the source's consumers fetch (librdkafka properties; `kafka.consumer` in the
+/// configuration overrides them):
+/// - `fetch.wait.max.ms` 10 and `fetch.min.bytes` 1 MiB: the broker holds a fetch for up
+///   to 10 ms rather than answering with the first record; under load, fewer and larger
+///   fetch responses cost the broker and librdkafka less CPU, and the source polls every
+///   [`POLL_INTERVAL`] anyway.
+/// - `fetch.queue.backoff.ms` 10 (librdkafka's default is 1000): once a consumer has
+///   prefetched its queue's limit (`queued.max.messages.kbytes`, 64 MiB), it fetches again
+///   10 ms after the source has read below it, not a second later. While catching up, the
+///   workers drained the queue in well under a second and then waited for the rest of it.
+pub const FETCH_PROPERTIES: &[(&str, &str)] = &[
+    ("fetch.wait.max.ms", "10"),
+    ("fetch.min.bytes", "1048576"),
+    ("fetch.queue.backoff.ms", "10"),
+];
+
 /// Where reading starts in partitions found at startup; partitions added later are read
 /// from their beginning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -627,13 +643,10 @@ fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
         .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
-        // The broker holds a fetch for up to `fetch.wait.max.ms` rather than answering
-        // with the first record: under load, fewer and larger fetch responses cost the
-        // broker and librdkafka less CPU, and the source polls every [`POLL_INTERVAL`]
-        // anyway.
-        .set("fetch.min.bytes", "1048576")
         .set("statistics.interval.ms", "1000");
+    for (key, value) in FETCH_PROPERTIES {
+        client.set(*key, *value);
+    }
     for (key, value) in &config.properties {
         client.set(key, value);
     }

@@ -11,6 +11,7 @@ use clickflow_ingest::admin::{Admin, ReferenceTopics, TopicSpec, TopicState};
 use clickflow_ingest::generator::GeneratorConfig;
 use clickflow_ingest::partitions::owner;
 use clickflow_ingest::producer::{DeliverySummary, LoadConfig, LoadProducer};
+use clickflow_ingest::source::FETCH_PROPERTIES;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
@@ -211,7 +212,7 @@ fn consume_partitions(
 
 /// The input consumer settings of clickflow's Kafka source (`consumer_config` in
 /// `ingest/src/source.rs`, which is private), minus its statistics: explicit assignment,
-/// no offset commits, `read_committed`, `fetch.wait.max.ms=10`.
+/// no offset commits, `read_committed`, and the same fetch properties.
 fn bare_consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
@@ -222,7 +223,9 @@ fn bare_consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")
         .set("auto.offset.reset", "earliest")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10");
+        .set("isolation.level", "read_committed");
+    for (key, value) in FETCH_PROPERTIES {
+        config.set(*key, *value);
+    }
     config
 }
