@@ -25,6 +25,7 @@ use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::multiset::{add_to_counts, add_to_sorted_counts};
 use crate::rows::{AlertRow, PageViewRow};
+use crate::stash::TimeStash;
 use crate::views::Time;
 
 /// The view a rule watches.
@@ -146,11 +147,11 @@ pub(crate) fn alerts<'s>(
                     };
                     row_input.for_each(|capability, data| {
                         hold(capability);
-                        stash(&mut evaluation.pending, data, |changes| &mut changes.rows);
+                        evaluation.pending_rows.push(data);
                     });
                     rule_input.for_each(|capability, data| {
                         hold(capability);
-                        stash(&mut evaluation.pending, data, |changes| &mut changes.rules);
+                        evaluation.pending_rules.push(data);
                     });
                     while let Some(time) = evaluation.next_time() {
                         let Some(cap) = held.as_mut() else { break };
@@ -174,50 +175,32 @@ pub(crate) fn alerts<'s>(
         .as_collection()
 }
 
-/// The changes of one logical time.
-#[derive(Default)]
-struct Changes {
-    rows: Vec<(PageViewRow, isize)>,
-    rules: Vec<(AlertRule, isize)>,
-}
-
-/// Moves `data` into the changes of its times, on the side `changes` picks.
-fn stash<T>(
-    pending: &mut BTreeMap<Time, Changes>,
-    data: &mut Vec<(T, Time, isize)>,
-    side: fn(&mut Changes) -> &mut Vec<(T, isize)>,
-) {
-    for (item, time, diff) in data.drain(..) {
-        side(pending.entry(time).or_default()).push((item, diff));
-    }
-}
-
 /// One worker's rows and rules, and the changes waiting for the frontier.
 #[derive(Default)]
 struct Evaluation {
     rows: HashMap<PageViewRow, isize>,
     rules: BTreeMap<AlertRule, isize>,
-    pending: BTreeMap<Time, Changes>,
+    pending_rows: TimeStash<PageViewRow>,
+    pending_rules: TimeStash<AlertRule>,
 }
 
 impl Evaluation {
     fn next_time(&self) -> Option<Time> {
-        self.pending.first_key_value().map(|(time, _)| *time)
+        let rows = self.pending_rows.first_time();
+        let rules = self.pending_rules.first_time();
+        rows.into_iter().chain(rules).min()
     }
 
     /// Applies the changes at `time`, appending the alerts' changes to `alerts`.
     fn process(&mut self, time: Time, alerts: &mut Vec<(AlertRow, Time, isize)>) {
-        let Some(changes) = self.pending.remove(&time) else {
-            return;
-        };
         // The rule changes meet the rows before `time`, the row changes the rules after it.
-        for (rule, diff) in changes.rules {
+        for (rule, diff) in self.pending_rules.take(time) {
             for (row, count) in &self.rows {
                 alerts.extend(rule.evaluate(row).map(|alert| (alert, time, diff * count)));
             }
             add_to_sorted_counts(&mut self.rules, rule, diff);
         }
-        for (row, diff) in changes.rows {
+        for (row, diff) in self.pending_rows.take(time) {
             for (rule, count) in &self.rules {
                 alerts.extend(rule.evaluate(&row).map(|alert| (alert, time, diff * count)));
             }

@@ -12,7 +12,7 @@
 //! does not look them up again.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hash::{BuildHasher, Hash};
 
 use foldhash::fast::RandomState;
@@ -24,6 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
+use crate::stash::TimeStash;
 use crate::views::Time;
 
 /// The logic of one keyed view.
@@ -107,13 +108,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
             move |(input, frontier), output| {
                 input.for_each_stamp(|capability, containers| {
                     for container in containers {
-                        for ((key, value), time, diff) in container.drain(..) {
-                            operator
-                                .updates
-                                .entry(time)
-                                .or_default()
-                                .push((key, value, diff));
-                        }
+                        operator.updates.push(container);
                     }
                     if let Some(time) = capability.least()
                         && held.as_ref().is_none_or(|cap| cap.time() > time)
@@ -142,15 +137,13 @@ pub(crate) fn maintain<'s, V: KeyedView>(
         .as_collection()
 }
 
-/// Updates waiting for the frontier to pass their time.
-type Updates<K, V> = BTreeMap<Time, Vec<(K, V, isize)>>;
-
 struct KeyedOperator<V: KeyedView> {
     view: V,
     hasher: RandomState,
     /// Every key's entry, by the hash of the key.
     entries: HashTable<Entry<V::Key, V::State, V::Row>>,
-    updates: Updates<V::Key, V::Value>,
+    /// Updates waiting for the frontier to pass their time.
+    updates: TimeStash<(V::Key, V::Value)>,
     /// Keys to re-derive at a time with no input of their own.
     wakes: BTreeSet<(Time, V::Key)>,
     /// Where the entries the time being processed changed or woke are in `entries` (their
@@ -165,7 +158,7 @@ impl<V: KeyedView> KeyedOperator<V> {
             view,
             hasher: RandomState::default(),
             entries: HashTable::new(),
-            updates: BTreeMap::new(),
+            updates: TimeStash::default(),
             wakes: BTreeSet::new(),
             touched: Vec::new(),
         }
@@ -173,7 +166,7 @@ impl<V: KeyedView> KeyedOperator<V> {
 
     /// The earliest time with work waiting.
     fn next_time(&self) -> Option<Time> {
-        let update = self.updates.first_key_value().map(|(time, _)| *time);
+        let update = self.updates.first_time();
         let wake = self.wakes.first().map(|(time, _)| *time);
         update.into_iter().chain(wake).min()
     }
@@ -186,7 +179,7 @@ impl<V: KeyedView> KeyedOperator<V> {
         let hasher = &self.hasher;
         let rehash = |entry: &Entry<V::Key, V::State, V::Row>| hasher.hash_one(&entry.key);
         let mut touched = std::mem::take(&mut self.touched);
-        for (key, value, diff) in self.updates.remove(&time).unwrap_or_default() {
+        for ((key, value), diff) in self.updates.take(time) {
             if self.entries.len() == self.entries.capacity() {
                 // A new key would move every entry (the table grows, or drops the places
                 // of removed entries): they move now, and the touched ones are found again.
@@ -356,7 +349,7 @@ mod tests {
                 for (key, insert) in updates {
                     let diff = if insert { 1 } else { -1 };
                     *expected.entry(key).or_default() += diff;
-                    operator.updates.entry(time).or_default().push((key, (), diff));
+                    operator.updates.push(&mut vec![((key, ()), time, diff)]);
                 }
                 let mut changes = Vec::new();
                 if operator.next_time() == Some(time) {

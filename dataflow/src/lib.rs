@@ -17,6 +17,7 @@ mod page_views;
 mod rows;
 mod rules;
 mod sessions;
+mod stash;
 mod steps;
 mod store;
 mod transitions;

@@ -13,6 +13,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::generic::Operator;
 
 use crate::rows::{AlertRow, PageViewRow};
+use crate::stash::TimeStash;
 use crate::views::Time;
 
 /// The updates of one frontier step.
@@ -35,7 +36,8 @@ pub fn publish_steps<'s>(
     alerts: VecCollection<'s, Time, AlertRow>,
     mut publish: Option<impl FnMut(Step) + 'static>,
 ) {
-    let mut stashed = Step::default();
+    let mut page_views_stashed = TimeStash::default();
+    let mut alerts_stashed = TimeStash::default();
     let mut from: Time = 0;
     let mut complete = false;
     page_views
@@ -49,8 +51,8 @@ pub fn publish_steps<'s>(
                 move |(page_view_input, page_view_frontier),
                       (alert_input, alert_frontier),
                       _output| {
-                    page_view_input.for_each(|_, data| stashed.page_views.append(data));
-                    alert_input.for_each(|_, data| stashed.alerts.append(data));
+                    page_view_input.for_each(|_, data| page_views_stashed.push(data));
+                    alert_input.for_each(|_, data| alerts_stashed.push(data));
                     let to = [page_view_frontier.frontier(), alert_frontier.frontier()]
                         .into_iter()
                         .map(|frontier| frontier.first().copied())
@@ -65,8 +67,8 @@ pub fn publish_steps<'s>(
                     let released = Step {
                         from,
                         to,
-                        page_views: release_before(&mut stashed.page_views, to),
-                        alerts: release_before(&mut stashed.alerts, to),
+                        page_views: page_views_stashed.take_before(to),
+                        alerts: alerts_stashed.take_before(to),
                     };
                     from = to.unwrap_or(from);
                     complete = to.is_none();
@@ -74,18 +76,4 @@ pub fn publish_steps<'s>(
                 }
             },
         );
-}
-
-/// Removes and returns the updates at times before `to` (all of them when `to` is `None`),
-/// ordered by time.
-fn release_before<R>(
-    updates: &mut Vec<(R, Time, isize)>,
-    to: Option<Time>,
-) -> Vec<(R, Time, isize)> {
-    let (mut released, kept): (Vec<_>, Vec<_>) = updates
-        .drain(..)
-        .partition(|(_, time, _)| to.is_none_or(|to| *time < to));
-    *updates = kept;
-    released.sort_by_key(|(_, time, _)| *time);
-    released
 }
