@@ -32,8 +32,8 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
     let bare = median_seconds(&throughput.bare);
     let clickflow = median_seconds(&throughput.clickflow);
     println!(
-        "throughput: {} events in one {PARTITIONS}-partition topic (filled at {:.0} records/s), {} workers, medians of {} alternating runs",
-        args.events, throughput.fill_rate, args.workers, args.runs
+        "throughput: {} events in one {PARTITIONS}-partition topic (filled at {:.0} records/s), {} workers, medians of {} alternating runs after {} untimed run(s) of each side",
+        args.events, throughput.fill_rate, args.workers, args.runs, args.warm_up_runs
     );
     println!();
     println!("| reader | runs | median | events/s |");
