@@ -127,6 +127,12 @@ impl OutputWriter {
                 what: "output producer",
                 source,
             })?;
+        // A new producer looks for its transaction coordinator at once; when the connection
+        // to the coordinating broker is not up yet, it looks again only 500 ms later. That
+        // happened in about half of the starts, and was most of the service's start-up. A
+        // metadata request for the whole cluster first brings the broker connections up
+        // (16 starts of 16 without the wait). Its error, if any, is init_transactions' too.
+        let _ = producer.client().fetch_metadata(None, OPERATION_TIMEOUT);
         producer
             .init_transactions(OPERATION_TIMEOUT)
             .map_err(|source| KafkaError::Client {
