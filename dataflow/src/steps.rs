@@ -53,11 +53,11 @@ pub fn publish_steps<'s>(
                       _output| {
                     page_view_input.for_each(|_, data| page_views_stashed.push(data));
                     alert_input.for_each(|_, data| alerts_stashed.push(data));
+                    // The least frontier; an empty one (a view complete) is the largest.
                     let to = [page_view_frontier.frontier(), alert_frontier.frontier()]
                         .into_iter()
-                        .map(|frontier| frontier.first().copied())
-                        .min()
-                        .flatten();
+                        .filter_map(|frontier| frontier.first().copied())
+                        .min();
                     if complete || to == Some(from) {
                         return;
                     }
@@ -76,4 +76,66 @@ pub fn publish_steps<'s>(
                 }
             },
         );
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    use differential_dataflow::input::Input;
+
+    use super::*;
+
+    fn alert(window_start: u64) -> AlertRow {
+        AlertRow {
+            rule: "high_traffic".into(),
+            page: "/a".into(),
+            window_start,
+            window_end: window_start + 60_000,
+            value: 2,
+            threshold: 1,
+        }
+    }
+
+    /// Page views complete while alerts still have updates to come: the steps carry those
+    /// updates, and only the last step says the views are complete.
+    #[test]
+    fn a_view_that_completes_first_does_not_end_the_steps() {
+        let steps = timely::execute_directly(move |worker| {
+            let published: Rc<RefCell<Vec<Step>>> = Rc::default();
+            let sink = Rc::clone(&published);
+            let (page_views, mut alerts) = worker.dataflow::<Time, _, _>(|scope| {
+                let (page_views_input, page_views) = scope.new_collection::<PageViewRow, isize>();
+                let (alerts_input, alerts) = scope.new_collection::<AlertRow, isize>();
+                publish_steps(
+                    page_views,
+                    alerts,
+                    Some(move |step| sink.borrow_mut().push(step)),
+                );
+                (page_views_input, alerts_input)
+            });
+            page_views.close();
+            let settle = |worker: &mut timely::worker::Worker| {
+                for _ in 0..20 {
+                    worker.step();
+                }
+            };
+            alerts.advance_to(1);
+            alerts.flush();
+            settle(worker);
+            alerts.insert(alert(0));
+            alerts.advance_to(5);
+            alerts.flush();
+            settle(worker);
+            alerts.close();
+            settle(worker);
+            published.take()
+        });
+        let released: Vec<_> = steps.iter().flat_map(|step| step.alerts.clone()).collect();
+        assert_eq!(released, vec![(alert(0), 1, 1)]);
+        let complete: Vec<bool> = steps.iter().map(|step| step.to.is_none()).collect();
+        assert_eq!(complete.last(), Some(&true));
+        assert_eq!(complete.iter().filter(|done| **done).count(), 1);
+    }
 }
