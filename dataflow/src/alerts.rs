@@ -138,20 +138,27 @@ pub(crate) fn alerts<'s>(
                 let mut held: Option<Capability<Time>> = None;
                 let mut alerts = Vec::new();
                 move |(row_input, row_frontier), (rule_input, rule_frontier), output| {
+                    // Holds a capability for a message's time; a message with no time
+                    // makes no progress claim and is dropped, as timely says (no upstream
+                    // sends one).
                     let mut hold = |capability: InputCapability<Time>| {
-                        if let Some(time) = capability.least()
-                            && held.as_ref().is_none_or(|cap| cap.time() > time)
-                        {
+                        let Some(time) = capability.least() else {
+                            return false;
+                        };
+                        if held.as_ref().is_none_or(|cap| cap.time() > time) {
                             held = Some(capability.delayed(time, 0));
                         }
+                        true
                     };
                     row_input.for_each(|capability, data| {
-                        hold(capability);
-                        evaluation.pending_rows.push(data);
+                        if hold(capability) {
+                            evaluation.pending_rows.push(data);
+                        }
                     });
                     rule_input.for_each(|capability, data| {
-                        hold(capability);
-                        evaluation.pending_rules.push(data);
+                        if hold(capability) {
+                            evaluation.pending_rules.push(data);
+                        }
                     });
                     while let Some(time) = evaluation.next_time() {
                         let Some(cap) = held.as_mut() else { break };

@@ -107,13 +107,16 @@ pub(crate) fn maintain<'s, V: KeyedView>(
             let mut changes = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|capability, containers| {
+                    // A message with no time makes no progress claim and cannot be given
+                    // a time to emit at: timely says to drop it. No upstream sends one.
+                    let Some(time) = capability.least() else {
+                        return;
+                    };
+                    if held.as_ref().is_none_or(|cap| cap.time() > time) {
+                        held = Some(capability.delayed(time, 0));
+                    }
                     for container in containers {
                         operator.updates.push(container);
-                    }
-                    if let Some(time) = capability.least()
-                        && held.as_ref().is_none_or(|cap| cap.time() > time)
-                    {
-                        held = Some(capability.delayed(time, 0));
                     }
                 });
                 while let Some(time) = operator.next_time() {

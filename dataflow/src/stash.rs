@@ -26,25 +26,32 @@ impl<D> Default for TimeStash<D> {
     }
 }
 
-impl<D: Clone> TimeStash<D> {
+impl<D> TimeStash<D> {
     /// Takes in the updates of `container`, leaving it empty.
     pub(crate) fn push(&mut self, container: &mut Container<D>) {
         let Some(&(_, first, _)) = container.first() else {
             return;
         };
         if container.iter().all(|(_, time, _)| *time == first) {
-            self.by_time
-                .entry(first)
-                .or_default()
-                .push(std::mem::take(container));
+            let mut whole = std::mem::take(container);
+            // A few updates in a large buffer do not keep the buffer while they wait.
+            if whole.len() < whole.capacity() / 4 {
+                whole.shrink_to_fit();
+            }
+            self.by_time.entry(first).or_default().push(whole);
             return;
         }
         // Updates at several times: split by time, each time's in their order.
         container.sort_by_key(|(_, time, _)| *time);
-        for run in container.chunk_by(|(_, a, _), (_, b, _)| a == b) {
-            self.by_time.entry(run[0].1).or_default().push(run.to_vec());
+        let mut updates = container.drain(..).peekable();
+        while let Some(update) = updates.next() {
+            let time = update.1;
+            let mut run = vec![update];
+            run.extend(std::iter::from_fn(|| {
+                updates.next_if(|(_, next, _)| *next == time)
+            }));
+            self.by_time.entry(time).or_default().push(run);
         }
-        container.clear();
     }
 
     /// The earliest time with updates.
