@@ -39,7 +39,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use serde::Serialize;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::KafkaError;
 use crate::status::IngestStatus;
@@ -49,6 +49,9 @@ const STEP_QUEUE: usize = 1024;
 
 /// How long one transaction operation may take before it is retried.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the writer waits for cluster metadata before it looks for its coordinator.
+const METADATA_WAIT: Duration = Duration::from_secs(1);
 
 /// How long a step may keep failing (a broker restart, a lost coordinator) before the
 /// writer gives up and the service stops with the cause.
@@ -129,10 +132,14 @@ impl OutputWriter {
             })?;
         // A new producer looks for its transaction coordinator at once; when the connection
         // to the coordinating broker is not up yet, it looks again only 500 ms later. That
-        // happened in about half of the starts, and was most of the service's start-up. A
-        // metadata request for the whole cluster first brings the broker connections up
-        // (16 starts of 16 without the wait). Its error, if any, is init_transactions' too.
-        let _ = producer.client().fetch_metadata(None, OPERATION_TIMEOUT);
+        // happened in about half of the starts on one broker, and was most of the
+        // service's start-up. A metadata request for the whole cluster first brings the
+        // connections up (16 starts of 16 without the wait; with several brokers it need
+        // not reach the coordinator, and then the wait is as before). An unreachable
+        // cluster is init_transactions' error to report, so this waits a second at most.
+        if let Err(error) = producer.client().fetch_metadata(None, METADATA_WAIT) {
+            debug!(%error, "no cluster metadata before looking for the transaction coordinator");
+        }
         producer
             .init_transactions(OPERATION_TIMEOUT)
             .map_err(|source| KafkaError::Client {

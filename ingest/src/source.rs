@@ -68,9 +68,10 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 ///   fetch responses cost the broker and librdkafka less CPU, and the source polls every
 ///   [`POLL_INTERVAL`] anyway.
 /// - `fetch.queue.backoff.ms` 10 (librdkafka's default is 1000): once a consumer has
-///   prefetched its queue's limit (`queued.max.messages.kbytes`, 64 MiB), it fetches again
-///   10 ms after the source has read below it, not a second later. While catching up, the
-///   workers drained the queue in well under a second and then waited for the rest of it.
+///   prefetched its queue's limits (`queued.max.messages.kbytes`, 64 MiB, or
+///   `queued.min.messages`, 100,000 records a partition), it fetches again 10 ms after the
+///   source has read below them, not a second later. While catching up, the workers
+///   drained the queue in well under a second and then waited for the rest of it.
 pub const FETCH_PROPERTIES: &[(&str, &str)] = &[
     ("fetch.wait.max.ms", "10"),
     ("fetch.min.bytes", "1048576"),
