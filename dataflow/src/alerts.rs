@@ -19,13 +19,13 @@ use foldhash::HashMap;
 use serde::{Deserialize, Serialize};
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::Pipeline;
+use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::multiset::{add_to_counts, add_to_sorted_counts};
 use crate::rows::{AlertRow, PageViewRow};
-use crate::stash::TimeStash;
+use crate::stash::{TimeStash, hold, hold_until};
 use crate::views::Time;
 
 /// The view a rule watches.
@@ -138,25 +138,13 @@ pub(crate) fn alerts<'s>(
                 let mut held: Option<Capability<Time>> = None;
                 let mut alerts = Vec::new();
                 move |(row_input, row_frontier), (rule_input, rule_frontier), output| {
-                    // Holds a capability for a message's time; a message with no time
-                    // makes no progress claim and is dropped, as timely says (no upstream
-                    // sends one).
-                    let mut hold = |capability: InputCapability<Time>| {
-                        let Some(time) = capability.least() else {
-                            return false;
-                        };
-                        if held.as_ref().is_none_or(|cap| cap.time() > time) {
-                            held = Some(capability.delayed(time, 0));
-                        }
-                        true
-                    };
                     row_input.for_each(|capability, data| {
-                        if hold(capability) {
+                        if hold(&mut held, &capability).is_some() {
                             evaluation.pending_rows.push(data);
                         }
                     });
                     rule_input.for_each(|capability, data| {
-                        if hold(capability) {
+                        if hold(&mut held, &capability).is_some() {
                             evaluation.pending_rules.push(data);
                         }
                     });
@@ -172,10 +160,7 @@ pub(crate) fn alerts<'s>(
                                 .give_iterator(alerts.drain(..));
                         }
                     }
-                    match (evaluation.next_time(), held.as_mut()) {
-                        (Some(time), Some(cap)) => cap.downgrade(&time),
-                        _ => held = None,
-                    }
+                    hold_until(&mut held, evaluation.next_time());
                 }
             },
         )

@@ -24,7 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::stash::TimeStash;
+use crate::stash::{TimeStash, hold, hold_until};
 use crate::views::Time;
 
 /// The logic of one keyed view.
@@ -107,16 +107,10 @@ pub(crate) fn maintain<'s, V: KeyedView>(
             let mut changes = Vec::new();
             move |(input, frontier), output| {
                 input.for_each_stamp(|capability, containers| {
-                    // A message with no time makes no progress claim and cannot be given
-                    // a time to emit at: timely says to drop it. No upstream sends one.
-                    let Some(time) = capability.least() else {
-                        return;
-                    };
-                    if held.as_ref().is_none_or(|cap| cap.time() > time) {
-                        held = Some(capability.delayed(time, 0));
-                    }
-                    for container in containers {
-                        operator.updates.push(container);
+                    if hold(&mut held, &capability).is_some() {
+                        for container in containers {
+                            operator.updates.push(container);
+                        }
                     }
                 });
                 while let Some(time) = operator.next_time() {
@@ -131,10 +125,7 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                             .give_iterator(changes.drain(..));
                     }
                 }
-                match (operator.next_time(), held.as_mut()) {
-                    (Some(time), Some(cap)) => cap.downgrade(&time),
-                    _ => held = None,
-                }
+                hold_until(&mut held, operator.next_time());
             }
         })
         .as_collection()

@@ -4,11 +4,37 @@
 //! A container whose updates share one time (nearly all of them: a source gives each
 //! batch one time, and an operator emits each time's changes together) is kept whole, not
 //! copied update by update into a vector that grows as it goes; taking a time's updates
-//! then moves them out of their containers once.
+//! then moves them out of their containers once. The operators that stash hold one
+//! capability, at the earliest time with work waiting ([`hold`], [`hold_until`]).
 
 use std::collections::BTreeMap;
 
+use timely::dataflow::operators::{Capability, InputCapability};
+
 use crate::views::Time;
+
+/// Makes `held` cover the time of a message that arrived under `capability`, and returns
+/// that time. A message with no time makes no progress claim and cannot be given a time to
+/// emit at: timely says to drop it, and this returns `None` (no upstream sends one).
+pub(crate) fn hold(
+    held: &mut Option<Capability<Time>>,
+    capability: &InputCapability<Time>,
+) -> Option<Time> {
+    let time = *capability.least()?;
+    if held.as_ref().is_none_or(|cap| *cap.time() > time) {
+        *held = Some(capability.delayed(&time, 0));
+    }
+    Some(time)
+}
+
+/// Moves `held` to `next`, the earliest time with work still waiting, or drops it when
+/// there is none.
+pub(crate) fn hold_until(held: &mut Option<Capability<Time>>, next: Option<Time>) {
+    match (next, held.as_mut()) {
+        (Some(time), Some(cap)) => cap.downgrade(&time),
+        _ => *held = None,
+    }
+}
 
 /// Updates as they arrive: `(data, time, diff)`.
 type Container<D> = Vec<(D, Time, isize)>;
