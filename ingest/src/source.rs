@@ -3,12 +3,12 @@
 //! Each worker owns a deterministic set of partitions ([`crate::partitions::owner`]),
 //! assigned explicitly to its own `BaseConsumer` (no consumer group, no offset commits:
 //! state is rebuilt by replaying the retention horizon). Metadata is re-read every few
-//! seconds, so partitions added later are picked up. The source polls its consumer
-//! without blocking, a batch at a time, every [`POLL_INTERVAL`] (at once again while
-//! batches come full), while librdkafka fetches in the background. It is not woken when
-//! librdkafka's queue becomes non-empty: that cost a dataflow step per fetch response,
-//! most of the service's CPU at low rates, and gained no freshness (a tick is 25 ms of
-//! event time by default).
+//! seconds, so partitions added later are picked up. librdkafka fetches in the
+//! background; the source polls its consumer without blocking, a batch at a time, when
+//! librdkafka's queue becomes non-empty, every [`POLL_INTERVAL`] (to notice idle
+//! partitions and follow the other workers), and at once again while batches come full.
+//! With the fetch settings of [`FETCH_PROPERTIES`], a live rate brings a fetch response
+//! every `fetch.wait.max.ms` (10 ms), so the wake-ups come about as often as the timer.
 //!
 //! Records are decoded and admitted against their partition's own watermark; refused
 //! records go to the dead-letter topic with the spec's headers. Admitted events enter at
@@ -51,8 +51,8 @@ use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusRepor
 /// here with records left.
 const MAX_BATCH: usize = 65_536;
 
-/// How often the source polls its consumer, and notices idle partitions, unless its last
-/// batch came full.
+/// How often the source runs when no record wakes it: to notice idle partitions, and to
+/// follow the largest watermark the other workers announced while its own are idle.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// How often partition metadata is re-read to find new partitions.
@@ -65,8 +65,8 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// configuration overrides them):
 /// - `fetch.wait.max.ms` 10 and `fetch.min.bytes` 1 MiB: the broker holds a fetch for up
 ///   to 10 ms rather than answering with the first record; under load, fewer and larger
-///   fetch responses cost the broker and librdkafka less CPU, and the source polls every
-///   [`POLL_INTERVAL`] anyway.
+///   fetch responses cost the broker and librdkafka less CPU, and wake the source less
+///   often.
 /// - `fetch.queue.backoff.ms` 10 (librdkafka's default is 1000): once a consumer has
 ///   prefetched its queue's limits (`queued.max.messages.kbytes`, 64 MiB, or
 ///   `queued.min.messages`, 100,000 records a partition), it fetches again 10 ms after the
@@ -216,7 +216,7 @@ pub fn kafka_source<'s>(
 ) -> Result<SourceStreams<'s>, KafkaError> {
     let worker = scope.index();
     let peers = scope.peers();
-    let consumer: BaseConsumer<StatsContext> = consumer_config(&config, worker)
+    let mut consumer: BaseConsumer<StatsContext> = consumer_config(&config, worker)
         .create_with_context(StatsContext {
             status: context.status.clone(),
             unfetched: Mutex::default(),
@@ -240,6 +240,15 @@ pub fn kafka_source<'s>(
         OutputBuilder::<_, CapacityContainerBuilder<Vec<StatusReport>>>::from(report_output);
 
     let activator = scope.activator_for(Rc::clone(&info.address));
+    // librdkafka calls this from its own thread when the consumer's queue becomes
+    // non-empty; an error means the worker has gone, and then there is nothing to wake.
+    let wake = scope.worker().sync_activator_for(info.address.to_vec());
+    consumer.set_nonempty_callback(move || {
+        let _ = wake.activate();
+    });
+    // When the pending timed activation is due: a source woken by records before it does
+    // not add another, so the timer runs every POLL_INTERVAL whatever the wake-ups.
+    let mut timer_due = Instant::now();
 
     // What the workers announce (see `SourceStreams::hear`), for idle workers to follow.
     let announced = Rc::new(Cell::new(None::<Time>));
@@ -302,8 +311,11 @@ pub fn kafka_source<'s>(
             report_capability.downgrade(&next);
             if full {
                 activator.activate();
-            } else {
+            }
+            let now = Instant::now();
+            if now >= timer_due {
                 activator.activate_after(POLL_INTERVAL);
+                timer_due = now + POLL_INTERVAL;
             }
         }
     });
