@@ -151,6 +151,18 @@ fn read_to_end(bootstrap: &str, topic: &str) -> Result<LoggedRules, String> {
         .set("isolation.level", "read_committed")
         .create()
         .map_err(|e| format!("cannot create a consumer: {e}"))?;
+    let rules = read_with(&consumer, topic);
+    // Closing a consumer with a group id waits for its group coordinator: up to 100 ms of
+    // the service's start-up in half of the starts. Nothing needs to wait for that.
+    let closing = std::thread::Builder::new().name("clickflow-rules-close".to_owned());
+    if let Err(error) = closing.spawn(move || drop(consumer)) {
+        tracing::debug!(%error, "closing the rules' consumer in place");
+    }
+    rules
+}
+
+/// Reads every partition of `topic` with `consumer` up to its end (see [`read_to_end`]).
+fn read_with(consumer: &BaseConsumer, topic: &str) -> Result<LoggedRules, String> {
     let deadline = Instant::now() + TIMEOUT;
     // A topic created a moment ago may not have a leader everywhere yet.
     let partitions = retried(deadline, "cannot read its metadata", || {
