@@ -25,7 +25,7 @@ use timely::dataflow::operators::vec::Broadcast;
 
 use crate::multiset::{add_to_counts, add_to_sorted_counts};
 use crate::rows::{AlertRow, PageViewRow};
-use crate::stash::{TimeStash, hold, hold_until};
+use crate::stash::{TimeStash, Waiting, hold, release};
 use crate::views::Time;
 
 /// The view a rule watches.
@@ -148,19 +148,13 @@ pub(crate) fn alerts<'s>(
                             evaluation.pending_rules.push(data);
                         }
                     });
-                    while let Some(time) = evaluation.next_time() {
-                        let Some(cap) = held.as_mut() else { break };
-                        if row_frontier.less_equal(&time) || rule_frontier.less_equal(&time) {
-                            break;
-                        }
-                        evaluation.process(time, &mut alerts);
-                        if !alerts.is_empty() {
-                            output
-                                .session(&cap.delayed(&time))
-                                .give_iterator(alerts.drain(..));
-                        }
-                    }
-                    hold_until(&mut held, evaluation.next_time());
+                    release(
+                        &mut evaluation,
+                        &mut held,
+                        |time| !row_frontier.less_equal(time) && !rule_frontier.less_equal(time),
+                        &mut alerts,
+                        output,
+                    );
                 }
             },
         )
@@ -176,7 +170,9 @@ struct Evaluation {
     pending_rules: TimeStash<AlertRule>,
 }
 
-impl Evaluation {
+impl Waiting for Evaluation {
+    type Row = AlertRow;
+
     fn next_time(&self) -> Option<Time> {
         let rows = self.pending_rows.first_time();
         let rules = self.pending_rules.first_time();

@@ -24,7 +24,7 @@ use timely::dataflow::channels::pact::Exchange;
 use timely::dataflow::operators::Capability;
 use timely::dataflow::operators::generic::Operator;
 
-use crate::stash::{TimeStash, hold, hold_until};
+use crate::stash::{TimeStash, Waiting, hold, release};
 use crate::views::Time;
 
 /// The logic of one keyed view.
@@ -113,19 +113,13 @@ pub(crate) fn maintain<'s, V: KeyedView>(
                         }
                     }
                 });
-                while let Some(time) = operator.next_time() {
-                    let Some(cap) = held.as_mut() else { break };
-                    if frontier.less_equal(&time) {
-                        break;
-                    }
-                    operator.process(time, &mut changes);
-                    if !changes.is_empty() {
-                        output
-                            .session(&cap.delayed(&time))
-                            .give_iterator(changes.drain(..));
-                    }
-                }
-                hold_until(&mut held, operator.next_time());
+                release(
+                    &mut operator,
+                    &mut held,
+                    |time| !frontier.less_equal(time),
+                    &mut changes,
+                    output,
+                );
             }
         })
         .as_collection()
@@ -157,15 +151,18 @@ impl<V: KeyedView> KeyedOperator<V> {
             touched: Vec::new(),
         }
     }
+}
 
-    /// The earliest time with work waiting.
+impl<V: KeyedView> Waiting for KeyedOperator<V> {
+    type Row = V::Row;
+
     fn next_time(&self) -> Option<Time> {
         let update = self.updates.first_time();
         let wake = self.wakes.first().map(|(time, _)| *time);
         update.into_iter().chain(wake).min()
     }
 
-    /// Applies all work at `time` and appends the resulting row changes to `changes`.
+    /// Applies the updates and wakes at `time`, appending the row changes to `changes`.
     fn process(&mut self, time: Time, changes: &mut Vec<(V::Row, Time, isize)>) {
         // Each update is applied to its key's state as it comes (one lookup), and the
         // entry's place is noted the first time; the rows are derived once per key

@@ -5,10 +5,13 @@
 //! batch one time, and an operator emits each time's changes together) is kept whole, not
 //! copied update by update into a vector that grows as it goes; taking a time's updates
 //! then moves them out of their containers once. The operators that stash hold one
-//! capability, at the earliest time with work waiting ([`hold`], [`hold_until`]).
+//! capability, at the earliest time with work waiting ([`hold`]), and do the work of each
+//! time the frontier has passed in order ([`release`]).
 
 use std::collections::BTreeMap;
 
+use timely::container::CapacityContainerBuilder;
+use timely::dataflow::operators::generic::OutputBuilderSession;
 use timely::dataflow::operators::{Capability, InputCapability};
 
 use crate::views::Time;
@@ -27,10 +30,43 @@ pub(crate) fn hold(
     Some(time)
 }
 
-/// Moves `held` to `next`, the earliest time with work still waiting, or drops it when
-/// there is none.
-pub(crate) fn hold_until(held: &mut Option<Capability<Time>>, next: Option<Time>) {
-    match (next, held.as_mut()) {
+/// An operator's work waiting for the frontier, by time.
+pub(crate) trait Waiting {
+    /// What the changes it emits are about.
+    type Row: Clone + 'static;
+    /// The earliest time with work waiting.
+    fn next_time(&self) -> Option<Time>;
+    /// Does the work at `time`, appending the changes it makes to `changes`.
+    fn process(&mut self, time: Time, changes: &mut Vec<(Self::Row, Time, isize)>);
+}
+
+/// A stream of `(row, time, diff)` updates leaving an operator.
+type UpdatesOut<'a, R> =
+    OutputBuilderSession<'a, Time, CapacityContainerBuilder<Vec<(R, Time, isize)>>>;
+
+/// Does `work` at each waiting time that the frontier has `passed`, earliest first,
+/// emitting each time's changes at that time (through `changes`, a buffer kept between
+/// calls), and then moves `held` to the earliest time still waiting, or drops it.
+pub(crate) fn release<W: Waiting>(
+    work: &mut W,
+    held: &mut Option<Capability<Time>>,
+    passed: impl Fn(&Time) -> bool,
+    changes: &mut Vec<(W::Row, Time, isize)>,
+    output: &mut UpdatesOut<'_, W::Row>,
+) {
+    while let Some(time) = work.next_time() {
+        let Some(cap) = held.as_mut() else { break };
+        if !passed(&time) {
+            break;
+        }
+        work.process(time, changes);
+        if !changes.is_empty() {
+            output
+                .session(&cap.delayed(&time))
+                .give_iterator(changes.drain(..));
+        }
+    }
+    match (work.next_time(), held.as_mut()) {
         (Some(time), Some(cap)) => cap.downgrade(&time),
         _ => *held = None,
     }
