@@ -1,7 +1,8 @@
 //! `clickflow serve`'s inputs and operations against a real Apache Kafka: several input
 //! topics with fewer partitions than workers, partitions added while running, late records
-//! on a worker that was idle, a partition read slowly, the start positions, two processes,
-//! the metrics endpoint, clear failures, and the demo (which needs no Kafka at all).
+//! on a worker that was idle, the last events of a burst, a partition read slowly, the
+//! start positions, two processes, the metrics endpoint, clear failures, and the demo
+//! (which needs no Kafka at all).
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -138,6 +139,37 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
     produce_to_partition(&bootstrap, &topics.input, 0, &unkeyed(early));
     std::thread::sleep(Duration::from_secs(3));
     produce_to_partition(&bootstrap, &topics.input, 1, &unkeyed(late));
+    let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
+    let (_, log) = serve.stop();
+    assert_counts_equal(&counts, &expected.counts, &log);
+}
+
+/// Once the input goes quiet, a worker's time reaches its least watermark itself rather
+/// than the start of that watermark's tick, so the last events of a burst are published
+/// at once. With ticks and an idle timeout of an hour, the second half of the input (ten
+/// minutes of event time from a whole hour) is read at the tick the first half ended in;
+/// without that rule it would wait an hour for the idle timeout.
+#[test]
+fn the_last_events_of_a_burst_are_published_without_waiting_for_the_idle_timeout() {
+    let bootstrap = bootstrap();
+    let dir = TempDir::new("kafka-quiet").unwrap();
+    let topics = Topics::create(&bootstrap, "quiet");
+    let lines = generate(&dir, 13, 2_000);
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let mut settings = topics.settings(
+        &bootstrap,
+        &topics.counts,
+        &topics.alerts,
+        &unique_topic("txn"),
+    );
+    settings.extend([
+        "kafka.idle_timeout_ms=3600000".to_owned(),
+        "kafka.tick_ms=3600000".to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "2"], &settings);
+    produce_and_await_counts(&bootstrap, &topics, &dir, first, &serve);
+    produce_lines(&bootstrap, &topics.input, second);
+    let expected = batch(&dir, &lines);
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
     let (_, log) = serve.stop();
     assert_counts_equal(&counts, &expected.counts, &log);

@@ -60,33 +60,50 @@ impl OwnedPartition {
     }
 }
 
+/// How a worker's input time advances: see [`input_time`].
+#[derive(Clone, Copy, Debug)]
+pub struct TimePolicy {
+    /// A partition with no record for this long, and none known to be waiting, is idle.
+    pub idle_timeout: Duration,
+    /// While records arrive, the time advances by whole ticks of this many milliseconds.
+    pub tick: Time,
+    /// Once no partition has had a record for this long, the time advances to the least
+    /// watermark itself.
+    pub quiet_after: Duration,
+}
+
 /// The logical time a worker's input may advance to, given its partitions.
 ///
 /// Active partitions hold the time at their least watermark, rounded down to a multiple of
-/// `tick` (an active partition that has admitted nothing yet holds it where it is), so that
-/// the events of one tick share a logical time and the views work a tick at a time. With no
-/// active partition the worker follows the largest watermark any worker has announced,
-/// plus one: everything up to that watermark is then complete as far as this worker is
-/// concerned.
+/// the tick (an active partition that has admitted nothing yet holds it where it is), so
+/// that the events of one tick share a logical time and the views work a tick at a time.
+/// Once the input has gone quiet (no record in any partition for `quiet_after`), the time
+/// advances to the least watermark itself: the last events of a burst are published then,
+/// instead of waiting for records of the next tick or for the idle timeout. With no active
+/// partition the worker follows the largest watermark any worker has announced, plus one:
+/// everything up to that watermark is then complete as far as this worker is concerned.
 pub fn input_time(
     current: Time,
     partitions: &[OwnedPartition],
     now: Instant,
-    idle_timeout: Duration,
-    tick: Time,
+    policy: TimePolicy,
     announced_watermark: Option<Time>,
 ) -> Time {
     let mut active = partitions
         .iter()
-        .filter(|partition| !partition.is_idle(now, idle_timeout))
+        .filter(|partition| !partition.is_idle(now, policy.idle_timeout))
         .map(|partition| partition.admission.watermark())
         .peekable();
+    let quiet = partitions
+        .iter()
+        .all(|partition| now.duration_since(partition.last_record) >= policy.quiet_after);
+    let tick = if quiet { 1 } else { policy.tick.max(1) };
     let target = if active.peek().is_some() {
         active
             .try_fold(Time::MAX, |least, watermark| {
                 watermark.map(|w| least.min(w))
             })
-            .map_or(current, |least| least - least % tick.max(1))
+            .map_or(current, |least| least - least % tick)
     } else {
         announced_watermark.map_or(current, |watermark| watermark.saturating_add(1))
     };
@@ -97,14 +114,26 @@ pub fn input_time(
 mod tests {
     use super::*;
 
-    fn partition(watermark: Option<Time>, idle: bool) -> OwnedPartition {
+    /// How long before the tests' `now` a partition's last record arrived.
+    const JUST_NOW: Duration = Duration::ZERO;
+    const A_SECOND_AGO: Duration = Duration::from_secs(1);
+    const A_MINUTE_AGO: Duration = Duration::from_secs(60);
+
+    /// Idle after 10 s, quiet after 20 ms, ticks of `tick`.
+    fn policy(tick: Time) -> TimePolicy {
+        TimePolicy {
+            idle_timeout: Duration::from_secs(10),
+            tick,
+            quiet_after: Duration::from_millis(20),
+        }
+    }
+
+    fn partition(watermark: Option<Time>, now: Instant, silent_for: Duration) -> OwnedPartition {
         let mut partition = OwnedPartition::new("t", 0, AdmissionConfig::default(), 0);
         if let Some(watermark) = watermark {
             partition.admission.admit(watermark).unwrap();
         }
-        if idle {
-            partition.last_record = Instant::now() - Duration::from_secs(60);
-        }
+        partition.last_record = now - silent_for;
         partition.unfetched = false;
         partition
     }
@@ -125,16 +154,15 @@ mod tests {
 
     #[test]
     fn the_least_active_watermark_sets_the_time_and_idle_partitions_do_not_count() {
-        let idle = Duration::from_secs(10);
         let now = Instant::now();
         let parts = [
-            partition(Some(500), false),
-            partition(Some(300), false),
-            partition(Some(100), true),
+            partition(Some(500), now, JUST_NOW),
+            partition(Some(300), now, JUST_NOW),
+            partition(Some(100), now, A_MINUTE_AGO),
         ];
-        assert_eq!(input_time(0, &parts, now, idle, 1, Some(900)), 300);
+        assert_eq!(input_time(0, &parts, now, policy(1), Some(900)), 300);
         assert_eq!(
-            input_time(400, &parts, now, idle, 1, None),
+            input_time(400, &parts, now, policy(1), None),
             400,
             "never goes back"
         );
@@ -142,64 +170,74 @@ mod tests {
 
     #[test]
     fn a_partition_with_records_left_to_fetch_is_not_idle_however_long_its_silence() {
-        let idle = Duration::from_secs(10);
         let now = Instant::now();
-        let mut behind = partition(Some(100), true);
+        let mut behind = partition(Some(100), now, A_MINUTE_AGO);
         behind.unfetched = true;
-        let parts = [partition(Some(500), false), behind];
-        assert_eq!(input_time(0, &parts, now, idle, 1, Some(900)), 100);
+        let parts = [partition(Some(500), now, JUST_NOW), behind];
+        assert_eq!(input_time(0, &parts, now, policy(1), Some(900)), 100);
         let fresh = OwnedPartition::new("t", 1, AdmissionConfig::default(), 0);
         assert!(
-            !fresh.is_idle(now + Duration::from_secs(60), idle),
+            !fresh.is_idle(now + Duration::from_secs(60), policy(1).idle_timeout),
             "unfetched until the first statistics"
         );
     }
 
     #[test]
     fn active_partitions_hold_the_time_at_the_start_of_the_least_watermarks_tick() {
-        let idle = Duration::from_secs(10);
         let now = Instant::now();
-        let parts = [partition(Some(1_234), false), partition(Some(1_299), false)];
-        assert_eq!(input_time(0, &parts, now, idle, 100, None), 1_200);
-        assert_eq!(input_time(0, &parts, now, idle, 1_000, None), 1_000);
+        let parts = [
+            partition(Some(1_234), now, A_SECOND_AGO),
+            partition(Some(1_299), now, JUST_NOW),
+        ];
+        assert_eq!(input_time(0, &parts, now, policy(100), None), 1_200);
+        assert_eq!(input_time(0, &parts, now, policy(1_000), None), 1_000);
         assert_eq!(
-            input_time(1_210, &parts, now, idle, 100, None),
+            input_time(1_210, &parts, now, policy(100), None),
             1_210,
             "never goes back"
         );
     }
 
     #[test]
-    fn an_active_partition_without_events_holds_the_time() {
-        let parts = [partition(Some(500), false), partition(None, false)];
+    fn once_no_partition_has_had_a_record_for_a_while_the_time_reaches_the_least_watermark() {
+        let now = Instant::now();
+        let quiet = [
+            partition(Some(1_234), now, A_SECOND_AGO),
+            partition(Some(1_299), now, A_SECOND_AGO),
+        ];
+        assert_eq!(input_time(0, &quiet, now, policy(100), None), 1_234);
         assert_eq!(
-            input_time(
-                7,
-                &parts,
-                Instant::now(),
-                Duration::from_secs(10),
-                1,
-                Some(900)
-            ),
-            7
+            input_time(0, &quiet, now, policy(100), Some(5_000)),
+            1_234,
+            "quiet is not idle: the partitions still hold the time"
+        );
+        let waiting = [
+            partition(Some(1_234), now, A_SECOND_AGO),
+            partition(None, now, A_SECOND_AGO),
+        ];
+        assert_eq!(
+            input_time(7, &waiting, now, policy(100), Some(5_000)),
+            7,
+            "a partition that has admitted nothing still holds the time"
         );
     }
 
     #[test]
-    fn with_every_partition_idle_the_time_follows_the_announced_watermark() {
-        let parts = [partition(Some(100), true)];
+    fn an_active_partition_without_events_holds_the_time() {
         let now = Instant::now();
-        assert_eq!(
-            input_time(50, &parts, now, Duration::from_secs(10), 100, Some(900)),
-            901
-        );
-        assert_eq!(
-            input_time(50, &[], now, Duration::from_secs(10), 100, Some(900)),
-            901
-        );
-        assert_eq!(
-            input_time(50, &[], now, Duration::from_secs(10), 100, None),
-            50
-        );
+        let parts = [
+            partition(Some(500), now, JUST_NOW),
+            partition(None, now, JUST_NOW),
+        ];
+        assert_eq!(input_time(7, &parts, now, policy(1), Some(900)), 7);
+    }
+
+    #[test]
+    fn with_every_partition_idle_the_time_follows_the_announced_watermark() {
+        let now = Instant::now();
+        let parts = [partition(Some(100), now, A_MINUTE_AGO)];
+        assert_eq!(input_time(50, &parts, now, policy(100), Some(900)), 901);
+        assert_eq!(input_time(50, &[], now, policy(100), Some(900)), 901);
+        assert_eq!(input_time(50, &[], now, policy(100), None), 50);
     }
 }

@@ -44,7 +44,7 @@ use tracing::{info, warn};
 
 use crate::KafkaError;
 use crate::dead_letters::{DeadLetter, DeadLetterProducer};
-use crate::partitions::{OwnedPartition, input_time, owner};
+use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
 use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
 
 /// Records polled per activation at most; the source re-activates itself when it stops
@@ -54,6 +54,10 @@ const MAX_BATCH: usize = 65_536;
 /// How often the source runs when no record wakes it: to notice idle partitions, and to
 /// follow the largest watermark the other workers announced while its own are idle.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// How long the source's partitions stay without records before its time advances to their
+/// least watermark rather than a tick (see [`input_time`]): two polls that found nothing.
+const QUIET_AFTER: Duration = POLL_INTERVAL.saturating_mul(2);
 
 /// How often partition metadata is re-read to find new partitions.
 const METADATA_REFRESH: Duration = Duration::from_secs(5);
@@ -302,8 +306,7 @@ pub fn kafka_source<'s>(
                 time,
                 &reader.partitions,
                 Instant::now(),
-                reader.config.idle_timeout,
-                reader.config.tick_ms,
+                reader.time_policy(),
                 heard.get().max(reader.largest_announced),
             );
             events_capability.downgrade(&next);
@@ -350,6 +353,14 @@ struct Reader {
 impl Reader {
     /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
     /// because the batch was full.
+    fn time_policy(&self) -> TimePolicy {
+        TimePolicy {
+            idle_timeout: self.config.idle_timeout,
+            tick: self.config.tick_ms,
+            quiet_after: QUIET_AFTER,
+        }
+    }
+
     fn read_batch(&mut self, time: Time) -> bool {
         if Instant::now() >= self.next_refresh {
             self.refresh_assignment();
