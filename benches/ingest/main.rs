@@ -39,7 +39,7 @@ use clickflow_ingest::admin::ReferenceTopics;
 use clickflow_benches::harness::kafka::{
     PARTITIONS, bare_consume, create_topics, generator, produce, topic_names,
 };
-use clickflow_benches::harness::serve::Serve;
+use clickflow_benches::harness::serve::{Serve, cpu_seconds};
 
 /// Event-time span of the throughput phase's records, as in the batch benchmark.
 const FILL_SPAN_MS: u64 = 2 * 60 * 60 * 1000;
@@ -64,9 +64,10 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Untimed runs of each side before the timed ones: the broker's JIT compiles its
-    /// fetch and transaction paths in the first runs after it starts, which made the
-    /// first timed run of `clickflow serve` 10–25% slower than the next ones.
-    #[arg(long, default_value_t = 1)]
+    /// fetch and transaction paths over the first runs after it starts (its compiler
+    /// threads took 2.8, 1.7, 1.9, 1.2, 0.7 and 0.6 CPU-seconds in the first six
+    /// catch-ups of `clickflow serve`), which slows the first runs of `clickflow serve`.
+    #[arg(long, default_value_t = 3)]
     warm_up_runs: usize,
     /// Records per second in the freshness phase.
     #[arg(long, default_value_t = 50_000)]
@@ -83,7 +84,7 @@ struct Args {
     /// the benchmark's own settings override its topics, start and metrics address.
     #[arg(long)]
     serve_config: Option<PathBuf>,
-    /// The broker's process id, to report its CPU use in the freshness phase.
+    /// The broker's process id, to report its CPU use in both phases.
     #[arg(long)]
     broker_pid: Option<u32>,
     /// Directory for the services' logs.
@@ -103,6 +104,11 @@ struct Run {
     /// From the spawn of the service to the first record counted (none for the bare
     /// consumer).
     start_up: Option<Duration>,
+    /// CPU time of the reader (this process for the bare consumer, the service for
+    /// clickflow) during the run, in seconds.
+    reader_cpu: f64,
+    /// CPU time of the broker during the run, in seconds, if its process id is known.
+    broker_cpu: Option<f64>,
 }
 
 /// The throughput phase's outcome.
@@ -157,9 +163,20 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         load_average,
     };
     for run in 1..=args.warm_up_runs {
-        progress(format!("warm-up run {run} of each side (not timed)"));
-        bare_run(args, &topics.input)?;
-        serve_run(args, &topics.input, &format!("warm-up{run}"))?;
+        let bare = bare_run(args, &topics.input)?;
+        report_run(
+            run,
+            "warm-up (not timed), bare consumer",
+            args.events,
+            &bare,
+        );
+        let clickflow = serve_run(args, &topics.input, &format!("warm-up{run}"))?;
+        report_run(
+            run,
+            "warm-up (not timed), clickflow serve",
+            args.events,
+            &clickflow,
+        );
     }
     for run in 1..=args.runs {
         let bare = bare_run(args, &topics.input)?;
@@ -173,6 +190,8 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
 }
 
 fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
+    let reader_cpu = cpu_seconds(std::process::id())?;
+    let broker_cpu = broker_cpu_seconds(args)?;
     let (records, elapsed) = bare_consume(&args.bootstrap, input, args.workers)?;
     ensure!(
         records == args.events,
@@ -183,7 +202,19 @@ fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
         elapsed,
         peak_rss: None,
         start_up: None,
+        reader_cpu: cpu_seconds(std::process::id())? - reader_cpu,
+        broker_cpu: since(broker_cpu, broker_cpu_seconds(args)?),
     })
+}
+
+/// The broker's CPU time so far, in seconds, if its process id is known.
+fn broker_cpu_seconds(args: &Args) -> anyhow::Result<Option<f64>> {
+    args.broker_pid.map(cpu_seconds).transpose()
+}
+
+/// CPU seconds from `before` to `after`, when both are known.
+fn since(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+    Some(after? - before?)
 }
 
 fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
@@ -199,6 +230,7 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
         ..outputs
     };
     let log = args.logs.join(format!("throughput-{run}.log"));
+    let broker_cpu = broker_cpu_seconds(args)?;
     let spawned = Instant::now();
     let mut serve = start_serve(args, &topics, "earliest", &log)?;
     let timeout = Duration::from_secs(120.max(args.events / 10_000));
@@ -211,12 +243,16 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
         progress.caught_up(args.events, usize::from(PARTITIONS))
     })?;
     let elapsed = serve.elapsed();
+    let reader_cpu = serve.cpu_seconds()?;
+    let broker_cpu = since(broker_cpu, broker_cpu_seconds(args)?);
     let peak_rss = serve.peak_rss_bytes()?;
     serve.stop()?;
     Ok(Run {
         elapsed,
         peak_rss: Some(peak_rss),
         start_up,
+        reader_cpu,
+        broker_cpu,
     })
 }
 
@@ -268,9 +304,13 @@ fn report_run(run: usize, side: &str, events: u64, result: &Run) {
             start_up.as_secs_f64()
         )
     });
+    let broker = result
+        .broker_cpu
+        .map_or(String::new(), |cpu| format!(" (the broker {cpu:.2} s)"));
     progress(format!(
-        "run {run}, {side}: {seconds:.2} s, {:.0} events/s{rss}{start_up}",
-        events as f64 / seconds
+        "run {run}, {side}: {seconds:.2} s, {:.0} events/s{rss}{start_up}, CPU {:.2} s{broker}",
+        events as f64 / seconds,
+        result.reader_cpu
     ));
 }
 

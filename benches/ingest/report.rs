@@ -56,6 +56,11 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
         clickflow,
     );
     println!();
+    println!(
+        "CPU per run (medians): bare consumer {}; clickflow {}",
+        cpu_of(&throughput.bare),
+        cpu_of(&throughput.clickflow)
+    );
     let ratio = bare / clickflow;
     println!(
         "clickflow / bare: {ratio:.2} (target >= {RATIO_TARGET}: {})",
@@ -151,6 +156,20 @@ fn median_seconds(runs: &[Run]) -> f64 {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The median CPU seconds of the reader and of the broker over `runs`.
+fn cpu_of(runs: &[Run]) -> String {
+    let reader = median(runs.iter().map(|run| run.reader_cpu).collect());
+    let broker: Vec<f64> = runs.iter().filter_map(|run| run.broker_cpu).collect();
+    if broker.is_empty() {
+        format!("{reader:.2} s")
+    } else {
+        format!(
+            "{reader:.2} s, the broker meanwhile {:.2} s",
+            median(broker)
+        )
+    }
 }
 
 fn list_seconds(runs: &[Run]) -> String {
