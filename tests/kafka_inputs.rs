@@ -146,9 +146,10 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
 
 /// Once the input goes quiet, a worker's time reaches its least watermark itself rather
 /// than the start of that watermark's tick, so the last events of a burst are published
-/// at once. With ticks and an idle timeout of an hour, the second half of the input (ten
-/// minutes of event time from a whole hour) is read at the tick the first half ended in;
-/// without that rule it would wait an hour for the idle timeout.
+/// at once. The input spans ten minutes from a whole hour, so with ticks of an hour it is
+/// all one tick, and with an idle timeout of an hour nothing else would publish it: both
+/// halves, the second read at the time the first half left the worker at, reach the
+/// output.
 #[test]
 fn the_last_events_of_a_burst_are_published_without_waiting_for_the_idle_timeout() {
     let bootstrap = bootstrap();

@@ -8,7 +8,7 @@
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::{Args, now_ms, progress, start_serve, unique_prefix};
+use crate::{Args, broker_cpu_seconds, now_ms, progress, start_serve, unique_prefix};
 use clickflow_benches::harness::kafka::{
     PARTITIONS, create_topics, generator, produce, topic_names,
 };
@@ -130,7 +130,7 @@ impl Sample {
             scrape: serve.scrape()?,
             cpu: Cpu {
                 serve: serve.cpu_seconds()?,
-                broker: broker.map(cpu_seconds).transpose()?,
+                broker: broker_cpu_seconds(broker)?,
                 generator: cpu_seconds(std::process::id())?,
             },
             at: Instant::now(),

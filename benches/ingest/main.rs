@@ -15,6 +15,9 @@
 //!      published frontier at or past the least partition watermark (the views have
 //!      published everything up to the slowest partition). Its peak RSS is read from
 //!      `/proc` before it is stopped with SIGTERM.
+//!
+//!    Each run also reports the CPU time of its reader (this process for the bare
+//!    consumer, the service for clickflow) and of the broker meanwhile.
 //! 2. Freshness. `clickflow serve -w W` reads a fresh topic from the latest offsets while
 //!    the load generator writes `--rate` records/s for `--live-seconds`, with event times
 //!    that follow the wall clock. Freshness (record timestamp to publication in the
@@ -64,9 +67,8 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Untimed runs of each side before the timed ones: the broker's JIT compiles its
-    /// fetch and transaction paths over the first runs after it starts (its compiler
-    /// threads took 2.8, 1.7, 1.9, 1.2, 0.7 and 0.6 CPU-seconds in the first six
-    /// catch-ups of `clickflow serve`), which slows the first runs of `clickflow serve`.
+    /// fetch and transaction paths over the first runs after it starts, which slows the
+    /// first runs of `clickflow serve` (see `benches/RESULTS.md`, twentieth sitting).
     #[arg(long, default_value_t = 3)]
     warm_up_runs: usize,
     /// Records per second in the freshness phase.
@@ -163,35 +165,28 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         load_average,
     };
     for run in 1..=args.warm_up_runs {
-        let bare = bare_run(args, &topics.input)?;
-        report_run(
-            run,
-            "warm-up (not timed), bare consumer",
-            args.events,
-            &bare,
-        );
-        let clickflow = serve_run(args, &topics.input, &format!("warm-up{run}"))?;
-        report_run(
-            run,
-            "warm-up (not timed), clickflow serve",
-            args.events,
-            &clickflow,
-        );
+        run_pair(args, &topics.input, &format!("warm-up{run}"))?;
     }
     for run in 1..=args.runs {
-        let bare = bare_run(args, &topics.input)?;
-        report_run(run, "bare consumer", args.events, &bare);
+        let (bare, clickflow) = run_pair(args, &topics.input, &format!("run{run}"))?;
         result.bare.push(bare);
-        let clickflow = serve_run(args, &topics.input, &format!("run{run}"))?;
-        report_run(run, "clickflow serve", args.events, &clickflow);
         result.clickflow.push(clickflow);
     }
     Ok(result)
 }
 
+/// One run of the bare consumer, then one of `clickflow serve`, each reported as `label`.
+fn run_pair(args: &Args, input: &str, label: &str) -> anyhow::Result<(Run, Run)> {
+    let bare = bare_run(args, input)?;
+    report_run(label, "bare consumer", args.events, &bare);
+    let clickflow = serve_run(args, input, label)?;
+    report_run(label, "clickflow serve", args.events, &clickflow);
+    Ok((bare, clickflow))
+}
+
 fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
     let reader_cpu = cpu_seconds(std::process::id())?;
-    let broker_cpu = broker_cpu_seconds(args)?;
+    let broker_cpu = broker_cpu_seconds(args.broker_pid)?;
     let (records, elapsed) = bare_consume(&args.bootstrap, input, args.workers)?;
     ensure!(
         records == args.events,
@@ -203,17 +198,18 @@ fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
         peak_rss: None,
         start_up: None,
         reader_cpu: cpu_seconds(std::process::id())? - reader_cpu,
-        broker_cpu: since(broker_cpu, broker_cpu_seconds(args)?),
+        broker_cpu: cpu_between(broker_cpu, broker_cpu_seconds(args.broker_pid)?),
     })
 }
 
 /// The broker's CPU time so far, in seconds, if its process id is known.
-fn broker_cpu_seconds(args: &Args) -> anyhow::Result<Option<f64>> {
-    args.broker_pid.map(cpu_seconds).transpose()
+fn broker_cpu_seconds(broker_pid: Option<u32>) -> anyhow::Result<Option<f64>> {
+    broker_pid.map(cpu_seconds).transpose()
 }
 
-/// CPU seconds from `before` to `after`, when both are known.
-fn since(before: Option<f64>, after: Option<f64>) -> Option<f64> {
+/// The CPU seconds used from the reading `before` to the reading `after`, when both are
+/// known.
+fn cpu_between(before: Option<f64>, after: Option<f64>) -> Option<f64> {
     Some(after? - before?)
 }
 
@@ -230,7 +226,7 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
         ..outputs
     };
     let log = args.logs.join(format!("throughput-{run}.log"));
-    let broker_cpu = broker_cpu_seconds(args)?;
+    let broker_cpu = broker_cpu_seconds(args.broker_pid)?;
     let spawned = Instant::now();
     let mut serve = start_serve(args, &topics, "earliest", &log)?;
     let timeout = Duration::from_secs(120.max(args.events / 10_000));
@@ -244,7 +240,7 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
     })?;
     let elapsed = serve.elapsed();
     let reader_cpu = serve.cpu_seconds()?;
-    let broker_cpu = since(broker_cpu, broker_cpu_seconds(args)?);
+    let broker_cpu = cpu_between(broker_cpu, broker_cpu_seconds(args.broker_pid)?);
     let peak_rss = serve.peak_rss_bytes()?;
     serve.stop()?;
     Ok(Run {
@@ -293,7 +289,7 @@ fn start_serve(
     )
 }
 
-fn report_run(run: usize, side: &str, events: u64, result: &Run) {
+fn report_run(label: &str, side: &str, events: u64, result: &Run) {
     let seconds = result.elapsed.as_secs_f64();
     let rss = result.peak_rss.map_or(String::new(), |bytes| {
         format!(", peak RSS {:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
@@ -308,7 +304,7 @@ fn report_run(run: usize, side: &str, events: u64, result: &Run) {
         .broker_cpu
         .map_or(String::new(), |cpu| format!(" (the broker {cpu:.2} s)"));
     progress(format!(
-        "run {run}, {side}: {seconds:.2} s, {:.0} events/s{rss}{start_up}, CPU {:.2} s{broker}",
+        "{label}, {side}: {seconds:.2} s, {:.0} events/s{rss}{start_up}, CPU {:.2} s{broker}",
         events as f64 / seconds,
         result.reader_cpu
     ));

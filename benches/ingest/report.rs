@@ -58,8 +58,8 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
     println!();
     println!(
         "CPU per run (medians): bare consumer {}; clickflow {}",
-        cpu_of(&throughput.bare),
-        cpu_of(&throughput.clickflow)
+        median_cpu(&throughput.bare),
+        median_cpu(&throughput.clickflow)
     );
     let ratio = bare / clickflow;
     println!(
@@ -159,7 +159,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// The median CPU seconds of the reader and of the broker over `runs`.
-fn cpu_of(runs: &[Run]) -> String {
+fn median_cpu(runs: &[Run]) -> String {
     let reader = median(runs.iter().map(|run| run.reader_cpu).collect());
     let broker: Vec<f64> = runs.iter().filter_map(|run| run.broker_cpu).collect();
     if broker.is_empty() {

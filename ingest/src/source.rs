@@ -127,8 +127,8 @@ pub struct SourceConfig {
     /// A partition with no record for this long stops holding back the frontier, unless
     /// the consumer's statistics show records in it not fetched yet.
     pub idle_timeout: Duration,
-    /// The logical time advances by whole ticks of this many milliseconds of event time
-    /// while partitions are active (see [`crate::partitions::input_time`]).
+    /// While records arrive, the logical time advances by whole ticks of this many
+    /// milliseconds of event time (see [`crate::partitions::input_time`]).
     pub tick_ms: Time,
     /// Records larger than this are `too_large`.
     pub max_event_bytes: usize,
@@ -266,6 +266,7 @@ pub fn kafka_source<'s>(
         partitions: Vec::new(),
         started: false,
         next_refresh: Instant::now(),
+        polled_at: Instant::now(),
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
@@ -305,7 +306,7 @@ pub fn kafka_source<'s>(
             let next = input_time(
                 time,
                 &reader.partitions,
-                Instant::now(),
+                reader.polled_at,
                 reader.time_policy(),
                 heard.get().max(reader.largest_announced),
             );
@@ -340,6 +341,8 @@ struct Reader {
     /// Whether the partitions present at startup have been assigned.
     started: bool,
     next_refresh: Instant,
+    /// When the last batch was polled: partitions' silence is measured up to then.
+    polled_at: Instant,
     context: SourceContext,
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
@@ -351,8 +354,7 @@ struct Reader {
 }
 
 impl Reader {
-    /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
-    /// because the batch was full.
+    /// How this worker's time advances (see [`input_time`]).
     fn time_policy(&self) -> TimePolicy {
         TimePolicy {
             idle_timeout: self.config.idle_timeout,
@@ -361,14 +363,18 @@ impl Reader {
         }
     }
 
+    /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
+    /// because the batch was full.
     fn read_batch(&mut self, time: Time) -> bool {
         if Instant::now() >= self.next_refresh {
             self.refresh_assignment();
             self.next_refresh = Instant::now() + METADATA_REFRESH;
         }
         let mut polled = 0;
-        // One clock reading per batch: a partition's last record is the batch's time.
+        // One clock reading per batch: a partition's last record is the batch's time, and
+        // its silence is measured from there (a full batch takes milliseconds to poll).
         let now = Instant::now();
+        self.polled_at = now;
         while polled < MAX_BATCH {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,

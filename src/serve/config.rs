@@ -61,7 +61,8 @@ pub struct KafkaConfig {
     /// A partition with no record for this long stops holding back the frontier, unless
     /// the consumer's statistics show records in it not fetched yet.
     pub idle_timeout_ms: u64,
-    /// The frontier advances in ticks of this many milliseconds of event time.
+    /// While records arrive, the frontier advances in ticks of this many milliseconds of
+    /// event time.
     pub tick_ms: u64,
     /// Where refused records go.
     pub dead_letter_topic: String,
