@@ -7,9 +7,11 @@
 //!    records/s (event times follow the wall clock) for the whole benchmark.
 //! 2. After `--warm-up-seconds`, for `--phase-seconds` each, one client on one thread
 //!    issues sequential requests, back to back or at most `--query-rate` a second, of: a
+//!    round trip of one byte over loopback to an echo thread of the benchmark (no gRPC:
+//!    the floor that this machine's scheduling puts under any request and answer), a
 //!    point query (one user's sessions, random users), a page query (one page's rows of
-//!    the last minutes), and top-10 pages of the latest window. Latencies are measured at the client, over
-//!    loopback, and reported as p50/p99, beside the service's own
+//!    the last minutes), and top-10 pages of the latest window. Latencies are measured at
+//!    the client, over loopback, and reported as p50/p99, beside the service's own
 //!    (`clickflow_api_request_duration_seconds`) and the events ingested per second
 //!    meanwhile.
 //! 3. Fan-out: 1, 100 and 1000 subscribers to `page_views_per_minute` (spread over
@@ -25,6 +27,8 @@
 //! Progress goes to stderr, a markdown summary to stdout.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -174,14 +178,15 @@ fn main() -> anyhow::Result<()> {
          |---|---|---|---|---|---|---|"
     );
     for phase in &report.latencies {
+        let server = phase.server.map_or("- | -".to_owned(), |(p50, p99)| {
+            format!("≤ {} ms | ≤ {} ms", p50 * 1000.0, p99 * 1000.0)
+        });
         println!(
-            "| {} | {} | {:.3} ms | {:.3} ms | ≤ {} ms | ≤ {} ms | {:.0} |",
+            "| {} | {} | {:.3} ms | {:.3} ms | {server} | {:.0} |",
             phase.name,
             phase.client.len(),
             percentile(&phase.client, 0.5),
             percentile(&phase.client, 0.99),
-            phase.server_p50 * 1000.0,
-            phase.server_p99 * 1000.0,
             phase.ingest
         );
     }
@@ -250,13 +255,27 @@ async fn measure_latencies(
     let phase = Duration::from_secs(args.phase_seconds);
     let pacing = (args.query_rate > 0).then(|| Duration::from_secs(1) / args.query_rate as u32);
     let mut latencies = Vec::new();
+    eprintln!("bench-api: loopback round trips");
+    let mut echo = Echo::start()?;
+    latencies.push(
+        timed(
+            serve,
+            "loopback round trip, no gRPC (an echo thread)",
+            None,
+            phase,
+            pacing,
+            || std::future::ready(echo.round_trip()),
+        )
+        .await?,
+    );
+    echo.stop()?;
     eprintln!("bench-api: point queries");
     let mut user = 0_u64;
     latencies.push(
         timed(
             serve,
             "QuerySessions (one user)",
-            "QuerySessions",
+            Some("QuerySessions"),
             phase,
             pacing,
             || {
@@ -280,7 +299,7 @@ async fn measure_latencies(
         timed(
             serve,
             "QueryPageViews (one page, last 5 windows)",
-            "QueryPageViews",
+            Some("QueryPageViews"),
             phase,
             pacing,
             || {
@@ -305,7 +324,7 @@ async fn measure_latencies(
         timed(
             serve,
             "TopPages (k = 10, latest window)",
-            "TopPages",
+            Some("TopPages"),
             phase,
             pacing,
             || {
@@ -432,25 +451,26 @@ struct Latencies {
     client: Vec<f64>,
     /// Events counted per second by the service meanwhile.
     ingest: f64,
-    /// The service's own median and 99th percentile (bucket bounds), in seconds.
-    server_p50: f64,
-    server_p99: f64,
+    /// The service's own median and 99th percentile (bucket bounds), in seconds; none for
+    /// a request that does not reach the service.
+    server: Option<(f64, f64)>,
 }
 
 /// Runs `request` for `phase`, back to back or one per `pacing` at most; the latencies at
-/// the client, the service's own for `method` over the same requests, and the ingest rate
-/// meanwhile.
-async fn timed<F, Fut>(
+/// the client, the service's own for `method` (if it is one of the service's) over the
+/// same requests, and the ingest rate meanwhile.
+async fn timed<F, Fut, E>(
     serve: &mut Serve,
     name: &'static str,
-    method: &str,
+    method: Option<&str>,
     phase: Duration,
     pacing: Option<Duration>,
     mut request: F,
 ) -> anyhow::Result<Latencies>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), tonic::Status>>,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let before = serve.scrape()?;
     let start = Instant::now();
@@ -467,19 +487,67 @@ where
     let after = serve.scrape()?;
     let ingest = (after.sum("clickflow_events_total") - before.sum("clickflow_events_total"))
         / start.elapsed().as_secs_f64();
-    let server = histogram_between(
-        &before,
-        &after,
-        "clickflow_api_request_duration_seconds",
-        Some(("method", method)),
-    );
+    let server = method.map(|method| {
+        let server = histogram_between(
+            &before,
+            &after,
+            "clickflow_api_request_duration_seconds",
+            Some(("method", method)),
+        );
+        (
+            quantile_at_most(&server, 0.5),
+            quantile_at_most(&server, 0.99),
+        )
+    });
     Ok(Latencies {
         name,
         client,
         ingest,
-        server_p50: quantile_at_most(&server, 0.5),
-        server_p99: quantile_at_most(&server, 0.99),
+        server,
     })
+}
+
+/// A thread that answers each byte sent to it over loopback with the same byte: a round
+/// trip to it is what any request and answer between two threads takes on this machine
+/// at that moment, before any gRPC, HTTP/2 or view store.
+struct Echo {
+    stream: TcpStream,
+    thread: std::thread::JoinHandle<std::io::Result<()>>,
+}
+
+impl Echo {
+    fn start() -> anyhow::Result<Self> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let address = listener.local_addr()?;
+        let thread = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept()?;
+            stream.set_nodelay(true)?;
+            let mut byte = [0_u8; 1];
+            while stream.read(&mut byte)? == 1 {
+                stream.write_all(&byte)?;
+            }
+            Ok(())
+        });
+        let stream = TcpStream::connect(address)?;
+        stream.set_nodelay(true)?;
+        Ok(Self { stream, thread })
+    }
+
+    /// Sends a byte and waits for it to come back.
+    fn round_trip(&mut self) -> std::io::Result<()> {
+        let mut byte = [1_u8; 1];
+        self.stream.write_all(&byte)?;
+        self.stream.read_exact(&mut byte)
+    }
+
+    /// Closes the connection, which ends the thread.
+    fn stop(self) -> anyhow::Result<()> {
+        drop(self.stream);
+        self.thread
+            .join()
+            .map_err(|_| anyhow::anyhow!("the echo thread panicked"))??;
+        Ok(())
+    }
 }
 
 /// Ingest and CPU use over one phase.
