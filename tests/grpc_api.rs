@@ -76,12 +76,7 @@ impl Fixture {
             let lines = generate(&dir, seed, events);
             let expected = batch(&dir, &lines);
             produce_lines(&bootstrap, &topics.input, &lines);
-            let mut settings = topics.settings(
-                &bootstrap,
-                &topics.counts,
-                &topics.alerts,
-                &unique_topic("txn"),
-            );
+            let mut settings = topics.serve_settings(&bootstrap);
             settings.extend(sets.iter().map(|set| set.to_string()));
             let serve = Serve::start(&["-w", "2"], &settings);
             let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
@@ -887,12 +882,7 @@ async fn alert_rules_outlive_a_restart_and_an_unreadable_log_stops_the_start() {
     let (stopped, log) = blocking(|| serve.stop());
     assert!(stopped, "{log}");
 
-    let settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let settings = topics.serve_settings(&bootstrap);
     let restarted = blocking(|| Serve::start(&["-w", "2"], &settings));
     let mut client = ClickflowClient::connect(restarted.api_address())
         .await

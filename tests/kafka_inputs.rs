@@ -68,12 +68,7 @@ fn several_topics_fewer_partitions_than_workers_and_partitions_added_while_runni
     let (first, second) = lines.split_at(lines.len() / 2);
     let (to_single, to_other) = first.split_at(first.len() / 2);
 
-    let mut settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let mut settings = topics.serve_settings(&bootstrap);
     settings.push(format!(
         "kafka.input_topics=[\"{single}\",\"{}\"]",
         topics.input
@@ -107,15 +102,7 @@ fn records_read_by_a_worker_after_it_followed_the_others_while_idle_are_publishe
     let lines = generate(&dir, 11, 4_000);
     let expected = batch(&dir, &lines);
     let (first, second) = lines.split_at(lines.len() / 2);
-    let serve = Serve::start(
-        &["-w", "2"],
-        &topics.settings(
-            &bootstrap,
-            &topics.counts,
-            &topics.alerts,
-            &unique_topic("txn"),
-        ),
-    );
+    let serve = Serve::start(&["-w", "2"], &topics.serve_settings(&bootstrap));
     produce_and_await_counts(&bootstrap, &topics, &dir, first, &serve);
     // Partition 0 (one worker) gets the newest event and every odd line. The other worker,
     // idle meanwhile, follows its watermark; then partition 1 (that worker's) gets the
@@ -157,12 +144,7 @@ fn the_last_events_of_a_burst_are_published_without_waiting_for_the_idle_timeout
     let topics = Topics::create(&bootstrap, "quiet");
     let lines = generate(&dir, 13, 2_000);
     let (first, second) = lines.split_at(lines.len() / 2);
-    let mut settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let mut settings = topics.serve_settings(&bootstrap);
     settings.extend([
         "kafka.idle_timeout_ms=3600000".to_owned(),
         "kafka.tick_ms=3600000".to_owned(),
@@ -219,12 +201,7 @@ fn a_partition_read_slowly_holds_the_frontier_while_it_has_records_left() {
     produce_to_partition(&bootstrap, &topics.input, 0, &large);
     let client = unique_topic("slow-reader");
     limit_consumer_rate(&bootstrap, &client, 15_000);
-    let mut settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let mut settings = topics.serve_settings(&bootstrap);
     settings.extend([
         "kafka.idle_timeout_ms=100".to_owned(),
         "views.retention_ms=60000".to_owned(),
@@ -273,12 +250,7 @@ fn reading_starts_at_a_timestamp_or_at_the_end() {
     std::thread::sleep(Duration::from_millis(100));
     produce_lines(&bootstrap, &topics.input, late);
 
-    let mut settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let mut settings = topics.serve_settings(&bootstrap);
     settings.push(format!("kafka.start=\"{boundary}\""));
     let serve = Serve::start(&["-w", "2"], &settings);
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
@@ -319,12 +291,7 @@ fn two_processes_give_the_same_output_as_batch() {
     )
     .unwrap();
     let hostfile = hostfile.to_str().unwrap();
-    let settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let settings = topics.serve_settings(&bootstrap);
     let first = Serve::start(
         &["-n", "2", "-p", "0", "-w", "2", "-h", hostfile],
         &settings,
@@ -434,12 +401,7 @@ fn metrics_show_lag_per_partition_events_and_dead_letters_by_reason() {
     let expected = batch(&dir, &lines);
     produce_lines(&bootstrap, &topics.input, &lines);
     let port = free_port();
-    let mut settings = topics.settings(
-        &bootstrap,
-        &topics.counts,
-        &topics.alerts,
-        &unique_topic("txn"),
-    );
+    let mut settings = topics.serve_settings(&bootstrap);
     settings.push(format!("metrics.listen=\"127.0.0.1:{port}\""));
     let serve = Serve::start(&["-w", "2"], &settings);
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);

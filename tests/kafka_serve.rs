@@ -33,15 +33,7 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
     );
     produce_lines(&bootstrap, &topics.input, &lines);
 
-    let serve = Serve::start(
-        &["-w", "2"],
-        &topics.settings(
-            &bootstrap,
-            &topics.counts,
-            &topics.alerts,
-            &unique_topic("txn"),
-        ),
-    );
+    let serve = Serve::start(&["-w", "2"], &topics.serve_settings(&bootstrap));
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
     let alerts = alert_states(&bootstrap, &topics.alerts, expected.alerts.len());
     let dead_letters = consume_all(

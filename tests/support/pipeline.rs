@@ -45,6 +45,12 @@ impl Topics {
         topics
     }
 
+    /// `serve` settings for these topics, writing the output to their own output topics
+    /// with a transactional id no other run uses.
+    pub fn serve_settings(&self, bootstrap: &str) -> Vec<String> {
+        self.settings(bootstrap, &self.counts, &self.alerts, &unique_topic("txn"))
+    }
+
     /// `serve` settings for these topics, writing the output to `counts`/`alerts`.
     pub fn settings(
         &self,
