@@ -56,7 +56,12 @@ impl OwnedPartition {
     /// Whether no record arrived for `idle_timeout` and none is known to be waiting: an
     /// idle partition does not hold back the frontier.
     pub fn is_idle(&self, now: Instant, idle_timeout: Duration) -> bool {
-        !self.unfetched && now.duration_since(self.last_record) >= idle_timeout
+        !self.unfetched && self.is_silent(now, idle_timeout)
+    }
+
+    /// Whether no record arrived for `silence`, up to `now`.
+    pub fn is_silent(&self, now: Instant, silence: Duration) -> bool {
+        now.duration_since(self.last_record) >= silence
     }
 }
 
@@ -98,7 +103,7 @@ pub fn input_time(
     // fetch do not count: the statistics that tell come a second apart.
     let quiet = partitions
         .iter()
-        .all(|partition| now.duration_since(partition.last_record) >= policy.quiet_after);
+        .all(|partition| partition.is_silent(now, policy.quiet_after));
     let tick = if quiet { 1 } else { policy.tick.max(1) };
     let target = if active.peek().is_some() {
         active
