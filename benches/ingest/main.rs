@@ -4,8 +4,9 @@
 //! `scripts/bench-ingest` starts the broker, builds, and runs this against it.
 //!
 //! 1. Throughput. A fresh 12-partition topic is filled with `--events` generated records
-//!    (the load generator at full speed, the reference producer's settings). Then, in
-//!    alternation, `--warm-up-runs` untimed and `--runs` timed times each:
+//!    (the load generator at full speed, the reference producer's settings) whose event
+//!    times span the two hours before the fill. Then, in alternation, `--warm-up-runs`
+//!    untimed and `--runs` timed times each:
 //!    - the bare consumer: `-w` threads, each with its own `BaseConsumer` assigned the
 //!      partitions clickflow would give that worker, with clickflow's fetch settings,
 //!      polling in batches until every record is read;
@@ -14,10 +15,17 @@
 //!      every record counted (events plus dead letters), no consumer lag, and the
 //!      published frontier at or past the least partition watermark (the views have
 //!      published everything up to the slowest partition). Its peak RSS is read from
-//!      `/proc` before it is stopped with SIGTERM.
+//!      `/proc` before it is stopped with SIGTERM;
+//!    - with `--kafka-streams`, in the timed runs only, the peer: the reference pipeline's
+//!      Kafka Streams job (page views per page per minute, and alerts, exactly-once) with
+//!      `-w` stream threads, from the earliest offsets into fresh output topics, timed
+//!      from the spawn of its JVM until the output of every record is committed.
 //!
 //!    Each run also reports the CPU time of its reader (this process for the bare
-//!    consumer, the service for clickflow) and of the broker meanwhile.
+//!    consumer, the service for clickflow, the JVM for the peer) and of the broker
+//!    meanwhile. The event times lie in the past because the broker refuses records more
+//!    than an hour ahead of its clock, and the peer writes its records with their event
+//!    times.
 //! 2. Freshness. `clickflow serve -w W` reads a fresh topic from the latest offsets while
 //!    the load generator writes `--rate` records/s for `--live-seconds`, with event times
 //!    that follow the wall clock. Freshness (record timestamp to publication in the
@@ -41,6 +49,9 @@ use clickflow_ingest::admin::ReferenceTopics;
 
 use clickflow_benches::harness::kafka::{
     PARTITIONS, bare_consume, create_topics, generator, produce, topic_names,
+};
+use clickflow_benches::harness::peer::{
+    CAUGHT_UP, FIRST_RECORD, ReferenceJob, ReferenceJobSettings,
 };
 use clickflow_benches::harness::serve::{Serve, cpu_seconds};
 
@@ -86,6 +97,10 @@ struct Args {
     /// the benchmark's own settings override its topics, start and metrics address.
     #[arg(long)]
     serve_config: Option<PathBuf>,
+    /// The class path of the Kafka Streams peer, as `scripts/kafka-streams-build` prints
+    /// it; without it the throughput phase runs no peer.
+    #[arg(long)]
+    kafka_streams: Option<String>,
     /// The broker's process id, to report its CPU use in both phases.
     #[arg(long)]
     broker_pid: Option<u32>,
@@ -101,13 +116,13 @@ struct Args {
 #[derive(Clone, Copy, Debug)]
 struct Run {
     elapsed: Duration,
-    /// Peak RSS of the service, in bytes (none for the bare consumer).
+    /// Peak RSS of the service or the peer, in bytes (none for the bare consumer).
     peak_rss: Option<u64>,
-    /// From the spawn of the service to the first record counted (none for the bare
+    /// From the spawn of the service or the peer to its first record (none for the bare
     /// consumer).
     start_up: Option<Duration>,
     /// CPU time of the reader (this process for the bare consumer, the service for
-    /// clickflow) during the run, in seconds.
+    /// clickflow, the JVM for the peer) during the run, in seconds.
     reader_cpu: f64,
     /// CPU time of the broker during the run, in seconds, if its process id is known.
     broker_cpu: Option<f64>,
@@ -117,6 +132,8 @@ struct Run {
 struct Throughput {
     bare: Vec<Run>,
     clickflow: Vec<Run>,
+    /// The Kafka Streams peer's runs, if it ran.
+    peer: Vec<Run>,
     fill_rate: f64,
     /// The machine's load average before the phase.
     load_average: String,
@@ -149,7 +166,7 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
     let fill = produce(
         &args.bootstrap,
         &topics.input,
-        generator(args.events, now_ms()?, FILL_SPAN_MS),
+        generator(args.events, now_ms()? - FILL_SPAN_MS, FILL_SPAN_MS),
         0,
         &AtomicBool::new(false),
     )?;
@@ -161,6 +178,7 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
     let mut result = Throughput {
         bare: Vec::new(),
         clickflow: Vec::new(),
+        peer: Vec::new(),
         fill_rate: fill.records_per_second(),
         load_average,
     };
@@ -168,9 +186,15 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         run_pair(args, &topics.input, &format!("warm-up{run}"))?;
     }
     for run in 1..=args.runs {
-        let (bare, clickflow) = run_pair(args, &topics.input, &format!("run{run}"))?;
+        let label = format!("run{run}");
+        let (bare, clickflow) = run_pair(args, &topics.input, &label)?;
         result.bare.push(bare);
         result.clickflow.push(clickflow);
+        if let Some(classpath) = &args.kafka_streams {
+            let peer = peer_run(args, classpath, &topics.input, &label)?;
+            report_run(&label, "Kafka Streams job", args.events, &peer);
+            result.peer.push(peer);
+        }
     }
     Ok(result)
 }
@@ -213,7 +237,8 @@ fn cpu_between(before: Option<f64>, after: Option<f64>) -> Option<f64> {
     Some(after? - before?)
 }
 
-fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
+/// Fresh output topics named after `run`, with `input` as the input topic.
+fn output_topics(args: &Args, input: &str, run: &str) -> anyhow::Result<ReferenceTopics> {
     let outputs = topic_names(&unique_prefix(&format!("throughput-{run}")));
     let specs: Vec<_> = outputs
         .specs()
@@ -221,10 +246,14 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
         .filter(|spec| spec.name != outputs.input)
         .collect();
     create_topics(&args.bootstrap, &specs)?;
-    let topics = ReferenceTopics {
+    Ok(ReferenceTopics {
         input: input.to_owned(),
         ..outputs
-    };
+    })
+}
+
+fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
+    let topics = output_topics(args, input, run)?;
     let log = args.logs.join(format!("throughput-{run}.log"));
     let broker_cpu = broker_cpu_seconds(args.broker_pid)?;
     let spawned = Instant::now();
@@ -247,6 +276,44 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
         elapsed,
         peak_rss: Some(peak_rss),
         start_up,
+        reader_cpu,
+        broker_cpu,
+    })
+}
+
+/// One run of the Kafka Streams job over `input`, with the job built at `classpath`.
+fn peer_run(args: &Args, classpath: &str, input: &str, run: &str) -> anyhow::Result<Run> {
+    let topics = output_topics(args, input, &format!("{run}-kafka-streams"))?;
+    let state_dir = args.logs.join(format!("kafka-streams-{run}.state"));
+    let log = args.logs.join(format!("kafka-streams-{run}.log"));
+    progress(format!(
+        "starting the Kafka Streams job with {} threads (log {})",
+        args.workers,
+        log.display()
+    ));
+    let broker_cpu = broker_cpu_seconds(args.broker_pid)?;
+    let mut job = ReferenceJob::start(&ReferenceJobSettings {
+        classpath,
+        bootstrap: &args.bootstrap,
+        topics: &topics,
+        application_id: &format!("{}.kafka-streams", topics.counts),
+        state_dir: &state_dir,
+        threads: args.workers,
+        log: &log,
+    })?;
+    let timeout = Duration::from_secs(600.max(args.events / 1_000));
+    let start_up = job.wait_for(FIRST_RECORD, timeout)?;
+    let elapsed = job.wait_for(CAUGHT_UP, timeout)?;
+    let reader_cpu = job.cpu_seconds()?;
+    let broker_cpu = cpu_between(broker_cpu, broker_cpu_seconds(args.broker_pid)?);
+    let peak_rss = job.peak_rss_bytes()?;
+    drop(job);
+    std::fs::remove_dir_all(&state_dir)
+        .with_context(|| format!("cannot remove {}", state_dir.display()))?;
+    Ok(Run {
+        elapsed,
+        peak_rss: Some(peak_rss),
+        start_up: Some(start_up),
         reader_cpu,
         broker_cpu,
     })

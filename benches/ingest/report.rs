@@ -55,6 +55,17 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
         &throughput.clickflow,
         clickflow,
     );
+    let peer = (!throughput.peer.is_empty()).then(|| median_seconds(&throughput.peer));
+    if let Some(peer) = peer {
+        row(
+            format!(
+                "Kafka Streams reference job, {} threads: page views per minute and alerts",
+                args.workers
+            ),
+            &throughput.peer,
+            peer,
+        );
+    }
     println!();
     println!(
         "CPU per run (medians): bare consumer {}; clickflow {}",
@@ -66,28 +77,46 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
         "clickflow / bare: {ratio:.2} (target >= {RATIO_TARGET}: {})",
         met(ratio >= RATIO_TARGET)
     );
-    let start_up = median(
-        throughput
-            .clickflow
-            .iter()
-            .filter_map(|run| run.start_up)
-            .map(|start_up| start_up.as_secs_f64())
-            .collect(),
-    );
+    let start_up = median_start_up(&throughput.clickflow);
     println!(
         "clickflow start-up (spawn to first record counted): median {start_up:.2} s; without it, clickflow / bare is {:.2}",
         bare / (clickflow - start_up)
     );
-    let peak_rss = throughput
-        .clickflow
+    println!(
+        "clickflow peak RSS: {:.2} GiB (largest of the runs)",
+        largest_peak_rss_gib(&throughput.clickflow)
+    );
+    if let Some(peer) = peer {
+        let start_up = median_start_up(&throughput.peer);
+        println!(
+            "Kafka Streams job: CPU per run (medians) {}; start-up (spawn to first record) median {start_up:.2} s; peak RSS {:.2} GiB; Kafka Streams / bare {:.2}; clickflow is {:.1}x as fast ({:.1}x without either start-up)",
+            median_cpu(&throughput.peer),
+            largest_peak_rss_gib(&throughput.peer),
+            bare / peer,
+            peer / clickflow,
+            (peer - start_up) / (clickflow - median_start_up(&throughput.clickflow))
+        );
+    }
+}
+
+/// The median start-up of `runs`, in seconds.
+fn median_start_up(runs: &[Run]) -> f64 {
+    median(
+        runs.iter()
+            .filter_map(|run| run.start_up)
+            .map(|start_up| start_up.as_secs_f64())
+            .collect(),
+    )
+}
+
+/// The largest peak RSS of `runs`, in GiB.
+fn largest_peak_rss_gib(runs: &[Run]) -> f64 {
+    let bytes = runs
         .iter()
         .filter_map(|run| run.peak_rss)
         .max()
         .unwrap_or_default();
-    println!(
-        "clickflow peak RSS: {:.2} GiB (largest of the runs)",
-        peak_rss as f64 / (1u64 << 30) as f64
-    );
+    bytes as f64 / (1u64 << 30) as f64
 }
 
 fn print_freshness(args: &Args, live: &Live) {

@@ -1,6 +1,8 @@
 //! What the end-to-end benchmarks against a real Kafka share: topics and load
-//! ([`kafka`]), the service as a child process ([`serve`]), and its metrics ([`metrics`]).
+//! ([`kafka`]), the service as a child process ([`serve`]), its metrics ([`metrics`]), and
+//! the Kafka Streams job it is compared with ([`peer`]).
 
 pub mod kafka;
 pub mod metrics;
+pub mod peer;
 pub mod serve;

@@ -109,13 +109,8 @@ impl Serve {
 
     /// The process's peak resident set size (`VmHWM`), in bytes.
     pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(self.proc_file("status")?)?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
-            .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmHWM in /proc/PID/status")?;
-        Ok(kib * 1024)
+        let child = self.child.as_ref().context("clickflow serve was stopped")?;
+        peak_rss_bytes(child.id())
     }
 
     /// CPU time the process has used so far (user + system), in seconds.
@@ -177,16 +172,16 @@ impl Serve {
         Ok(())
     }
 
-    fn proc_file(&self, name: &str) -> anyhow::Result<PathBuf> {
-        let child = self.child.as_ref().context("clickflow serve was stopped")?;
-        Ok(PathBuf::from(format!("/proc/{}/{name}", child.id())))
-    }
-
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
+        log_tail(&self.log)
     }
+}
+
+/// The last lines of the log file `log`, to show with a failure.
+pub fn log_tail(log: &Path) -> String {
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
 }
 
 impl Drop for Serve {
@@ -196,6 +191,18 @@ impl Drop for Serve {
             let _ = child.wait();
         }
     }
+}
+
+/// The peak resident set size (`VmHWM`) of process `pid`, in bytes.
+pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no VmHWM in {path}"))?;
+    Ok(kib * 1024)
 }
 
 /// CPU time process `pid` has used so far (user + system), in seconds.
