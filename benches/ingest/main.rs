@@ -19,7 +19,12 @@
 //!    - with `--kafka-streams`, in the timed runs only, the peer: the reference pipeline's
 //!      Kafka Streams job (page views per page per minute, and alerts, exactly-once) with
 //!      `-w` stream threads, from the earliest offsets into fresh output topics, timed
-//!      from the spawn of its JVM until the output of every record is committed.
+//!      from the spawn of its JVM until the output of every record is committed. Then
+//!      both `page-view-counts` topics are read to the end: how many windows each holds
+//!      and what their last counts add up to, to show that both counted the same.
+//!
+//!    Each run's own topics are deleted once read, so that the broker does not compact
+//!    them during later runs and the freshness phase.
 //!
 //!    Each run also reports the CPU time of its reader (this process for the bare
 //!    consumer, the service for clickflow, the JVM for the peer) and of the broker
@@ -48,7 +53,8 @@ use clap::Parser;
 use clickflow_ingest::admin::ReferenceTopics;
 
 use clickflow_benches::harness::kafka::{
-    PARTITIONS, bare_consume, create_topics, generator, produce, topic_names,
+    FinalCounts, PARTITIONS, bare_consume, create_topics, delete_topics, final_counts, generator,
+    produce, topic_names,
 };
 use clickflow_benches::harness::peer::{
     CAUGHT_UP, FIRST_RECORD, ReferenceJob, ReferenceJobSettings,
@@ -134,6 +140,9 @@ struct Throughput {
     clickflow: Vec<Run>,
     /// The Kafka Streams peer's runs, if it ran.
     peer: Vec<Run>,
+    /// What clickflow's and the peer's `page-view-counts` topics held at the end of each
+    /// timed run, if the peer ran.
+    final_counts: Vec<(FinalCounts, FinalCounts)>,
     fill_rate: f64,
     /// The machine's load average before the phase.
     load_average: String,
@@ -179,33 +188,78 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         bare: Vec::new(),
         clickflow: Vec::new(),
         peer: Vec::new(),
+        final_counts: Vec::new(),
         fill_rate: fill.records_per_second(),
         load_average,
     };
     for run in 1..=args.warm_up_runs {
-        run_pair(args, &topics.input, &format!("warm-up{run}"))?;
+        let (_, _, clickflow_topics) = run_pair(args, &topics.input, &format!("warm-up{run}"))?;
+        clickflow_topics.delete(&args.bootstrap)?;
     }
     for run in 1..=args.runs {
         let label = format!("run{run}");
-        let (bare, clickflow) = run_pair(args, &topics.input, &label)?;
+        let (bare, clickflow, clickflow_topics) = run_pair(args, &topics.input, &label)?;
         result.bare.push(bare);
         result.clickflow.push(clickflow);
         if let Some(classpath) = &args.kafka_streams {
-            let peer = peer_run(args, classpath, &topics.input, &label)?;
+            let peer_topics =
+                RunTopics::create(args, &topics.input, &format!("{label}-kafka-streams"))?;
+            let peer = peer_run(args, classpath, &peer_topics.topics, &label)?;
             report_run(&label, "Kafka Streams job", args.events, &peer);
             result.peer.push(peer);
+            result.final_counts.push((
+                final_counts(&args.bootstrap, &clickflow_topics.topics.counts)?,
+                final_counts(&args.bootstrap, &peer_topics.topics.counts)?,
+            ));
+            peer_topics.delete(&args.bootstrap)?;
         }
+        clickflow_topics.delete(&args.bootstrap)?;
     }
     Ok(result)
 }
 
-/// One run of the bare consumer, then one of `clickflow serve`, each reported as `label`.
-fn run_pair(args: &Args, input: &str, label: &str) -> anyhow::Result<(Run, Run)> {
+/// One run of the bare consumer, then one of `clickflow serve`, each reported as `label`;
+/// also returns the service's topics.
+fn run_pair(args: &Args, input: &str, label: &str) -> anyhow::Result<(Run, Run, RunTopics)> {
     let bare = bare_run(args, input)?;
     report_run(label, "bare consumer", args.events, &bare);
-    let clickflow = serve_run(args, input, label)?;
+    let topics = RunTopics::create(args, input, label)?;
+    let clickflow = serve_run(args, &topics.topics, label)?;
     report_run(label, "clickflow serve", args.events, &clickflow);
-    Ok((bare, clickflow))
+    Ok((bare, clickflow, topics))
+}
+
+/// The topics of one run of clickflow or of the peer: fresh output topics, and the shared
+/// input topic. Every topic the run creates, its own or the peer's internal ones, is named
+/// `PREFIX.…`.
+struct RunTopics {
+    prefix: String,
+    topics: ReferenceTopics,
+}
+
+impl RunTopics {
+    /// Creates the output topics of a run named `run`, reading `input`.
+    fn create(args: &Args, input: &str, run: &str) -> anyhow::Result<Self> {
+        let prefix = unique_prefix(&format!("throughput-{run}"));
+        let outputs = topic_names(&prefix);
+        let specs: Vec<_> = outputs
+            .specs()
+            .into_iter()
+            .filter(|spec| spec.name != outputs.input)
+            .collect();
+        create_topics(&args.bootstrap, &specs)?;
+        let topics = ReferenceTopics {
+            input: input.to_owned(),
+            ..outputs
+        };
+        Ok(Self { prefix, topics })
+    }
+
+    /// Deletes the run's topics once they have been read: the broker would otherwise go on
+    /// compacting them (the output topics and the peer's changelogs) during later runs.
+    fn delete(self, bootstrap: &str) -> anyhow::Result<()> {
+        delete_topics(bootstrap, &format!("{}.", self.prefix))
+    }
 }
 
 fn bare_run(args: &Args, input: &str) -> anyhow::Result<Run> {
@@ -237,27 +291,11 @@ fn cpu_between(before: Option<f64>, after: Option<f64>) -> Option<f64> {
     Some(after? - before?)
 }
 
-/// Fresh output topics named after `run`, with `input` as the input topic.
-fn output_topics(args: &Args, input: &str, run: &str) -> anyhow::Result<ReferenceTopics> {
-    let outputs = topic_names(&unique_prefix(&format!("throughput-{run}")));
-    let specs: Vec<_> = outputs
-        .specs()
-        .into_iter()
-        .filter(|spec| spec.name != outputs.input)
-        .collect();
-    create_topics(&args.bootstrap, &specs)?;
-    Ok(ReferenceTopics {
-        input: input.to_owned(),
-        ..outputs
-    })
-}
-
-fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
-    let topics = output_topics(args, input, run)?;
+fn serve_run(args: &Args, topics: &ReferenceTopics, run: &str) -> anyhow::Result<Run> {
     let log = args.logs.join(format!("throughput-{run}.log"));
     let broker_cpu = broker_cpu_seconds(args.broker_pid)?;
     let spawned = Instant::now();
-    let mut serve = start_serve(args, &topics, "earliest", &log)?;
+    let mut serve = start_serve(args, topics, "earliest", &log)?;
     let timeout = Duration::from_secs(120.max(args.events / 10_000));
     let mut start_up = None;
     serve.wait_until("caught up", timeout, |scrape| {
@@ -281,9 +319,13 @@ fn serve_run(args: &Args, input: &str, run: &str) -> anyhow::Result<Run> {
     })
 }
 
-/// One run of the Kafka Streams job over `input`, with the job built at `classpath`.
-fn peer_run(args: &Args, classpath: &str, input: &str, run: &str) -> anyhow::Result<Run> {
-    let topics = output_topics(args, input, &format!("{run}-kafka-streams"))?;
+/// One run of the Kafka Streams job on `topics`, with the job built at `classpath`.
+fn peer_run(
+    args: &Args,
+    classpath: &str,
+    topics: &ReferenceTopics,
+    run: &str,
+) -> anyhow::Result<Run> {
     let state_dir = args.logs.join(format!("kafka-streams-{run}.state"));
     let log = args.logs.join(format!("kafka-streams-{run}.log"));
     progress(format!(
@@ -295,7 +337,7 @@ fn peer_run(args: &Args, classpath: &str, input: &str, run: &str) -> anyhow::Res
     let mut job = ReferenceJob::start(&ReferenceJobSettings {
         classpath,
         bootstrap: &args.bootstrap,
-        topics: &topics,
+        topics,
         application_id: &format!("{}.kafka-streams", topics.counts),
         state_dir: &state_dir,
         threads: args.workers,

@@ -96,6 +96,16 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
             peer / clickflow,
             (peer - start_up) / (clickflow - median_start_up(&throughput.clickflow))
         );
+        for (run, (clickflow, peer)) in throughput.final_counts.iter().enumerate() {
+            println!(
+                "  run {}, page-view-counts at the end: clickflow {} windows, counts summing to {}; Kafka Streams {} windows, counts summing to {}",
+                run + 1,
+                clickflow.windows,
+                clickflow.views,
+                peer.windows,
+                peer.views
+            );
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! The Kafka side of the benchmark: fresh topics, the load generator, and the bare
 //! consumer that clickflow is compared with.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,10 +12,14 @@ use clickflow_ingest::generator::GeneratorConfig;
 use clickflow_ingest::partitions::owner;
 use clickflow_ingest::producer::{DeliverySummary, LoadConfig, LoadProducer};
 use clickflow_ingest::source::FETCH_PROPERTIES;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde::Deserialize;
 
 /// Partitions of every topic the benchmark creates, as in the reference pipeline.
 pub const PARTITIONS: u16 = 12;
@@ -77,7 +81,10 @@ pub fn generator(events: u64, start_ms: u64, duration_ms: u64) -> GeneratorConfi
 
 /// Sends the generator's records to `topic` at `rate` records/s (0: as fast as
 /// possible) with the reference producer's settings, until all are sent or `stop` is set;
-/// fails unless all that were sent were delivered.
+/// fails unless all that were sent were delivered. Records sent at a rate are live: their
+/// event times start when the sending does, as [`LoadConfig::start_now`] says. Records
+/// sent as fast as possible fill a topic with history: their event times start at the
+/// generator's `start_ms`.
 pub fn produce(
     bootstrap: &str,
     topic: &str,
@@ -90,7 +97,7 @@ pub fn produce(
         bootstrap: bootstrap.to_owned(),
         topic: topic.to_owned(),
         generator,
-        start_now: true,
+        start_now: rate > 0,
         rate,
         timeout: TIMEOUT,
     })?;
@@ -208,6 +215,101 @@ fn consume_partitions(
     }
     std::hint::black_box(bytes);
     Ok(records)
+}
+
+/// Deletes every topic whose name starts with `prefix`, so that the broker does not keep
+/// working on it (compacting it) while later runs are measured.
+pub fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, TIMEOUT)
+        .context("cluster metadata")?;
+    let names: Vec<&str> = metadata
+        .topics()
+        .iter()
+        .map(|topic| topic.name())
+        .filter(|name| name.starts_with(prefix))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let options = AdminOptions::new().operation_timeout(Some(TIMEOUT));
+    for result in runtime.block_on(admin.delete_topics(&names, &options))? {
+        if let Err((topic, code)) = result {
+            bail!("cannot delete topic {topic}: {code}");
+        }
+    }
+    Ok(())
+}
+
+/// What a `page-view-counts` topic holds in the end, as a `read_committed` consumer sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FinalCounts {
+    /// Distinct `(page, window_start)` windows.
+    pub windows: usize,
+    /// The sum of each window's last `count`.
+    pub views: u64,
+}
+
+/// Reads `topic`, a `page-view-counts` topic whose writers have finished, to its end,
+/// keeping the last `count` of each window.
+pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts> {
+    let mut config = bare_consumer_config(bootstrap, "bench-ingest-final-counts");
+    config.set("enable.partition.eof", "true");
+    let consumer: BaseConsumer = config.create()?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let mut unfinished: BTreeSet<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|topic| topic.partitions())
+        .map(|partition| partition.id())
+        .collect();
+    let mut assignment = TopicPartitionList::new();
+    for partition in &unfinished {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let mut last_counts: HashMap<(String, String), u64> = HashMap::new();
+    let mut last_record = Instant::now();
+    while !unfinished.is_empty() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let value: CountValue = serde_json::from_slice(message.payload().unwrap_or(b""))
+                    .with_context(|| {
+                        format!("a record of {topic} at offset {}", message.offset())
+                    })?;
+                last_counts.insert((value.page, value.window_start), value.count);
+                last_record = Instant::now();
+            }
+            Some(Err(RdKafkaError::PartitionEOF(partition))) => {
+                unfinished.remove(&partition);
+            }
+            Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),
+            None if last_record.elapsed() > STALL_TIMEOUT => {
+                bail!(
+                    "reading {topic}: no record for {STALL_TIMEOUT:?}, partitions {unfinished:?} unfinished"
+                )
+            }
+            None => {}
+        }
+    }
+    Ok(FinalCounts {
+        windows: last_counts.len(),
+        views: last_counts.values().sum(),
+    })
+}
+
+/// The fields of a `page-view-counts` value that [`final_counts`] reads.
+#[derive(Deserialize)]
+struct CountValue {
+    page: String,
+    window_start: String,
+    count: u64,
 }
 
 /// The input consumer settings of clickflow's Kafka source (`consumer_config` in
