@@ -40,7 +40,8 @@ use clickflow_benches::harness::kafka::{
     PARTITIONS, create_topics, generator, produce, topic_names,
 };
 use clickflow_benches::harness::metrics::{histogram_between, quantile_at_most};
-use clickflow_benches::harness::serve::{Serve, free_local_address, threads_cpu_seconds};
+use clickflow_benches::harness::process::threads_cpu_seconds;
+use clickflow_benches::harness::serve::{Serve, free_local_address};
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
 use tonic::codegen::http::uri::PathAndQuery;

@@ -13,7 +13,8 @@ use clickflow_benches::harness::kafka::{
     PARTITIONS, create_topics, generator, produce, topic_names,
 };
 use clickflow_benches::harness::metrics::{Freshness, Scrape, freshness_histogram_between};
-use clickflow_benches::harness::serve::{Serve, cpu_seconds};
+use clickflow_benches::harness::process::cpu_seconds;
+use clickflow_benches::harness::serve::Serve;
 
 /// How long `clickflow serve` may take to read its partitions at the start.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);

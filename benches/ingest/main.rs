@@ -23,8 +23,9 @@
 //!      both `page-view-counts` topics are read to the end: how many windows each holds
 //!      and what their last counts add up to, to show that both counted the same.
 //!
-//!    Each run's own topics are deleted once read, so that the broker does not compact
-//!    them during later runs and the freshness phase.
+//!    Each run's own topics are deleted once the run and, in a timed run, the peer's run
+//!    and both final counts are done, so that the broker does not compact them during
+//!    later runs and the freshness phase.
 //!
 //!    Each run also reports the CPU time of its reader (this process for the bare
 //!    consumer, the service for clickflow, the JVM for the peer) and of the broker
@@ -59,7 +60,8 @@ use clickflow_benches::harness::kafka::{
 use clickflow_benches::harness::peer::{
     CAUGHT_UP, FIRST_RECORD, ReferenceJob, ReferenceJobSettings,
 };
-use clickflow_benches::harness::serve::{Serve, cpu_seconds};
+use clickflow_benches::harness::process::cpu_seconds;
+use clickflow_benches::harness::serve::Serve;
 
 /// Event-time span of the throughput phase's records, as in the batch benchmark.
 const FILL_SPAN_MS: u64 = 2 * 60 * 60 * 1000;
@@ -134,15 +136,21 @@ struct Run {
     broker_cpu: Option<f64>,
 }
 
+/// What clickflow's and the peer's `page-view-counts` topics held at the end of a run.
+struct BothFinalCounts {
+    clickflow: FinalCounts,
+    peer: FinalCounts,
+}
+
 /// The throughput phase's outcome.
 struct Throughput {
     bare: Vec<Run>,
     clickflow: Vec<Run>,
     /// The Kafka Streams peer's runs, if it ran.
     peer: Vec<Run>,
-    /// What clickflow's and the peer's `page-view-counts` topics held at the end of each
-    /// timed run, if the peer ran.
-    final_counts: Vec<(FinalCounts, FinalCounts)>,
+    /// What both `page-view-counts` topics held at the end of each timed run, if the peer
+    /// ran.
+    final_counts: Vec<BothFinalCounts>,
     fill_rate: f64,
     /// The machine's load average before the phase.
     load_average: String,
@@ -151,8 +159,8 @@ struct Throughput {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     ensure!(
-        args.workers > 0 && args.runs > 0,
-        "-w and --runs must be at least 1"
+        args.workers > 0 && args.runs > 0 && args.events > 0,
+        "-w, --runs and --events must be at least 1"
     );
     ensure!(args.rate > 0, "--rate must be at least 1");
     std::fs::create_dir_all(&args.logs)
@@ -163,7 +171,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Phase 1: the bare consumer and `clickflow serve` over the same filled topic.
+/// Phase 1: the bare consumer, `clickflow serve` and (in the timed runs, if built) the
+/// Kafka Streams job over the same filled topic.
 fn throughput(args: &Args) -> anyhow::Result<Throughput> {
     let load_average = report::load_average();
     let topics = topic_names(&unique_prefix("throughput"));
@@ -204,13 +213,13 @@ fn throughput(args: &Args) -> anyhow::Result<Throughput> {
         if let Some(classpath) = &args.kafka_streams {
             let peer_topics =
                 RunTopics::create(args, &topics.input, &format!("{label}-kafka-streams"))?;
-            let peer = peer_run(args, classpath, &peer_topics.topics, &label)?;
+            let peer = peer_run(args, classpath, &peer_topics, &label)?;
             report_run(&label, "Kafka Streams job", args.events, &peer);
             result.peer.push(peer);
-            result.final_counts.push((
-                final_counts(&args.bootstrap, &clickflow_topics.topics.counts)?,
-                final_counts(&args.bootstrap, &peer_topics.topics.counts)?,
-            ));
+            result.final_counts.push(BothFinalCounts {
+                clickflow: final_counts(&args.bootstrap, &clickflow_topics.topics.counts)?,
+                peer: final_counts(&args.bootstrap, &peer_topics.topics.counts)?,
+            });
             peer_topics.delete(&args.bootstrap)?;
         }
         clickflow_topics.delete(&args.bootstrap)?;
@@ -230,8 +239,8 @@ fn run_pair(args: &Args, input: &str, label: &str) -> anyhow::Result<(Run, Run, 
 }
 
 /// The topics of one run of clickflow or of the peer: fresh output topics, and the shared
-/// input topic. Every topic the run creates, its own or the peer's internal ones, is named
-/// `PREFIX.…`.
+/// input topic. Every topic the run creates is named `PREFIX.…`: the peer's internal
+/// topics too, being named after its [`RunTopics::application_id`].
 struct RunTopics {
     prefix: String,
     topics: ReferenceTopics,
@@ -253,6 +262,11 @@ impl RunTopics {
             ..outputs
         };
         Ok(Self { prefix, topics })
+    }
+
+    /// The peer's application id, which names its consumer group and internal topics.
+    fn application_id(&self) -> String {
+        format!("{}.kafka-streams", self.prefix)
     }
 
     /// Deletes the run's topics once they have been read: the broker would otherwise go on
@@ -320,12 +334,7 @@ fn serve_run(args: &Args, topics: &ReferenceTopics, run: &str) -> anyhow::Result
 }
 
 /// One run of the Kafka Streams job on `topics`, with the job built at `classpath`.
-fn peer_run(
-    args: &Args,
-    classpath: &str,
-    topics: &ReferenceTopics,
-    run: &str,
-) -> anyhow::Result<Run> {
+fn peer_run(args: &Args, classpath: &str, topics: &RunTopics, run: &str) -> anyhow::Result<Run> {
     let state_dir = args.logs.join(format!("kafka-streams-{run}.state"));
     let log = args.logs.join(format!("kafka-streams-{run}.log"));
     progress(format!(
@@ -337,8 +346,8 @@ fn peer_run(
     let mut job = ReferenceJob::start(&ReferenceJobSettings {
         classpath,
         bootstrap: &args.bootstrap,
-        topics,
-        application_id: &format!("{}.kafka-streams", topics.counts),
+        topics: &topics.topics,
+        application_id: &topics.application_id(),
         state_dir: &state_dir,
         threads: args.workers,
         log: &log,

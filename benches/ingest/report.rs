@@ -77,33 +77,33 @@ fn print_throughput(args: &Args, throughput: &Throughput) {
         "clickflow / bare: {ratio:.2} (target >= {RATIO_TARGET}: {})",
         met(ratio >= RATIO_TARGET)
     );
-    let start_up = median_start_up(&throughput.clickflow);
+    let clickflow_start_up = median_start_up(&throughput.clickflow);
     println!(
-        "clickflow start-up (spawn to first record counted): median {start_up:.2} s; without it, clickflow / bare is {:.2}",
-        bare / (clickflow - start_up)
+        "clickflow start-up (spawn to first record counted): median {clickflow_start_up:.2} s; without it, clickflow / bare is {:.2}",
+        bare / (clickflow - clickflow_start_up)
     );
     println!(
         "clickflow peak RSS: {:.2} GiB (largest of the runs)",
         largest_peak_rss_gib(&throughput.clickflow)
     );
     if let Some(peer) = peer {
-        let start_up = median_start_up(&throughput.peer);
+        let peer_start_up = median_start_up(&throughput.peer);
         println!(
-            "Kafka Streams job: CPU per run (medians) {}; start-up (spawn to first record) median {start_up:.2} s; peak RSS {:.2} GiB; Kafka Streams / bare {:.2}; clickflow is {:.1}x as fast ({:.1}x without either start-up)",
+            "Kafka Streams job: CPU per run (medians) {}; start-up (spawn to first record) median {peer_start_up:.2} s; peak RSS {:.2} GiB (the JVM's default heap); Kafka Streams / bare {:.2}; clickflow is {:.1}x as fast ({:.1}x without either start-up)",
             median_cpu(&throughput.peer),
             largest_peak_rss_gib(&throughput.peer),
             bare / peer,
             peer / clickflow,
-            (peer - start_up) / (clickflow - median_start_up(&throughput.clickflow))
+            (peer - peer_start_up) / (clickflow - clickflow_start_up)
         );
-        for (run, (clickflow, peer)) in throughput.final_counts.iter().enumerate() {
+        for (run, counts) in throughput.final_counts.iter().enumerate() {
             println!(
                 "  run {}, page-view-counts at the end: clickflow {} windows, counts summing to {}; Kafka Streams {} windows, counts summing to {}",
                 run + 1,
-                clickflow.windows,
-                clickflow.views,
-                peer.windows,
-                peer.views
+                counts.clickflow.windows,
+                counts.clickflow.views,
+                counts.peer.windows,
+                counts.peer.views
             );
         }
     }

@@ -1,5 +1,5 @@
-// The Kafka Streams job of the reference pipeline (../shared/PRODUCT.md's "reference
-// pipeline"): views per page in 1-minute tumbling event-time windows into the
+// The Kafka Streams job of the reference pipeline (the product specification's "reference
+// pipeline", PRODUCT.md): views per page in 1-minute tumbling event-time windows into the
 // page-view-counts topic, and an alert record whenever a window's count exceeds 1,000,
 // exactly-once. The ingest benchmark runs it side by side with clickflow over the same topic.
 //
@@ -17,6 +17,9 @@
 // so is one more than an hour ahead of the wall clock: the broker refuses to store records
 // that far ahead (log.message.timestamp.after.max.ms), so the repartition topic could not
 // take it, and the job would stop.
+//
+// It exits with status 1, saying why on stderr, when Kafka Streams stops with an error or a
+// request to the cluster fails.
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.time.Duration;
@@ -26,6 +29,7 @@ import java.time.ZoneOffset;
 import java.time.format.DateTimeFormatter;
 import java.time.format.DateTimeParseException;
 import java.time.temporal.TemporalAccessor;
+import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
@@ -117,32 +121,59 @@ public class ReferenceJob {
         Properties adminConfig = new Properties();
         adminConfig.put("bootstrap.servers", args[0]);
         try (Admin admin = Admin.create(adminConfig)) {
-            Map<TopicPartition, Long> inputEnds = ends(admin, input, IsolationLevel.READ_UNCOMMITTED);
+            Map<TopicPartition, Long> inputEnds =
+                ends(admin, partitions(admin, input), IsolationLevel.READ_UNCOMMITTED);
             streams.start();
-            while (!read.get()) Thread.sleep(1);
+            while (!read.get()) waitWhileRunning(streams, 1);
             System.out.println("first record");
-            String repartition = application + "-" + BY_PAGE + "-repartition";
-            while (!caughtUp(admin, application, inputEnds, repartition)) Thread.sleep(POLL_MS);
+            while (!committedPast(admin, application, inputEnds, 0)) waitWhileRunning(streams, POLL_MS);
+            // Every repartition record is written and committed by now.
+            List<TopicPartition> repartition =
+                partitions(admin, application + "-" + BY_PAGE + "-repartition");
+            while (!repartitionCommitted(admin, application, repartition)) {
+                waitWhileRunning(streams, POLL_MS);
+            }
+        } catch (Exception error) {
+            error.printStackTrace();
+            System.exit(1);
         }
         System.out.println("caught up");
         System.out.flush();
         Thread.sleep(Long.MAX_VALUE);
     }
 
+    /** Sleeps `ms` milliseconds; exits with status 1 if Kafka Streams has stopped. */
+    static void waitWhileRunning(KafkaStreams streams, long ms) throws InterruptedException {
+        KafkaStreams.State state = streams.state();
+        if (state == KafkaStreams.State.ERROR || state == KafkaStreams.State.PENDING_ERROR
+                || state == KafkaStreams.State.NOT_RUNNING) {
+            System.err.println("ReferenceJob: Kafka Streams stopped (" + state + ")");
+            System.exit(1);
+        }
+        Thread.sleep(ms);
+    }
+
     /**
-     * Whether `group` has committed the whole input (`inputEnds`) and the whole repartition
-     * topic. The repartition topic is written in transactions: it ends with a commit marker,
-     * which the committed offset may stop before.
+     * Whether `group` has committed the whole repartition topic, which no transaction holds
+     * open. The topic is written in transactions: it ends with a commit marker, which the
+     * committed offset may stop before.
      */
-    static boolean caughtUp(
-            Admin admin, String group, Map<TopicPartition, Long> inputEnds, String repartition)
+    static boolean repartitionCommitted(Admin admin, String group, List<TopicPartition> repartition)
             throws Exception {
-        Map<TopicPartition, OffsetAndMetadata> committed =
-            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
-        if (!reached(committed, inputEnds, 0)) return false;
         Map<TopicPartition, Long> written = ends(admin, repartition, IsolationLevel.READ_UNCOMMITTED);
         boolean noneOpen = written.equals(ends(admin, repartition, IsolationLevel.READ_COMMITTED));
-        return noneOpen && reached(committed, written, 1);
+        return noneOpen && committedPast(admin, group, written, 1);
+    }
+
+    /**
+     * Whether `group`'s committed offsets are at most `markers` before the end of each
+     * non-empty partition of `ends`.
+     */
+    static boolean committedPast(
+            Admin admin, String group, Map<TopicPartition, Long> ends, long markers) throws Exception {
+        Map<TopicPartition, OffsetAndMetadata> committed =
+            admin.listConsumerGroupOffsets(group).partitionsToOffsetAndMetadata().get();
+        return reached(committed, ends, markers);
     }
 
     /** Whether `committed` is at most `markers` before each non-empty partition's end. */
@@ -154,21 +185,31 @@ public class ReferenceJob {
         });
     }
 
-    /** The end offset of each partition of `topic`, as a consumer with `isolation` sees it. */
-    static Map<TopicPartition, Long> ends(Admin admin, String topic, IsolationLevel isolation)
-            throws Exception {
-        Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+    /** The partitions of `topic`. */
+    static List<TopicPartition> partitions(Admin admin, String topic) throws Exception {
+        List<TopicPartition> partitions = new ArrayList<>();
         for (TopicPartitionInfo partition :
                 admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic).partitions()) {
-            latest.put(new TopicPartition(topic, partition.partition()), OffsetSpec.latest());
+            partitions.add(new TopicPartition(topic, partition.partition()));
         }
+        return partitions;
+    }
+
+    /** The end offset of each of `partitions`, as a consumer with `isolation` sees it. */
+    static Map<TopicPartition, Long> ends(
+            Admin admin, List<TopicPartition> partitions, IsolationLevel isolation) throws Exception {
+        Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+        for (TopicPartition partition : partitions) latest.put(partition, OffsetSpec.latest());
         Map<TopicPartition, Long> ends = new HashMap<>();
         admin.listOffsets(latest, new ListOffsetsOptions(isolation)).all().get()
             .forEach((partition, end) -> ends.put(partition, end.offset()));
         return ends;
     }
 
-    /** A page-view-counts value, as clickflow writes it but without unique_users. */
+    /**
+     * A page-view-counts value: clickflow's fields without unique_users; the window bounds
+     * as Instant writes them (no milliseconds when they are zero).
+     */
     static String countValue(Windowed<String> window, long count) {
         return "{" + windowFields(window, count) + "}";
     }

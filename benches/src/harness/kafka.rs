@@ -1,5 +1,6 @@
-//! The Kafka side of the benchmark: fresh topics, the load generator, and the bare
-//! consumer that clickflow is compared with.
+//! The Kafka side of the benchmarks: fresh topics and their deletion, the load generator,
+//! the bare consumer that clickflow is compared with, and the final counts of a
+//! `page-view-counts` topic.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::ControlFlow;
@@ -16,7 +17,7 @@ use rdkafka::admin::{AdminClient, AdminOptions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
@@ -27,7 +28,8 @@ pub const PARTITIONS: u16 = 12;
 /// How long to wait for the cluster (metadata, topic creation, each delivery).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long the bare consumer may go without a record before it gives up.
+/// How long a reader of a topic (the bare consumer, the final counts) may go without a
+/// record before it gives up.
 const STALL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often the producer's progress is shown.
@@ -217,9 +219,10 @@ fn consume_partitions(
     Ok(records)
 }
 
-/// Deletes every topic whose name starts with `prefix`, so that the broker does not keep
-/// working on it (compacting it) while later runs are measured.
+/// Deletes every topic whose name starts with `prefix` (which must not be empty), so that
+/// the broker does not keep working on it (compacting it) while later runs are measured.
 pub fn delete_topics(bootstrap: &str, prefix: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(!prefix.is_empty(), "no prefix of the topics to delete");
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .create()?;
@@ -255,7 +258,10 @@ pub struct FinalCounts {
 }
 
 /// Reads `topic`, a `page-view-counts` topic whose writers have finished, to its end,
-/// keeping the last `count` of each window.
+/// keeping the last `count` of each window. Two limits: a transaction left open would end
+/// the reading early (`read_committed` stops before it), and the topic must not have been
+/// compacted yet, as compaction keeps one record per page, not per window (runs write far
+/// less than the broker's 1 GiB segments, and only closed segments are compacted).
 pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts> {
     let mut config = bare_consumer_config(bootstrap, "bench-ingest-final-counts");
     config.set("enable.partition.eof", "true");
@@ -286,7 +292,7 @@ pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts>
                 last_counts.insert((value.page, value.window_start), value.count);
                 last_record = Instant::now();
             }
-            Some(Err(RdKafkaError::PartitionEOF(partition))) => {
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
                 unfinished.remove(&partition);
             }
             Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),

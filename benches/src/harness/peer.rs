@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clickflow_ingest::admin::ReferenceTopics;
 
-use crate::harness::serve::{cpu_seconds, log_tail, peak_rss_bytes};
+use crate::harness::process::{cpu_seconds, log_tail, peak_rss_bytes};
 
 /// What the job prints when it has read its first record.
 pub const FIRST_RECORD: &str = "first record";
@@ -130,8 +130,8 @@ impl ReferenceJob {
 }
 
 impl Drop for ReferenceJob {
-    /// Ends the job: it has no output left to write once it has caught up, and a killed
-    /// job's open transactions are aborted by the broker.
+    /// Ends the job: it has no output left to write once it has caught up (a transaction
+    /// that it had open would be aborted by the broker after its timeout).
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

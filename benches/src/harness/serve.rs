@@ -6,21 +6,18 @@ use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::harness::metrics::{Scrape, scrape};
+use crate::harness::process::{cpu_seconds, log_tail, peak_rss_bytes, threads_cpu_seconds};
 
 /// How often `/metrics` is read while waiting.
 const POLL: Duration = Duration::from_millis(25);
 
 /// How long the service may take to stop after SIGTERM.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Lines of the log shown with a failure.
-const LOG_TAIL: usize = 30;
 
 /// A running `clickflow serve`.
 pub struct Serve {
@@ -94,7 +91,7 @@ impl Serve {
                 bail!(
                     "clickflow serve: not {what} after {timeout:?} ({last}); log {} ends with:\n{}",
                     self.log.display(),
-                    self.log_tail()
+                    log_tail(&self.log)
                 );
             }
             std::thread::sleep(POLL);
@@ -147,7 +144,7 @@ impl Serve {
                 bail!(
                     "clickflow serve exited with {status} after SIGTERM; log {} ends with:\n{}",
                     self.log.display(),
-                    self.log_tail()
+                    log_tail(&self.log)
                 );
             }
             std::thread::sleep(POLL);
@@ -166,22 +163,11 @@ impl Serve {
             bail!(
                 "clickflow serve exited early with {status}; log {} ends with:\n{}",
                 self.log.display(),
-                self.log_tail()
+                log_tail(&self.log)
             );
         }
         Ok(())
     }
-
-    fn log_tail(&self) -> String {
-        log_tail(&self.log)
-    }
-}
-
-/// The last lines of the log file `log`, to show with a failure.
-pub fn log_tail(log: &Path) -> String {
-    let log = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = log.lines().collect();
-    lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n")
 }
 
 impl Drop for Serve {
@@ -193,75 +179,9 @@ impl Drop for Serve {
     }
 }
 
-/// The peak resident set size (`VmHWM`) of process `pid`, in bytes.
-pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let path = format!("/proc/{pid}/status");
-    let status = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .with_context(|| format!("no VmHWM in {path}"))?;
-    Ok(kib * 1024)
-}
-
-/// CPU time process `pid` has used so far (user + system), in seconds.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
-}
-
-/// CPU time the threads of `process` (a pid, or `self`) whose names start with `prefix`
-/// have used so far (user + system), in seconds.
-pub fn threads_cpu_seconds(process: &str, prefix: &str) -> anyhow::Result<f64> {
-    let tasks = format!("/proc/{process}/task");
-    let mut seconds = 0.0;
-    for task in std::fs::read_dir(&tasks).with_context(|| format!("cannot list {tasks}"))? {
-        let task = task?.path();
-        let name = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        if name.starts_with(prefix) {
-            seconds += stat_cpu_seconds(&task.join("stat").to_string_lossy())?;
-        }
-    }
-    Ok(seconds)
-}
-
-/// The CPU time (user + system) in seconds in a `/proc` `stat` file.
-fn stat_cpu_seconds(path: &str) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces: state
-    // is field 3, utime field 14 and stime field 15.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .with_context(|| format!("unexpected {path}"))?
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks = |field: usize| -> anyhow::Result<f64> {
-        let value = fields
-            .get(field - 3)
-            .with_context(|| format!("short {path}"))?;
-        Ok(value.parse::<f64>()?)
-    };
-    Ok((ticks(14)? + ticks(15)?) / clock_ticks_per_second())
-}
-
 /// A free address on the loopback interface (bound once, then released).
 pub fn free_local_address() -> anyhow::Result<SocketAddr> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("cannot find a free local port")?;
     Ok(listener.local_addr()?)
-}
-
-/// The kernel's clock ticks per second (`getconf CLK_TCK`), 100 if it cannot be asked.
-fn clock_ticks_per_second() -> f64 {
-    static TICKS: OnceLock<f64> = OnceLock::new();
-    *TICKS.get_or_init(|| {
-        Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|output| String::from_utf8(output.stdout).ok())
-            .and_then(|text| text.trim().parse().ok())
-            .unwrap_or(100.0)
-    })
 }
