@@ -275,6 +275,7 @@ pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts>
         .flat_map(|topic| topic.partitions())
         .map(|partition| partition.id())
         .collect();
+    anyhow::ensure!(!unfinished.is_empty(), "topic {topic} has no partitions");
     let mut assignment = TopicPartitionList::new();
     for partition in &unfinished {
         assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
