@@ -400,10 +400,10 @@ impl IngestStatus {
             per_partition(|status| Some(status.next_offset.to_string())),
         );
         metric(
-            "clickflow_partition_watermark_milliseconds",
+            "clickflow_partition_watermark_timestamp_seconds",
             "gauge",
-            "Largest event time admitted from the partition (epoch ms).",
-            per_partition(|status| status.watermark.map(|w| w.to_string())),
+            "Largest event time admitted from the partition, in seconds since the epoch.",
+            per_partition(|status| status.watermark.map(epoch_seconds)),
         );
         metric(
             "clickflow_partition_idle",
@@ -413,12 +413,12 @@ impl IngestStatus {
         );
         let frontier = self.published_frontier();
         metric(
-            "clickflow_frontier_milliseconds",
+            "clickflow_frontier_timestamp_seconds",
             "gauge",
-            "Published event-time frontier (epoch ms).",
+            "Published event-time frontier, in seconds since the epoch.",
             frontier
                 .flatten()
-                .map(|f| unlabelled(f.to_string()))
+                .map(|f| unlabelled(epoch_seconds(f)))
                 .unwrap_or_default(),
         );
         metric(
@@ -500,6 +500,12 @@ pub fn write_metric(
     for (labels, value) in samples {
         let _ = writeln!(text, "{name}{labels} {value}");
     }
+}
+
+/// An event time (epoch milliseconds) in seconds since the epoch, exactly: Prometheus'
+/// base unit for a timestamp.
+fn epoch_seconds(time: Time) -> String {
+    format!("{}.{:03}", time / 1000, time % 1000)
 }
 
 /// The wall clock in epoch milliseconds.
@@ -633,10 +639,12 @@ mod tests {
             PartitionStatus {
                 next_offset: 10,
                 high_watermark: Some(25),
+                watermark: Some(1_764_936_000_005),
                 ..PartitionStatus::default()
             },
         );
         status.add_dead_letter(DeadLetterReason::TooLate);
+        status.published(Some(1_764_936_000_120), 0, 0);
         let text = status.prometheus_text();
         assert!(
             text.contains(
@@ -649,6 +657,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE clickflow_events_total counter\n"));
+        assert!(
+            text.contains(
+                "clickflow_partition_watermark_timestamp_seconds{topic=\"page-views\",partition=\"3\"} 1764936000.005\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_frontier_timestamp_seconds 1764936000.120\n"),
+            "{text}"
+        );
     }
 
     #[test]

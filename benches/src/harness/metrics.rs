@@ -61,6 +61,12 @@ pub fn scrape(address: SocketAddr) -> anyhow::Result<Scrape> {
     Ok(Scrape::parse(body))
 }
 
+/// A timestamp gauge's seconds since the epoch in whole milliseconds, as the service's
+/// event times are.
+fn epoch_ms(seconds: f64) -> f64 {
+    (seconds * 1000.0).round()
+}
+
 impl Scrape {
     /// Parses the text exposition format; comments and unparsable lines are skipped.
     pub fn parse(text: &str) -> Self {
@@ -94,8 +100,8 @@ impl Scrape {
             .map(|s| s.value)
             .collect();
         let watermarks: Vec<f64> = self
-            .samples("clickflow_partition_watermark_milliseconds")
-            .map(|s| s.value)
+            .samples("clickflow_partition_watermark_timestamp_seconds")
+            .map(|s| epoch_ms(s.value))
             .collect();
         Progress {
             records: (self.sum("clickflow_events_total") + self.sum("clickflow_dead_letters_total"))
@@ -103,7 +109,9 @@ impl Scrape {
             partitions: self.samples("clickflow_partition_next_offset").count(),
             partitions_with_lag: lags.len(),
             lag: lags.iter().sum::<f64>() as u64,
-            frontier: self.value("clickflow_frontier_milliseconds"),
+            frontier: self
+                .value("clickflow_frontier_timestamp_seconds")
+                .map(epoch_ms),
             least_watermark: (watermarks.len() == lags.len())
                 .then(|| watermarks.into_iter().reduce(f64::min))
                 .flatten(),
@@ -338,9 +346,9 @@ clickflow_consumer_lag_records{topic=\"t\",partition=\"0\"} 0
 clickflow_consumer_lag_records{topic=\"t\",partition=\"1\"} 0
 clickflow_partition_next_offset{topic=\"t\",partition=\"0\"} 50
 clickflow_partition_next_offset{topic=\"t\",partition=\"1\"} 50
-clickflow_partition_watermark_milliseconds{topic=\"t\",partition=\"0\"} 1000
-clickflow_partition_watermark_milliseconds{topic=\"t\",partition=\"1\"} 900
-clickflow_frontier_milliseconds 900
+clickflow_partition_watermark_timestamp_seconds{topic=\"t\",partition=\"0\"} 1764936000.001
+clickflow_partition_watermark_timestamp_seconds{topic=\"t\",partition=\"1\"} 1764936000.000
+clickflow_frontier_timestamp_seconds 1764936000.000
 clickflow_freshness_seconds{quantile=\"0.5\"} 0.012
 clickflow_freshness_seconds{quantile=\"0.99\"} 0.080
 ";
@@ -349,7 +357,7 @@ clickflow_freshness_seconds{quantile=\"0.99\"} 0.080
     fn progress_adds_dead_letters_and_compares_the_frontier_with_the_least_watermark() {
         let progress = Scrape::parse(TEXT).progress();
         assert_eq!(progress.records, 100);
-        assert_eq!(progress.least_watermark, Some(900.0));
+        assert_eq!(progress.least_watermark, Some(1_764_936_000_000.0));
         assert!(progress.caught_up(100, 2));
         assert!(!progress.caught_up(101, 2));
         assert!(!progress.caught_up(100, 3));
