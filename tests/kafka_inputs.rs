@@ -11,13 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use support::Config;
 use support::kafka::{
-    add_partitions, bootstrap, create_topic, limit_consumer_rate, produce_to_partition,
-    unique_topic,
+    ConsumedRecord, add_partitions, bootstrap, consume_all, create_topic, limit_consumer_rate,
+    produce_to_partition, unique_topic,
 };
 use support::pipeline::{
     SETTLE, Topics, assert_counts_equal, await_first_output, batch, counts_of, generate,
@@ -156,6 +157,66 @@ fn the_last_events_of_a_burst_are_published_without_waiting_for_the_idle_timeout
     let counts = settled_counts(&bootstrap, &topics.counts, &expected.counts);
     let (_, log) = serve.stop();
     assert_counts_equal(&counts, &expected.counts, &log);
+}
+
+/// A partition that receives nothing but refused records goes idle like a silent one:
+/// while malformed records keep arriving on partition 0 (far more often than the idle
+/// timeout), its watermark stays where its last event put it, yet the frontier follows
+/// partition 1, and a window ten minutes later reaches the output topic.
+#[test]
+fn a_partition_that_receives_only_refused_records_does_not_hold_back_the_frontier() {
+    let bootstrap = bootstrap();
+    let topics = Topics::create(&bootstrap, "refused-only");
+    let mut settings = topics.serve_settings(&bootstrap);
+    settings.push("kafka.idle_timeout_ms=3000".to_owned());
+    let serve = Serve::start(&["-w", "1"], &settings);
+    wait_for_assignment(&serve, 4);
+    let start = now_ms() - 30 * 60_000;
+    let event = |page: &str, time: u128| {
+        let line = format!(r#"{{"user_id":"u1","page":"{page}","timestamp":{time}}}"#);
+        vec![(None, line.into_bytes())]
+    };
+    produce_to_partition(&bootstrap, &topics.input, 0, &event("/first", start));
+    produce_to_partition(&bootstrap, &topics.input, 1, &event("/first", start));
+    await_first_output(&bootstrap, &topics.counts, || serve.log());
+
+    let shows_later = |record: &ConsumedRecord| {
+        record
+            .value
+            .as_deref()
+            .is_some_and(|value| String::from_utf8_lossy(value).contains(r#""page":"/later""#))
+    };
+    let stop = AtomicBool::new(false);
+    let (published, while_malformed) = std::thread::scope(|scope| {
+        let malformed = scope.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                produce_to_partition(&bootstrap, &topics.input, 0, &[(None, b"{".to_vec())]);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        std::thread::sleep(Duration::from_secs(5));
+        produce_to_partition(
+            &bootstrap,
+            &topics.input,
+            1,
+            &event("/later", start + 600_000),
+        );
+        let written = consume_all(
+            &bootstrap,
+            &topics.counts,
+            true,
+            |records| records.iter().any(shows_later),
+            Duration::from_secs(30),
+        );
+        let while_malformed = !malformed.is_finished();
+        stop.store(true, Ordering::Relaxed);
+        (written.iter().any(shows_later), while_malformed)
+    });
+    let (_, log) = serve.stop();
+    assert!(
+        published && while_malformed,
+        "the later window was not published while partition 0 got malformed records:\n{log}"
+    );
 }
 
 /// A partition with records left to read is not idle, however long its next fetch takes.

@@ -1,6 +1,7 @@
 //! Which worker reads which input partition, and what each worker knows of its own
 //! partitions: next offset, admission watermark, and whether the partition is idle (no
-//! record for the idle timeout, and nothing left to fetch as far as the consumer knows).
+//! admitted record for the idle timeout, and nothing left to fetch as far as the consumer
+//! knows).
 //!
 //! Assignment is explicit and deterministic (no consumer group): partition `p` of topic
 //! `t` belongs to worker `(p + hash(t)) % peers`. Each topic's partitions are thereby
@@ -33,7 +34,8 @@ pub struct OwnedPartition {
     pub admission: Admission,
     /// Offset of the next record to read.
     pub next_offset: i64,
-    /// When the last record arrived (or the partition was assigned).
+    /// When the last admitted record arrived (or the partition was assigned): refused
+    /// records are not activity.
     pub last_record: Instant,
     /// Whether the consumer's last statistics showed records not fetched yet (true until
     /// the first statistics): such a partition is behind, not idle.

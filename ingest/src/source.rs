@@ -20,7 +20,7 @@
 //! are too late only if that time has passed their retention.
 
 use std::cell::Cell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -34,6 +34,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -264,7 +265,7 @@ pub fn kafka_source<'s>(
         worker,
         peers,
         partitions: Vec::new(),
-        started: false,
+        started_topics: BTreeSet::new(),
         next_refresh: Instant::now(),
         polled_at: Instant::now(),
         context,
@@ -338,8 +339,9 @@ struct Reader {
     worker: usize,
     peers: usize,
     partitions: Vec<OwnedPartition>,
-    /// Whether the partitions present at startup have been assigned.
-    started: bool,
+    /// The input topics whose partitions present when their metadata was first read have
+    /// been assigned (at the configured start position).
+    started_topics: BTreeSet<String>,
     next_refresh: Instant,
     /// When the last batch was polled: partitions' silence is measured up to then.
     polled_at: Instant,
@@ -453,9 +455,14 @@ impl Reader {
         })?
     }
 
-    /// Finds this worker's partitions of every input topic and assigns the new ones.
+    /// Finds this worker's partitions of every input topic and assigns the new ones. A
+    /// topic counts as started once its metadata has been read (or it was found not to
+    /// exist) and its partitions found then have been assigned; until then, a failure (a
+    /// topic not available, start offsets by timestamp, assignment) leaves it to the next
+    /// refresh with the configured start position.
     fn refresh_assignment(&mut self) {
         let mut found = TopicPartitionList::new();
+        let mut read_topics = Vec::new();
         for topic in &self.config.topics {
             let metadata = match self.consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT) {
                 Ok(metadata) => metadata,
@@ -465,10 +472,21 @@ impl Reader {
                 }
             };
             for topic_metadata in metadata.topics() {
-                if let Some(error) = topic_metadata.error() {
-                    warn!(topic, error = ?error, "input topic is not available yet; retrying");
-                    continue;
+                match topic_metadata.error() {
+                    None => {}
+                    // A topic created later has no partitions at the start: all of its
+                    // partitions are added while running.
+                    Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
+                        warn!(topic, "input topic does not exist yet; looking again later");
+                        read_topics.push(topic.clone());
+                        continue;
+                    }
+                    Some(error) => {
+                        warn!(topic, error = ?error, "input topic is not available yet; retrying");
+                        continue;
+                    }
                 }
+                read_topics.push(topic.clone());
                 for partition in topic_metadata.partitions() {
                     let id = partition.id();
                     let known = self
@@ -476,25 +494,30 @@ impl Reader {
                         .iter()
                         .any(|owned| owned.partition == id && &owned.topic == topic);
                     if !known && owner(topic, id, self.peers) == self.worker {
-                        let _ = found.add_partition_offset(topic, id, self.start_offset());
+                        let _ = found.add_partition_offset(topic, id, self.start_offset(topic));
                     }
                 }
             }
         }
-        self.started = true;
-        if found.count() == 0 {
+        if found.count() > 0 && !self.assign(found) {
             return;
         }
+        self.started_topics.extend(read_topics);
+    }
+
+    /// Assigns newly found partitions (start offsets by timestamp resolved first); false if
+    /// that failed, and none of them is assigned.
+    fn assign(&mut self, found: TopicPartitionList) -> bool {
         let found = match self.resolve_timestamps(found) {
             Ok(found) => found,
             Err(error) => {
                 warn!(%error, "cannot look up start offsets by timestamp; retrying");
-                return;
+                return false;
             }
         };
         if let Err(error) = self.consumer.incremental_assign(&found) {
             warn!(%error, "cannot assign input partitions; retrying");
-            return;
+            return false;
         }
         for element in found.elements() {
             let next_offset = match element.offset() {
@@ -523,12 +546,13 @@ impl Reader {
                 },
             );
         }
+        true
     }
 
-    /// Where a newly found partition starts: the configured position at startup, the
-    /// beginning for partitions added while running.
-    fn start_offset(&self) -> Offset {
-        match (self.started, self.config.start) {
+    /// Where a newly found partition of `topic` starts: the configured position for the
+    /// partitions the topic has when it starts, the beginning for partitions added later.
+    fn start_offset(&self, topic: &str) -> Offset {
+        match (self.started_topics.contains(topic), self.config.start) {
             (true, _) | (false, StartPosition::Earliest) => Offset::Beginning,
             (false, StartPosition::Latest) => Offset::End,
             (false, StartPosition::Timestamp(ms)) => Offset::Offset(ms as i64),
@@ -627,12 +651,14 @@ fn admit(
         return None;
     };
     owned.next_offset = offset + 1;
-    owned.last_record = now;
     let value = message.payload().unwrap_or_default();
     let admitted = decode_event(value, config.max_event_bytes)
         .and_then(|event| owned.admission.admit_at(event.time, time).map(|()| event));
     match admitted {
         Ok(event) => {
+            // Only admitted records count as activity: a partition that receives nothing
+            // but refused records goes idle and does not hold back the frontier.
+            owned.last_record = now;
             updates.push((
                 ArrivedEvent {
                     event,
