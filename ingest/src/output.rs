@@ -39,7 +39,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use serde::Serialize;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::KafkaError;
 use crate::status::IngestStatus;
@@ -104,10 +104,14 @@ impl StepSender {
 }
 
 impl OutputWriter {
-    /// Connects the transactional producer and starts the writer thread.
+    /// Connects the transactional producer and starts the writer thread. If the writer
+    /// stops on an error (fenced, or out of retries), it logs the error and calls
+    /// `on_failure` at once, so that the service stops even when no further step comes;
+    /// [`OutputWriter::finish`] then returns the error.
     pub fn start(
         config: OutputConfig,
         status: IngestStatus,
+        on_failure: impl FnOnce() + Send + 'static,
     ) -> Result<(Self, StepSender), KafkaError> {
         let mut client = ClientConfig::new();
         client
@@ -149,7 +153,14 @@ impl OutputWriter {
         let (sender, receiver) = sync_channel(STEP_QUEUE);
         let thread = std::thread::Builder::new()
             .name("clickflow-output".to_owned())
-            .spawn(move || write_steps(&producer, &config, &receiver, &status))
+            .spawn(move || {
+                let written = write_steps(&producer, &config, &receiver, &status);
+                if let Err(error) = &written {
+                    error!(%error, "output writer stopped");
+                    on_failure();
+                }
+                written
+            })
             .map_err(KafkaError::Thread)?;
         Ok((Self { thread }, StepSender { sender }))
     }

@@ -1,9 +1,11 @@
 //! Fault injection for the transactional output writer, on librdkafka's in-process mock
 //! cluster: a transaction coordinator that is briefly unavailable delays the output but
 //! loses nothing, and a producer fenced by another instance stops the writer with the
-//! cause.
+//! cause, announced as it happens.
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::{PageViewRow, Step};
@@ -82,7 +84,8 @@ fn an_unavailable_coordinator_delays_the_output_but_loses_nothing() {
     let cluster = cluster();
     let bootstrap = cluster.bootstrap_servers();
     let status = IngestStatus::default();
-    let (writer, sender) = OutputWriter::start(config(bootstrap.clone()), status.clone()).unwrap();
+    let (writer, sender) =
+        OutputWriter::start(config(bootstrap.clone()), status.clone(), || {}).unwrap();
     let busy = RDKafkaRespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE;
     cluster.request_errors(RDKafkaApiKey::EndTxn, &[busy, busy, busy]);
     cluster.request_errors(RDKafkaApiKey::AddPartitionsToTxn, &[busy, busy]);
@@ -101,13 +104,31 @@ fn an_unavailable_coordinator_delays_the_output_but_loses_nothing() {
 #[test]
 fn a_fenced_producer_stops_the_writer_with_the_cause() {
     let cluster = cluster();
-    let (writer, sender) =
-        OutputWriter::start(config(cluster.bootstrap_servers()), IngestStatus::default()).unwrap();
+    let failed = Arc::new(AtomicBool::new(false));
+    let on_failure = {
+        let failed = Arc::clone(&failed);
+        move || failed.store(true, Ordering::SeqCst)
+    };
+    let (writer, sender) = OutputWriter::start(
+        config(cluster.bootstrap_servers()),
+        IngestStatus::default(),
+        on_failure,
+    )
+    .unwrap();
     cluster.request_errors(
         RDKafkaApiKey::EndTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
     );
     assert!(sender.send(step(0).0));
+    // The failure is announced as it happens, not when the next step is sent.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !failed.load(Ordering::SeqCst) {
+        assert!(
+            Instant::now() < deadline,
+            "the writer's failure was not announced"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let error = writer.finish().unwrap_err().to_string();
     assert!(
         error.contains("output transaction") && error.to_lowercase().contains("fenced"),

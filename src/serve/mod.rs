@@ -29,7 +29,7 @@ use clickflow_ingest::status::IngestStatus;
 use differential_dataflow::AsCollection;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
-use tracing::info;
+use tracing::{error, info};
 
 use crate::options::ClusterArgs;
 pub use background::Background;
@@ -180,9 +180,17 @@ pub fn run_service(
         &config.producer_properties(),
     )?;
     let publishes = cluster.process == 0;
+    let writer_stopped = Arc::new(AtomicBool::new(false));
     let (writer, sender) = if publishes {
-        let (writer, sender) = OutputWriter::start(config.output_config(), service.status.clone())
-            .context("cannot start the output writer")?;
+        let stop = [Arc::clone(&writer_stopped), Arc::clone(&service.shutdown)];
+        let on_failure = move || {
+            for flag in stop {
+                flag.store(true, Ordering::SeqCst);
+            }
+        };
+        let (writer, sender) =
+            OutputWriter::start(config.output_config(), service.status.clone(), on_failure)
+                .context("cannot start the output writer")?;
         (Some(writer), Some(sender))
     } else {
         (None, None)
@@ -194,7 +202,6 @@ pub fn run_service(
         measure_freshness: publishes,
         process: cluster.process as usize,
     };
-    let writer_stopped = Arc::new(AtomicBool::new(false));
     let worker_service = service.clone();
     let worker_writer_stopped = Arc::clone(&writer_stopped);
     info!(
@@ -257,15 +264,25 @@ pub fn run_service(
             first_error = first_error.or(Some(error));
         }
     }
-    if let Some(writer) = writer {
-        writer.finish().context("output writer")?;
-    }
-    if writer_stopped.load(Ordering::SeqCst) {
-        return Err(anyhow!("the output writer stopped"));
-    }
-    dead_letters
+    let written = writer
+        .map_or(Ok(()), |writer| writer.finish().context("output writer"))
+        .and_then(|()| match writer_stopped.load(Ordering::SeqCst) {
+            true => Err(anyhow!("the output writer stopped")),
+            false => Ok(()),
+        });
+    // Dead letters are delivered whatever became of the output writer: they are the only
+    // trace of the records they stand for.
+    let delivered = dead_letters
         .flush(FLUSH_TIMEOUT)
-        .context("dead letters not all delivered at shutdown")?;
+        .context("dead letters not all delivered at shutdown");
+    if let (Err(_), Err(lost)) = (&written, &delivered) {
+        error!(
+            error = format!("{lost:#}"),
+            "while stopping for the output writer"
+        );
+    }
+    written?;
+    delivered?;
     info!("stopped");
     first_error.map_or(Ok(()), Err)
 }
