@@ -38,7 +38,10 @@
 //!    output topics) is read from the service's `clickflow_freshness_seconds`: from the
 //!    difference of two scrapes of the histogram (after `--warm-up-seconds` and at the end
 //!    of the sending) when it is one, from the summary (every event since the start)
-//!    otherwise.
+//!    otherwise. It is also measured from outside, as a `read_committed` reader of the
+//!    `page-view-counts` topic sees it (`harness::visibility`), for the same events. With
+//!    `--kafka-streams`, the peer then gets a live run of its own on fresh topics, at the
+//!    same rate and for as long, measured from outside the same way.
 //!
 //! Progress goes to stderr, a markdown summary to stdout.
 

@@ -1,7 +1,7 @@
 //! The summary on stdout: markdown that can go into `benches/RESULTS.md` as it is.
 
 use crate::Args;
-use crate::live::{DELAY_EVERY, Live};
+use crate::live::{Cpu, DELAY_EVERY, Live, Seen};
 use crate::{Run, Throughput};
 use clickflow_benches::harness::kafka::PARTITIONS;
 use clickflow_benches::harness::metrics::Freshness;
@@ -156,15 +156,10 @@ fn print_freshness(args: &Args, live: &Live) {
         FRESHNESS_TARGET * 1000.0,
         met(live.freshness.p99() < FRESHNESS_TARGET)
     );
-    let broker = live
-        .cores
-        .broker
-        .map_or(String::new(), |cores| format!(", the broker {cores:.2}"));
     println!(
-        "  achieved produce rate {:.0} records/s; cores used: clickflow {:.2}{broker}, the load generator {:.2}; {:.1} output transactions/s; {}",
+        "  achieved produce rate {:.0} records/s; cores used: {}; {:.1} output transactions/s; {}",
         live.produced_rate,
-        live.cores.serve,
-        live.cores.generator,
+        cores("clickflow", &live.cores),
         live.transactions_per_second,
         if live.caught_up {
             "every record counted after the sending"
@@ -181,6 +176,46 @@ fn print_freshness(args: &Args, live: &Live) {
         live.frontier_delay_ms.p50,
         live.frontier_delay_ms.p99
     );
+    println!(
+        "  seen by a read_committed reader of the page-view-counts topic, events sent after the first {} s: clickflow {}",
+        live.warm_up.as_secs(),
+        seen(&live.seen)
+    );
+    if let Some(peer) = &live.peer {
+        println!(
+            "  the Kafka Streams job, in a live run of its own ({:.0} records/s achieved), seen the same way: {}; cores used: {}",
+            peer.produced_rate,
+            seen(&peer.seen),
+            cores("the job", &peer.cores)
+        );
+        println!(
+            "  p99 seen from outside, Kafka Streams / clickflow: {:.1}",
+            peer.seen.freshness_ms.p99 / live.seen.freshness_ms.p99
+        );
+    }
+}
+
+/// The cores used by the reader (named `reader`), the broker and the load generator.
+fn cores(reader: &str, cores: &Cpu) -> String {
+    let broker = cores
+        .broker
+        .map_or(String::new(), |broker| format!(", the broker {broker:.2}"));
+    format!(
+        "{reader} {:.2}{broker}, the load generator {:.2}",
+        cores.reader, cores.generator
+    )
+}
+
+/// Freshness seen from outside, as the summary shows it.
+fn seen(seen: &Seen) -> String {
+    format!(
+        "p50 {:.0} ms, p99 {:.0} ms, mean {:.0} ms over {} events, {} never visible",
+        seen.freshness_ms.p50,
+        seen.freshness_ms.p99,
+        seen.mean_ms,
+        seen.freshness_ms.samples,
+        seen.never_visible
+    )
 }
 
 fn met(yes: bool) -> &'static str {

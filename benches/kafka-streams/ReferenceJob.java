@@ -6,8 +6,11 @@
 // Usage: ReferenceJob BOOTSTRAP INPUT COUNTS ALERTS APPLICATION_ID STATE_DIR THREADS
 //
 // It reads INPUT from the earliest offsets and prints, on stdout:
+//   "running"       when Kafka Streams first reaches the RUNNING state (its threads have
+//                   their partitions);
 //   "first record"  when its first record is read;
-//   "caught up"     once its committed offsets have reached the end of the input topic and
+//   "caught up"     if the input topic held records when it started (a filled topic), once
+//                   its committed offsets have reached the end of the input topic as it was and
 //                   of its repartition topic, which no transaction holds open any more:
 //                   with exactly-once, the output of every record is committed with them.
 //                   (Committed offsets, unlike counts of the records seen, are not fooled by
@@ -117,6 +120,13 @@ public class ReferenceJob {
             .to(alerts, Produced.with(Serdes.String(), Serdes.String()));
 
         KafkaStreams streams = new KafkaStreams(builder.build(), config);
+        AtomicBoolean running = new AtomicBoolean();
+        streams.setStateListener((state, before) -> {
+            if (state == KafkaStreams.State.RUNNING && !running.getAndSet(true)) {
+                System.out.println("running");
+                System.out.flush();
+            }
+        });
         Runtime.getRuntime().addShutdownHook(new Thread(() -> streams.close(Duration.ofSeconds(10))));
         Properties adminConfig = new Properties();
         adminConfig.put("bootstrap.servers", args[0]);
@@ -126,20 +136,22 @@ public class ReferenceJob {
             streams.start();
             while (!read.get()) waitWhileRunning(streams, 1);
             System.out.println("first record");
-            while (!committedPast(admin, application, inputEnds, 0)) waitWhileRunning(streams, POLL_MS);
-            // Every repartition record is written and committed by now.
-            List<TopicPartition> repartition =
-                partitions(admin, application + "-" + BY_PAGE + "-repartition");
-            while (!repartitionCommitted(admin, application, repartition)) {
-                waitWhileRunning(streams, POLL_MS);
+            if (inputEnds.values().stream().anyMatch(end -> end > 0)) {
+                while (!committedPast(admin, application, inputEnds, 0)) waitWhileRunning(streams, POLL_MS);
+                // Every repartition record is written and committed by now.
+                List<TopicPartition> repartition =
+                    partitions(admin, application + "-" + BY_PAGE + "-repartition");
+                while (!repartitionCommitted(admin, application, repartition)) {
+                    waitWhileRunning(streams, POLL_MS);
+                }
+                System.out.println("caught up");
             }
+            System.out.flush();
         } catch (Exception error) {
             error.printStackTrace();
             System.exit(1);
         }
-        System.out.println("caught up");
-        System.out.flush();
-        Thread.sleep(Long.MAX_VALUE);
+        while (true) waitWhileRunning(streams, 100);
     }
 
     /** Sleeps `ms` milliseconds; exits with status 1 if Kafka Streams has stopped. */

@@ -18,7 +18,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde::Deserialize;
 
@@ -263,34 +263,39 @@ pub struct FinalCounts {
 /// compacted yet, as compaction keeps one record per page, not per window (runs write far
 /// less than the broker's 1 GiB segments, and only closed segments are compacted).
 pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts> {
-    let mut config = bare_consumer_config(bootstrap, "bench-ingest-final-counts");
+    let mut last_counts: HashMap<(String, String), u64> = HashMap::new();
+    read_to_end(bootstrap, topic, "bench-ingest-final-counts", |message| {
+        let value: CountValue = serde_json::from_slice(message.payload().unwrap_or(b""))
+            .with_context(|| format!("a record of {topic} at offset {}", message.offset()))?;
+        last_counts.insert((value.page, value.window_start), value.count);
+        Ok(())
+    })?;
+    Ok(FinalCounts {
+        windows: last_counts.len(),
+        views: last_counts.values().sum(),
+    })
+}
+
+/// Reads `topic` to its end as a `read_committed` consumer, passing each record to
+/// `each`. A transaction left open ends the reading early (`read_committed` stops before
+/// it).
+pub fn read_to_end(
+    bootstrap: &str,
+    topic: &str,
+    client_id: &str,
+    mut each: impl FnMut(&BorrowedMessage) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut config = bare_consumer_config(bootstrap, client_id);
     config.set("enable.partition.eof", "true");
     let consumer: BaseConsumer = config.create()?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), TIMEOUT)
-        .with_context(|| format!("metadata of {topic}"))?;
-    let mut unfinished: BTreeSet<i32> = metadata
-        .topics()
-        .iter()
-        .flat_map(|topic| topic.partitions())
-        .map(|partition| partition.id())
+    let mut unfinished: BTreeSet<i32> = assign_from_beginning(&consumer, topic)?
+        .into_iter()
         .collect();
-    anyhow::ensure!(!unfinished.is_empty(), "topic {topic} has no partitions");
-    let mut assignment = TopicPartitionList::new();
-    for partition in &unfinished {
-        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
-    }
-    consumer.assign(&assignment)?;
-    let mut last_counts: HashMap<(String, String), u64> = HashMap::new();
     let mut last_record = Instant::now();
     while !unfinished.is_empty() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                let value: CountValue = serde_json::from_slice(message.payload().unwrap_or(b""))
-                    .with_context(|| {
-                        format!("a record of {topic} at offset {}", message.offset())
-                    })?;
-                last_counts.insert((value.page, value.window_start), value.count);
+                each(&message)?;
                 last_record = Instant::now();
             }
             Some(Err(KafkaError::PartitionEOF(partition))) => {
@@ -305,10 +310,27 @@ pub fn final_counts(bootstrap: &str, topic: &str) -> anyhow::Result<FinalCounts>
             None => {}
         }
     }
-    Ok(FinalCounts {
-        windows: last_counts.len(),
-        views: last_counts.values().sum(),
-    })
+    Ok(())
+}
+
+/// Assigns every partition of `topic` to `consumer` from its beginning, and returns them.
+pub fn assign_from_beginning(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<i32>> {
+    let metadata = consumer
+        .fetch_metadata(Some(topic), TIMEOUT)
+        .with_context(|| format!("metadata of {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .flat_map(|topic| topic.partitions())
+        .map(|partition| partition.id())
+        .collect();
+    anyhow::ensure!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut assignment = TopicPartitionList::new();
+    for partition in &partitions {
+        assignment.add_partition_offset(topic, *partition, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    Ok(partitions)
 }
 
 /// The fields of a `page-view-counts` value that [`final_counts`] reads.
@@ -322,7 +344,7 @@ struct CountValue {
 /// The input consumer settings of clickflow's Kafka source (`consumer_config` in
 /// `ingest/src/source.rs`, which is private), minus its statistics: explicit assignment,
 /// no offset commits, `read_committed`, and the same fetch properties.
-fn bare_consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
+pub fn bare_consumer_config(bootstrap: &str, client_id: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", bootstrap)

@@ -1,8 +1,8 @@
 //! The peer of the ingest benchmark: the reference pipeline's Kafka Streams job
 //! (`benches/kafka-streams/ReferenceJob.java`, built by `scripts/kafka-streams-build`) as a
-//! child JVM over a filled topic. It announces its first record and the moment every
-//! record's output is committed on its standard output; the harness times those lines, and
-//! ends the process once it has caught up.
+//! child JVM. It announces on its standard output when it runs, its first record, and the
+//! moment every record of a filled topic has its output committed; the harness times those
+//! lines, and ends the process when it is done with it.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -15,6 +15,9 @@ use anyhow::{Context, bail};
 use clickflow_ingest::admin::ReferenceTopics;
 
 use crate::harness::process::{cpu_seconds, log_tail, peak_rss_bytes};
+
+/// What the job prints when its threads first have their partitions.
+pub const RUNNING: &str = "running";
 
 /// What the job prints when it has read its first record.
 pub const FIRST_RECORD: &str = "first record";
