@@ -2,9 +2,10 @@
 //! frontier steps at a time.
 //!
 //! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel (a
-//! slow broker therefore slows the dataflow instead of growing a buffer). The thread takes
-//! every step waiting, turns them into upsert records, and commits them in one
-//! transaction, so a `read_committed` consumer sees whole steps only. The page-view
+//! slow broker therefore slows worker 0 instead of growing this buffer). The thread takes
+//! the steps waiting (up to [`TRANSACTION_UPDATES`] updates of them), turns them into
+//! upsert records, and commits them in one transaction, so a `read_committed` consumer sees
+//! whole steps only. The page-view
 //! updates of the steps in one transaction are netted together: a window that changed in
 //! several of them is written once, with its last value (which is all a consumer could
 //! see of it). Alert transitions are kept time by time: each is written once.
@@ -46,6 +47,13 @@ use crate::status::IngestStatus;
 
 /// Steps waiting for the writer at most; beyond this worker 0 waits.
 const STEP_QUEUE: usize = 1024;
+
+/// The updates one transaction takes at most, in whole steps (a single larger step is
+/// still one transaction). A transaction must be written within librdkafka's
+/// `transaction.timeout.ms` (60 s by default) or the broker aborts it, and writing the same
+/// records again would fail the same way: after an outage, the steps queued meanwhile go
+/// out in several transactions.
+const TRANSACTION_UPDATES: usize = 1_000_000;
 
 /// How long one transaction operation may take before it is retried.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,7 +186,7 @@ fn write_steps(
     status: &IngestStatus,
 ) -> Result<(), KafkaError> {
     while let Ok(first) = steps.recv() {
-        let waiting: Vec<Step> = std::iter::once(first).chain(steps.try_iter()).collect();
+        let waiting = next_transaction(first, steps, TRANSACTION_UPDATES);
         let frontier = waiting.last().and_then(|step| step.to);
         let records = transaction_records(waiting, config.retention_ms);
         if !records.is_empty() {
@@ -192,6 +200,20 @@ fn write_steps(
     }
     info!("output writer finished");
     Ok(())
+}
+
+/// The steps of the next transaction: `first`, then those waiting, until their updates
+/// reach `max_updates`.
+fn next_transaction(first: Step, steps: &Receiver<Step>, max_updates: usize) -> Vec<Step> {
+    let updates = |step: &Step| step.page_views.len() + step.alerts.len();
+    let mut taken_updates = updates(&first);
+    let mut taken = vec![first];
+    while taken_updates < max_updates {
+        let Ok(step) = steps.try_recv() else { break };
+        taken_updates += updates(&step);
+        taken.push(step);
+    }
+    taken
 }
 
 /// Writes `records` in one transaction, retrying (with the same records) until it
@@ -463,6 +485,33 @@ mod tests {
                 field(record, value)
             })
             .collect()
+    }
+
+    #[test]
+    fn a_transaction_takes_whole_steps_until_they_reach_the_most_updates() {
+        let (sender, receiver) = sync_channel(8);
+        let updates = |n: u64| (0..n).map(|i| (page_view("/a", i), i, 1)).collect();
+        for (views, alerts) in [(3, 0), (0, 4), (5, 0), (2, 0)] {
+            sender
+                .send(step(
+                    updates(views),
+                    (0..alerts).map(|i| (alert(i), i, 1)).collect(),
+                ))
+                .unwrap();
+        }
+        drop(sender);
+        let sizes = |steps: Vec<Step>| -> Vec<usize> {
+            steps
+                .iter()
+                .map(|step| step.page_views.len() + step.alerts.len())
+                .collect()
+        };
+        let first = receiver.recv().unwrap();
+        // 3 + 4 is under 8, so the third step is taken too: 12 reach the most.
+        assert_eq!(sizes(next_transaction(first, &receiver, 8)), vec![3, 4, 5]);
+        let first = receiver.recv().unwrap();
+        assert_eq!(sizes(next_transaction(first, &receiver, 8)), vec![2]);
+        assert!(receiver.recv().is_err());
     }
 
     #[test]
