@@ -2,7 +2,8 @@
 //! frontier steps at a time.
 //!
 //! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel (a
-//! slow broker therefore slows worker 0 instead of growing this buffer). The thread takes
+//! slow broker therefore slows worker 0 instead of growing this buffer; the other workers
+//! are not slowed, and what they exchange with worker 0 waits in timely's channels). The thread takes
 //! the steps waiting (up to [`TRANSACTION_UPDATES`] updates of them), turns them into
 //! upsert records, and commits them in one transaction, so a `read_committed` consumer sees
 //! whole steps only. The page-view
