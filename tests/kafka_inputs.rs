@@ -8,8 +8,6 @@
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -20,6 +18,7 @@ use support::kafka::{
     ConsumedRecord, add_partitions, bootstrap, consume_all, create_topic, limit_consumer_rate,
     produce_to_partition, unique_topic,
 };
+use support::metrics::{free_port, scrape};
 use support::pipeline::{
     SETTLE, Topics, assert_counts_equal, await_first_output, batch, counts_of, generate,
     produce_and_await_counts, produce_lines, settled_counts,
@@ -28,14 +27,6 @@ use support::reference::reference;
 use support::run::{TempDir, binary, stdout_of};
 use support::serve::Serve;
 use support::timestamp::parse_iso;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now_ms() -> u128 {
     SystemTime::now()
@@ -435,24 +426,6 @@ fn sum_of(list: &Value, field: &str) -> i64 {
 }
 
 /// `GET /metrics` from `port`, as name-with-labels → value.
-fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.lines()
-        .filter(|line| !line.starts_with('#') && !line.is_empty())
-        .map(|line| {
-            let (name, value) = line.rsplit_once(' ').unwrap();
-            (name.to_owned(), value.parse().unwrap())
-        })
-        .collect()
-}
-
 #[test]
 fn metrics_show_lag_per_partition_events_and_dead_letters_by_reason() {
     let bootstrap = bootstrap();

@@ -1,37 +1,60 @@
 //! Fault injection for `clickflow serve`'s Kafka source, on librdkafka's in-process mock
 //! cluster: an input topic that is not available when the service starts keeps the
-//! configured start position until it is.
+//! configured start position until it is, and the sources pause while the output writer
+//! cannot write.
 #![allow(clippy::unwrap_used)]
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::DefaultProducerContext;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use serde_json::Value;
 use support::kafka::produce_to_partition;
+use support::metrics::{free_port, scrape};
 use support::serve::Serve;
 
-/// The run's input, dead-letter and output topics, created on `cluster`.
-fn topics(cluster: &MockCluster<'static, DefaultProducerContext>) -> [&'static str; 4] {
-    let names = ["in", "in.dlq", "counts", "alerts"];
-    for name in names {
-        let partitions = if name == "in" { 2 } else { 1 };
-        cluster.create_topic(name, partitions, 1).unwrap();
+const INPUT: &str = "in";
+const DEAD_LETTERS: &str = "in.dlq";
+const COUNTS: &str = "counts";
+const ALERTS: &str = "alerts";
+
+/// Creates the input topic (2 partitions), the dead-letter topic and the output topics
+/// on `cluster`.
+fn topics(cluster: &MockCluster<'static, DefaultProducerContext>) {
+    cluster.create_topic(INPUT, 2, 1).unwrap();
+    for name in [DEAD_LETTERS, COUNTS, ALERTS] {
+        cluster.create_topic(name, 1, 1).unwrap();
     }
-    names
+}
+
+/// `serve` settings for the topics of [`topics`] on `bootstrap`, with no rules' log (the
+/// rules are the built-in one).
+fn settings(bootstrap: &str, transactional_id: &str) -> Vec<String> {
+    vec![
+        format!("kafka.bootstrap=\"{bootstrap}\""),
+        format!("kafka.input_topics=[\"{INPUT}\"]"),
+        format!("kafka.dead_letter_topic=\"{DEAD_LETTERS}\""),
+        format!("kafka.page_view_counts_topic=\"{COUNTS}\""),
+        format!("kafka.alerts_topic=\"{ALERTS}\""),
+        "kafka.rules_topic=\"\"".to_owned(),
+        format!("kafka.transactional_id=\"{transactional_id}\""),
+        "kafka.idle_timeout_ms=500".to_owned(),
+    ]
 }
 
 /// One page view of `page` a minute ago, as a record for a partition.
 fn view(page: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
-    let time = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    let time = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
         - 60_000;
@@ -39,9 +62,9 @@ fn view(page: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     vec![(None, line.into_bytes())]
 }
 
-/// The pages of the records in `counts` (one partition), read until one of `wanted` comes
-/// (or a minute passes).
-fn pages_in(bootstrap: &str, counts: &str, wanted: &str) -> Vec<String> {
+/// Reads the counts topic (one partition) from its beginning, passing each record's value
+/// to `read` until it returns true or `timeout` passes.
+fn read_counts(bootstrap: &str, timeout: Duration, mut read: impl FnMut(Value) -> bool) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "source-faults-reader")
@@ -49,17 +72,29 @@ fn pages_in(bootstrap: &str, counts: &str, wanted: &str) -> Vec<String> {
         .unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(counts, 0, Offset::Beginning)
+        .add_partition_offset(COUNTS, 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut pages = Vec::new();
-    while !pages.iter().any(|page| page == wanted) && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
-            let value: Value = serde_json::from_slice(message.payload().unwrap()).unwrap();
-            pages.push(value["page"].as_str().unwrap().to_owned());
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
+            && read(serde_json::from_slice(message.payload().unwrap()).unwrap())
+        {
+            return;
         }
     }
+}
+
+/// The pages of the records in the counts topic, read until one of `wanted` comes (or a
+/// minute passes).
+fn pages_in(bootstrap: &str, wanted: &str) -> Vec<String> {
+    let mut pages = Vec::new();
+    read_counts(bootstrap, Duration::from_secs(60), |value| {
+        let page = value["page"].as_str().unwrap().to_owned();
+        let done = page == wanted;
+        pages.push(page);
+        done
+    });
     pages
 }
 
@@ -71,26 +106,16 @@ fn pages_in(bootstrap: &str, counts: &str, wanted: &str) -> Vec<String> {
 fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
     let cluster = MockCluster::new(1).unwrap();
     let bootstrap = cluster.bootstrap_servers();
-    let [input, dead_letters, counts, alerts] = topics(&cluster);
-    produce_to_partition(&bootstrap, input, 0, &view("/before-start"));
+    topics(&cluster);
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/before-start"));
     cluster
         .topic_error(
-            input,
+            INPUT,
             RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE,
         )
         .unwrap();
-    let settings = [
-        format!("kafka.bootstrap=\"{bootstrap}\""),
-        format!("kafka.input_topics=[\"{input}\"]"),
-        format!("kafka.dead_letter_topic=\"{dead_letters}\""),
-        format!("kafka.page_view_counts_topic=\"{counts}\""),
-        format!("kafka.alerts_topic=\"{alerts}\""),
-        // No rules' log: the rules are the built-in one.
-        "kafka.rules_topic=\"\"".to_owned(),
-        "kafka.transactional_id=\"source-faults\"".to_owned(),
-        "kafka.start=\"latest\"".to_owned(),
-        "kafka.idle_timeout_ms=500".to_owned(),
-    ];
+    let mut settings = settings(&bootstrap, "source-faults-start");
+    settings.push("kafka.start=\"latest\"".to_owned());
     let serve = Serve::start(&["-w", "1"], &settings);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !serve.log().contains("input topic is not available yet") {
@@ -102,7 +127,7 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
         std::thread::sleep(Duration::from_millis(50));
     }
     cluster
-        .topic_error(input, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .topic_error(INPUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while serve.log().matches("reading input partition").count() < 2 {
@@ -111,8 +136,136 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
     }
     // The consumer looks the end offsets up once the partitions are assigned.
     std::thread::sleep(Duration::from_secs(1));
-    produce_to_partition(&bootstrap, input, 0, &view("/after-start"));
-    let pages = pages_in(&bootstrap, counts, "/after-start");
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/after-start"));
+    let pages = pages_in(&bootstrap, "/after-start");
     let (_, log) = serve.stop();
     assert_eq!(pages, vec!["/after-start".to_owned()], "{log}");
+}
+
+/// Sends page views of `/steady` (event time now) to the input's two partitions in turn,
+/// about one a millisecond, until `stop`; counts them in `sent`.
+fn send_steadily(bootstrap: &str, stop: &AtomicBool, sent: &AtomicU64) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap();
+    for n in 0_u64.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let time = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let line = format!(r#"{{"user_id":"u{n}","page":"/steady","timestamp":{time}}}"#);
+        let partition = i32::from(n % 2 == 1);
+        let record = BaseRecord::<(), _>::to(INPUT)
+            .partition(partition)
+            .payload(&line);
+        if producer.send(record).is_ok() {
+            sent.fetch_add(1, Ordering::SeqCst);
+        }
+        producer.poll(Duration::from_millis(1));
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// The next offsets of the input's two partitions, as the metrics on `port` show them.
+fn next_offsets(port: u16) -> [f64; 2] {
+    let metrics = scrape(port);
+    [0, 1].map(|partition| {
+        let name = format!(
+            "clickflow_partition_next_offset{{topic=\"{INPUT}\",partition=\"{partition}\"}}"
+        );
+        metrics.get(&name).copied().unwrap_or(-1.0)
+    })
+}
+
+/// The sum of the last count of each `/steady` window in the counts topic, read from the
+/// beginning until it reaches `expected` (or two minutes pass).
+fn steady_views(bootstrap: &str, expected: u64) -> u64 {
+    let mut last_counts = BTreeMap::new();
+    read_counts(bootstrap, Duration::from_secs(120), |value| {
+        if value["page"] == "/steady" {
+            let window = value["window_start"].as_str().unwrap().to_owned();
+            last_counts.insert(window, value["count"].as_u64().unwrap());
+        }
+        last_counts.values().sum::<u64>() == expected
+    });
+    last_counts.values().sum()
+}
+
+/// While the output writer cannot write (the broker that leads the output topics and
+/// coordinates its transactions is down), worker 0 waits once the writer's queue is full,
+/// and the other worker's source pauses too instead of reading on into memory: neither
+/// partition's next offset moves for seconds while records keep arriving. Once the broker
+/// is back, every record is counted.
+#[test]
+fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
+    let cluster = MockCluster::new(2).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    topics(&cluster);
+    let transactional_id = "source-faults-backpressure";
+    for partition in [0, 1] {
+        cluster.partition_leader(INPUT, partition, Some(1)).unwrap();
+    }
+    cluster.partition_leader(DEAD_LETTERS, 0, Some(1)).unwrap();
+    cluster.partition_leader(COUNTS, 0, Some(2)).unwrap();
+    cluster.partition_leader(ALERTS, 0, Some(2)).unwrap();
+    cluster
+        .coordinator(MockCoordinator::Transaction(transactional_id.to_owned()), 2)
+        .unwrap();
+    let port = free_port();
+    let mut settings = settings(&bootstrap, transactional_id);
+    settings.extend([
+        format!("metrics.listen=\"127.0.0.1:{port}\""),
+        // A new logical time, and so a step for the writer, every millisecond of input.
+        "kafka.tick_ms=1".to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "2"], &settings);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.log().matches("reading input partition").count() < 2 {
+        assert!(Instant::now() < deadline, "not assigned:\n{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/first"));
+    assert_eq!(pages_in(&bootstrap, "/first"), vec!["/first"]);
+
+    let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
+    let paused = std::thread::scope(|scope| {
+        scope.spawn(|| send_steadily(&bootstrap, &stop, &sent));
+        cluster.broker_down(2).unwrap();
+        // (when, both next offsets, records sent by then), every 200 ms.
+        let mut seen: Vec<(Instant, [f64; 2], u64)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let paused = loop {
+            std::thread::sleep(Duration::from_millis(200));
+            let now = (
+                Instant::now(),
+                next_offsets(port),
+                sent.load(Ordering::SeqCst),
+            );
+            let still = seen.iter().find(|(at, offsets, sent)| {
+                now.0 - *at >= Duration::from_secs(3) && *offsets == now.1 && now.2 >= sent + 100
+            });
+            if still.is_some() {
+                break true;
+            }
+            seen.push(now);
+            if Instant::now() > deadline {
+                break false;
+            }
+        };
+        cluster.broker_up(2).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        paused
+    });
+    let counted = steady_views(&bootstrap, sent.load(Ordering::SeqCst));
+    let (_, log) = serve.stop();
+    assert!(
+        paused,
+        "the sources went on reading while the writer could not write:\n{log}"
+    );
+    assert_eq!(counted, sent.load(Ordering::SeqCst), "{log}");
 }

@@ -1,9 +1,10 @@
 //! The output topics: `page-view-counts` and `alerts`, written transactionally, whole
 //! frontier steps at a time.
 //!
-//! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel (a
-//! slow broker therefore slows worker 0 instead of growing this buffer; the other workers
-//! are not slowed, and what they exchange with worker 0 waits in timely's channels). The thread takes
+//! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel. A
+//! slow broker therefore slows worker 0 instead of growing this buffer, and while worker 0
+//! waits, [`Backpressure`] pauses the sources of its process, so that the other workers do
+//! not read on into timely's channels to worker 0. The thread takes
 //! the steps waiting (up to [`TRANSACTION_UPDATES`] updates of them), turns them into
 //! upsert records, and commits them in one transaction, so a `read_committed` consumer sees
 //! whole steps only. The page-view
@@ -29,7 +30,9 @@
 //!   a transition; an alert whose window leaves retention does not clear.
 
 use std::collections::BTreeMap;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -102,13 +105,42 @@ pub struct OutputWriter {
 /// Hands steps to the writer; dropping it lets the writer finish.
 pub struct StepSender {
     sender: SyncSender<Step>,
+    backpressure: Backpressure,
 }
 
 impl StepSender {
-    /// Queues a step, waiting while the writer is behind; returns `false` when the writer
-    /// has stopped.
+    /// Queues a step, waiting while the writer's queue is full (with [`Backpressure`] on
+    /// meanwhile); returns `false` when the writer has stopped.
     pub fn send(&self, step: Step) -> bool {
-        self.sender.send(step).is_ok()
+        match self.sender.try_send(step) {
+            Ok(()) => true,
+            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(step)) => {
+                self.backpressure.0.store(true, Ordering::SeqCst);
+                let sent = self.sender.send(step).is_ok();
+                self.backpressure.0.store(false, Ordering::SeqCst);
+                sent
+            }
+        }
+    }
+
+    /// What tells the sources of this process to pause while this sender waits.
+    pub fn backpressure(&self) -> Backpressure {
+        self.backpressure.clone()
+    }
+}
+
+/// On while worker 0 waits for room in the writer's queue (the broker is slow, or the
+/// writer is retrying a transaction). Worker 0 takes no input meanwhile, and the sources of
+/// the other workers of its process pause too, so that they do not pile up input in memory
+/// that worker 0 cannot take. Off in a process that writes no output.
+#[derive(Clone, Debug, Default)]
+pub struct Backpressure(Arc<AtomicBool>);
+
+impl Backpressure {
+    /// Whether sources should pause now.
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -171,7 +203,11 @@ impl OutputWriter {
                 written
             })
             .map_err(KafkaError::Thread)?;
-        Ok((Self { thread }, StepSender { sender }))
+        let sender = StepSender {
+            sender,
+            backpressure: Backpressure::default(),
+        };
+        Ok((Self { thread }, sender))
     }
 
     /// Waits until the writer has written every step sent before its sender was dropped.

@@ -45,6 +45,7 @@ use tracing::{info, warn};
 
 use crate::KafkaError;
 use crate::dead_letters::{DeadLetter, DeadLetterProducer};
+use crate::output::Backpressure;
 use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
 use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
 
@@ -151,6 +152,8 @@ pub struct SourceContext {
     /// This process's index: the workers of every other process than 0 report their
     /// partitions to process 0 (see [`SourceStreams::report_to`]).
     pub process: usize,
+    /// While on, the source reads nothing (the output writer is behind).
+    pub backpressure: Backpressure,
 }
 
 /// The updates a source feeds the dataflow: `(event, time, +1)`.
@@ -283,7 +286,9 @@ pub fn kafka_source<'s>(
         ] = <[_; 3]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("three outputs"));
         move |_frontiers| {
             let time = *events_capability.time();
-            let full = reader.read_batch(time);
+            // A paused source polls nothing; its partitions' silence is measured up to its
+            // last poll, so none of them goes idle meanwhile.
+            let full = !reader.context.backpressure.is_on() && reader.read_batch(time);
             let entered = (!reader.updates.is_empty()).then_some(time);
             if entered.is_some() {
                 events_output

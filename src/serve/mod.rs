@@ -195,12 +195,17 @@ pub fn run_service(
     } else {
         (None, None)
     };
+    let backpressure = sender
+        .as_ref()
+        .map(StepSender::backpressure)
+        .unwrap_or_default();
     let sender = Mutex::new(sender);
     let context = SourceContext {
         status: service.status.clone(),
         dead_letters: dead_letters.clone(),
         measure_freshness: publishes,
         process: cluster.process as usize,
+        backpressure,
     };
     let worker_service = service.clone();
     let worker_writer_stopped = Arc::clone(&writer_stopped);

@@ -1,14 +1,16 @@
 //! Shared support for the integration tests: the `batch` configuration and its five
 //! outputs, an independent reference implementation ([`reference`]), a runner for the
 //! real binary with readable diffs ([`run`]), input generators ([`generate`]), and for the
-//! Kafka tests a client of the real broker ([`kafka`]), a `serve` runner ([`serve`]) and
-//! the pieces of an end-to-end pipeline test ([`pipeline`]).
+//! Kafka tests a client of the real broker ([`kafka`]), a `serve` runner ([`serve`]), its
+//! metrics endpoint ([`metrics`]) and the pieces of an end-to-end pipeline test
+//! ([`pipeline`]).
 //!
 //! Each test crate uses a different subset of this module, hence `dead_code` is allowed.
 #![allow(dead_code)]
 
 pub mod generate;
 pub mod kafka;
+pub mod metrics;
 pub mod pipeline;
 pub mod reference;
 pub mod run;
