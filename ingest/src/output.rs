@@ -4,13 +4,13 @@
 //! Worker 0 hands each completed [`Step`] to a writer thread over a bounded channel. A
 //! slow broker therefore slows worker 0 instead of growing this buffer, and while worker 0
 //! waits, [`Backpressure`] pauses the sources of its process, so that the other workers do
-//! not read on into timely's channels to worker 0. The thread takes
-//! the steps waiting (up to [`TRANSACTION_UPDATES`] updates of them), turns them into
-//! upsert records, and commits them in one transaction, so a `read_committed` consumer sees
-//! whole steps only. The page-view
-//! updates of the steps in one transaction are netted together: a window that changed in
-//! several of them is written once, with its last value (which is all a consumer could
-//! see of it). Alert transitions are kept time by time: each is written once.
+//! not read on into timely's channels to worker 0. The thread takes the steps waiting (up
+//! to [`TRANSACTION_UPDATES`] updates of them), turns them into upsert records, and commits
+//! them in one transaction, so a `read_committed` consumer sees whole steps only. The
+//! page-view updates of the steps in one transaction are netted together: a window that
+//! changed in several of them is written once, with its last value (which is all a
+//! consumer could see of it). Alert transitions are kept time by time: each is written
+//! once.
 //!
 //! A commit that timed out is retried in place; a transaction that failed otherwise is
 //! aborted and written again with the same records, for up to five minutes (a broker
