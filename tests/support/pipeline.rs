@@ -75,22 +75,24 @@ impl Topics {
 
 /// Generated events (with malformed records) as JSON lines, from the real generator.
 pub fn generate(dir: &TempDir, seed: u64, events: u64) -> Vec<Vec<u8>> {
+    generate_with_malformed(dir, seed, events, 0.02)
+}
+
+/// [`generate`], with a share of `malformed` records (none late or in the future).
+pub fn generate_with_malformed(
+    dir: &TempDir,
+    seed: u64,
+    events: u64,
+    malformed: f64,
+) -> Vec<Vec<u8>> {
     let path = dir.path().join("events.jsonl");
     let status = Command::new(binary())
         .args(["generate", "-o"])
         .arg(&path)
         .args(["--seed", &seed.to_string(), "--events", &events.to_string()])
         .args(["--pages", "30", "--users", "300", "--duration-ms", "600000"])
-        .args([
-            "--out-of-order",
-            "0.05",
-            "--late",
-            "0",
-            "--future",
-            "0",
-            "--malformed",
-            "0.02",
-        ])
+        .args(["--out-of-order", "0.05", "--late", "0", "--future", "0"])
+        .args(["--malformed", &malformed.to_string()])
         .status()
         .unwrap();
     assert!(status.success());
