@@ -146,9 +146,9 @@ impl Backpressure {
 
 impl OutputWriter {
     /// Connects the transactional producer and starts the writer thread. If the writer
-    /// stops on an error (fenced, or out of retries), it logs the error and calls
-    /// `on_failure` at once, so that the service stops even when no further step comes;
-    /// [`OutputWriter::finish`] then returns the error.
+    /// stops on an error (fenced, or out of retries) or panics, it calls `on_failure` at
+    /// once (after logging the error), so that the service stops even when no further step
+    /// comes; [`OutputWriter::finish`] then returns the error.
     pub fn start(
         config: OutputConfig,
         status: IngestStatus,
@@ -195,10 +195,12 @@ impl OutputWriter {
         let thread = std::thread::Builder::new()
             .name("clickflow-output".to_owned())
             .spawn(move || {
+                // Called when the thread ends with an error or a panic.
+                let failure = FailureGuard(Some(on_failure));
                 let written = write_steps(&producer, &config, &receiver, &status);
-                if let Err(error) = &written {
-                    error!(%error, "output writer stopped");
-                    on_failure();
+                match &written {
+                    Ok(()) => failure.disarm(),
+                    Err(error) => error!(%error, "output writer stopped"),
                 }
                 written
             })
@@ -237,6 +239,24 @@ fn write_steps(
     }
     info!("output writer finished");
     Ok(())
+}
+
+/// Calls its function when dropped, unless disarmed: on an error, or while a panic
+/// unwinds.
+struct FailureGuard<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> FailureGuard<F> {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl<F: FnOnce()> Drop for FailureGuard<F> {
+    fn drop(&mut self) {
+        if let Some(on_failure) = self.0.take() {
+            on_failure();
+        }
+    }
 }
 
 /// The steps of the next transaction: `first`, then those waiting, until their updates

@@ -61,6 +61,12 @@ impl OwnedPartition {
         !self.unfetched && self.is_silent(now, idle_timeout)
     }
 
+    /// Leaves `pause` out of the partition's silence: a time in which nothing was polled
+    /// says nothing about whether records came.
+    pub fn excuse_silence(&mut self, pause: Duration) {
+        self.last_record += pause;
+    }
+
     /// Whether no record arrived for `silence`, up to `now`.
     pub fn is_silent(&self, now: Instant, silence: Duration) -> bool {
         now.duration_since(self.last_record) >= silence
@@ -145,6 +151,18 @@ mod tests {
         partition.last_record = now - silent_for;
         partition.unfetched = false;
         partition
+    }
+
+    #[test]
+    fn a_pause_in_polling_is_not_silence() {
+        let now = Instant::now();
+        // Silent for a second before a minute in which nothing was polled.
+        let mut paused = partition(Some(1_000), now, A_SECOND_AGO + A_MINUTE_AGO);
+        assert!(paused.is_idle(now, policy(1).idle_timeout));
+        paused.excuse_silence(A_MINUTE_AGO);
+        assert!(!paused.is_idle(now, policy(1).idle_timeout));
+        assert!(paused.is_silent(now, A_SECOND_AGO));
+        assert!(!paused.is_silent(now, A_SECOND_AGO * 2));
     }
 
     #[test]

@@ -271,6 +271,7 @@ pub fn kafka_source<'s>(
         started_topics: BTreeSet::new(),
         next_refresh: Instant::now(),
         polled_at: Instant::now(),
+        paused_since: None,
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
@@ -286,9 +287,7 @@ pub fn kafka_source<'s>(
         ] = <[_; 3]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("three outputs"));
         move |_frontiers| {
             let time = *events_capability.time();
-            // A paused source polls nothing; its partitions' silence is measured up to its
-            // last poll, so none of them goes idle meanwhile.
-            let full = !reader.context.backpressure.is_on() && reader.read_batch(time);
+            let full = reader.unpaused() && reader.read_batch(time);
             let entered = (!reader.updates.is_empty()).then_some(time);
             if entered.is_some() {
                 events_output
@@ -350,6 +349,8 @@ struct Reader {
     next_refresh: Instant,
     /// When the last batch was polled: partitions' silence is measured up to then.
     polled_at: Instant,
+    /// Since when the source has been paused by [`Backpressure`], if it is.
+    paused_since: Option<Instant>,
     context: SourceContext,
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
@@ -372,6 +373,23 @@ impl Reader {
 
     /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
     /// because the batch was full.
+    /// Whether the source may read now: not while [`Backpressure`] is on. A paused
+    /// source polls nothing, and the pause does not count as its partitions' silence:
+    /// once it reads again, each partition is as close to going idle as when it paused.
+    fn unpaused(&mut self) -> bool {
+        let now = Instant::now();
+        if self.context.backpressure.is_on() {
+            self.paused_since.get_or_insert(now);
+            return false;
+        }
+        if let Some(since) = self.paused_since.take() {
+            for partition in &mut self.partitions {
+                partition.excuse_silence(now - since);
+            }
+        }
+        true
+    }
+
     fn read_batch(&mut self, time: Time) -> bool {
         if Instant::now() >= self.next_refresh {
             self.refresh_assignment();
@@ -619,9 +637,9 @@ impl Reader {
 
     /// Publishes this worker's partitions to the shared status.
     fn publish_status(&self) {
-        let now = Instant::now();
         for owned in &self.partitions {
-            let idle = owned.is_idle(now, self.config.idle_timeout);
+            // As `input_time` sees it: silence up to the last poll.
+            let idle = owned.is_idle(self.polled_at, self.config.idle_timeout);
             self.context
                 .status
                 .update_partition(&owned.topic, owned.partition, |status| {

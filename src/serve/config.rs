@@ -211,6 +211,11 @@ impl ServeConfig {
         if self.kafka.input_topics.is_empty() {
             bail!("kafka.input_topics: at least one input topic is needed");
         }
+        let mut topics: Vec<&String> = self.kafka.input_topics.iter().collect();
+        topics.sort();
+        if let Some(twice) = topics.windows(2).find(|pair| pair[0] == pair[1]) {
+            bail!("kafka.input_topics: {:?} is listed twice", twice[0]);
+        }
         if self.kafka.bootstrap.trim().is_empty() {
             bail!("kafka.bootstrap: empty");
         }
@@ -544,6 +549,10 @@ mod tests {
         assert!(error(&["views.funnel_steps=a=/x,a=/y"]).contains("named \"a\""));
         assert!(error(&["kafka"]).contains("KEY=VALUE"));
         assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
+        assert!(
+            error(&["kafka.input_topics=[\"a\",\"b\",\"a\"]"])
+                .contains("kafka.input_topics: \"a\" is listed twice")
+        );
         assert!(error(&["api.dataflow_nice=20"]).contains("api.dataflow_nice"));
         assert!(error(&["api.dataflow_nice=-1"]).contains("api.dataflow_nice"));
         assert!(error(&["kafka.start=[1]"]).contains("start"));

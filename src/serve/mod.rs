@@ -286,6 +286,9 @@ pub fn run_service(
             "while stopping for the output writer"
         );
     }
+    if let (Err(_), Some(worker)) = (&written, &first_error) {
+        error!(error = format!("{worker:#}"), "a worker failed too");
+    }
     written?;
     delivered?;
     info!("stopped");
