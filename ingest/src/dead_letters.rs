@@ -6,7 +6,7 @@
 //! `acks=all` and delivers in the background; a dead letter that cannot be delivered is
 //! logged with its source position and counted, so nothing disappears without a trace.
 //!
-//! A thread of its own serves the delivery reports every [`REPORT_INTERVAL`]. rdkafka's
+//! A thread of its own serves the delivery reports every `REPORT_INTERVAL`. rdkafka's
 //! `ThreadedProducer` would poll with a timeout, and its `poll` spins through the last
 //! millisecond of every timeout (it hands librdkafka whole milliseconds left, so zero):
 //! about 1% of a core for a service with nothing to do.

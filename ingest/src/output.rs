@@ -5,7 +5,7 @@
 //! slow broker therefore slows worker 0 instead of growing this buffer, and while worker 0
 //! waits, [`Backpressure`] pauses the sources of its process, so that the other workers do
 //! not read on into timely's channels to worker 0. The thread takes the steps waiting (up
-//! to [`TRANSACTION_UPDATES`] updates of them), turns them into upsert records, and commits
+//! to `TRANSACTION_UPDATES` updates of them), turns them into upsert records, and commits
 //! them in one transaction, so a `read_committed` consumer sees whole steps only. The
 //! page-view updates of the steps in one transaction are netted together: a window that
 //! changed in several of them is written once, with its last value (which is all a

@@ -5,7 +5,7 @@
 //! state is rebuilt by replaying the retention horizon). Metadata is re-read every few
 //! seconds, so partitions added later are picked up. librdkafka fetches in the
 //! background; the source polls its consumer without blocking, a batch at a time, when
-//! librdkafka's queue becomes non-empty, every [`POLL_INTERVAL`] (to notice idle
+//! librdkafka's queue becomes non-empty, every `POLL_INTERVAL` (to notice idle
 //! partitions and follow the other workers), and at once again while batches come full.
 //! With the fetch settings of [`FETCH_PROPERTIES`], a live rate brings a fetch response
 //! every `fetch.wait.max.ms` (10 ms), so the wake-ups come about as often as the timer.
