@@ -262,15 +262,19 @@ impl<F: FnOnce()> Drop for FailureGuard<F> {
 /// The steps of the next transaction: `first`, then those waiting, until their updates
 /// reach `max_updates`.
 fn next_transaction(first: Step, steps: &Receiver<Step>, max_updates: usize) -> Vec<Step> {
-    let updates = |step: &Step| step.page_views.len() + step.alerts.len();
-    let mut taken_updates = updates(&first);
+    let mut taken_updates = step_updates(&first);
     let mut taken = vec![first];
     while taken_updates < max_updates {
         let Ok(step) = steps.try_recv() else { break };
-        taken_updates += updates(&step);
+        taken_updates += step_updates(&step);
         taken.push(step);
     }
     taken
+}
+
+/// The page-view and alert updates of `step`.
+fn step_updates(step: &Step) -> usize {
+    step.page_views.len() + step.alerts.len()
 }
 
 /// Writes `records` in one transaction, retrying (with the same records) until it
@@ -557,12 +561,7 @@ mod tests {
                 .unwrap();
         }
         drop(sender);
-        let sizes = |steps: Vec<Step>| -> Vec<usize> {
-            steps
-                .iter()
-                .map(|step| step.page_views.len() + step.alerts.len())
-                .collect()
-        };
+        let sizes = |steps: Vec<Step>| -> Vec<usize> { steps.iter().map(step_updates).collect() };
         let first = receiver.recv().unwrap();
         // 3 + 4 is under 8, so the third step is taken too: 12 reach the most.
         assert_eq!(sizes(next_transaction(first, &receiver, 8)), vec![3, 4, 5]);

@@ -371,25 +371,25 @@ impl Reader {
         }
     }
 
-    /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
-    /// because the batch was full.
     /// Whether the source may read now: not while [`Backpressure`] is on. A paused
     /// source polls nothing, and the pause does not count as its partitions' silence:
     /// once it reads again, each partition is as close to going idle as when it paused.
     fn unpaused(&mut self) -> bool {
-        let now = Instant::now();
         if self.context.backpressure.is_on() {
-            self.paused_since.get_or_insert(now);
+            self.paused_since.get_or_insert_with(Instant::now);
             return false;
         }
         if let Some(since) = self.paused_since.take() {
+            let pause = since.elapsed();
             for partition in &mut self.partitions {
-                partition.excuse_silence(now - since);
+                partition.excuse_silence(pause);
             }
         }
         true
     }
 
+    /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
+    /// because the batch was full.
     fn read_batch(&mut self, time: Time) -> bool {
         if Instant::now() >= self.next_refresh {
             self.refresh_assignment();

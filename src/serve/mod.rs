@@ -271,9 +271,12 @@ pub fn run_service(
     }
     let written = writer
         .map_or(Ok(()), |writer| writer.finish().context("output writer"))
-        .and_then(|()| match writer_stopped.load(Ordering::SeqCst) {
-            true => Err(anyhow!("the output writer stopped")),
-            false => Ok(()),
+        .and_then(|()| {
+            if writer_stopped.load(Ordering::SeqCst) {
+                Err(anyhow!("the output writer stopped"))
+            } else {
+                Ok(())
+            }
         });
     // Dead letters are delivered whatever became of the output writer: they are the only
     // trace of the records they stand for.
