@@ -333,12 +333,13 @@ pub fn assign_from_beginning(consumer: &BaseConsumer, topic: &str) -> anyhow::Re
     Ok(partitions)
 }
 
-/// The fields of a `page-view-counts` value that [`final_counts`] reads.
+/// The fields of a `page-view-counts` value that [`final_counts`] and the follower of
+/// `harness::visibility` read.
 #[derive(Deserialize)]
-struct CountValue {
-    page: String,
-    window_start: String,
-    count: u64,
+pub(crate) struct CountValue {
+    pub(crate) page: String,
+    pub(crate) window_start: String,
+    pub(crate) count: u64,
 }
 
 /// The input consumer settings of clickflow's Kafka source (`consumer_config` in

@@ -14,15 +14,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use clickflow_events::{DEFAULT_MAX_EVENT_BYTES, decode_event, parse_iso8601};
+use clickflow_ingest::status::now_ms;
 use rdkafka::consumer::BaseConsumer;
 use rdkafka::message::Message;
-use serde::Deserialize;
 
-use crate::harness::kafka::{assign_from_beginning, bare_consumer_config, read_to_end};
+use crate::harness::kafka::{CountValue, assign_from_beginning, bare_consumer_config, read_to_end};
 
 /// A `page-view-counts` record as the follower saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl OutputFollower {
                     let Some(message) = consumer.poll(Duration::from_millis(100)) else {
                         continue;
                     };
-                    let seen_ms = epoch_ms();
+                    let seen_ms = now_ms();
                     let message = message.with_context(|| format!("following {topic}"))?;
                     let value = message.payload().unwrap_or_default();
                     sightings.push(sighting(seen_ms, value).with_context(|| {
@@ -85,7 +85,7 @@ impl OutputFollower {
     /// How long ago the last record arrived (since the start, before the first).
     pub fn quiet_for(&self) -> Duration {
         let last = self.last_seen_ms.load(Ordering::Relaxed);
-        Duration::from_millis(u64::try_from(epoch_ms() - last).unwrap_or(0))
+        Duration::from_millis(u64::try_from(now_ms() - last).unwrap_or(0))
     }
 
     /// Stops following, and returns every record seen, in arrival order.
@@ -95,14 +95,6 @@ impl OutputFollower {
             .join()
             .map_err(|_| anyhow::anyhow!("the output follower panicked"))?
     }
-}
-
-/// The fields of a `page-view-counts` value that a sighting keeps.
-#[derive(Deserialize)]
-struct CountValue {
-    page: String,
-    window_start: String,
-    count: u64,
 }
 
 fn sighting(seen_ms: i64, value: &[u8]) -> anyhow::Result<Sighting> {
@@ -187,12 +179,6 @@ pub fn visibility(
         })
         .sum();
     result
-}
-
-fn epoch_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]
