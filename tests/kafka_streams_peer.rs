@@ -9,11 +9,10 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use clickflow_benches::harness::peer::{CAUGHT_UP, ReferenceJob, ReferenceJobSettings};
+use clickflow_ingest::admin::ReferenceTopics;
 
 use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
 use support::pipeline::{
@@ -27,69 +26,6 @@ const CLASSPATH_ENV: &str = "CLICKFLOW_KAFKA_STREAMS_CLASSPATH";
 
 /// How long the job may take to start and count everything.
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// The Kafka Streams job as a child process, its standard output line by line.
-struct Job {
-    child: Child,
-    lines: Receiver<String>,
-    log: std::path::PathBuf,
-}
-
-impl Job {
-    fn start(dir: &TempDir, input: &str, counts: &str, alerts: &str) -> Job {
-        let classpath = std::env::var(CLASSPATH_ENV).unwrap_or_else(|_| {
-            panic!(
-                "{CLASSPATH_ENV} is not set, and this test runs the reference Kafka Streams \
-                 job. Run the whole suite with `scripts/test`, or `export \
-                 {CLASSPATH_ENV}=$(scripts/kafka-streams-build)`."
-            )
-        });
-        let log = dir.path().join("kafka-streams.log");
-        let mut child = Command::new("java")
-            .args(["-cp", &classpath, "ReferenceJob", &bootstrap()])
-            .args([input, counts, alerts, &unique_topic("peer-app")])
-            .arg(dir.path().join("state"))
-            .arg("2")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(File::create(&log).unwrap())
-            .spawn()
-            .expect("cannot start java");
-        let stdout = child.stdout.take().unwrap();
-        let (sender, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Job { child, lines, log }
-    }
-
-    /// Waits until the job prints `wanted`.
-    fn wait_for(&self, wanted: &str) {
-        let deadline = Instant::now() + JOB_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line == wanted => return,
-                Ok(_) => {}
-                Err(error) => panic!(
-                    "the Kafka Streams job did not print {wanted:?} ({error}); its log:\n{}",
-                    std::fs::read_to_string(&self.log).unwrap_or_default()
-                ),
-            }
-        }
-    }
-}
-
-impl Drop for Job {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Each window's count, from a page-view-counts topic's final upserts.
 fn counts(upserts: BTreeMap<(String, u64), serde_json::Value>) -> BTreeMap<(String, u64), u64> {
@@ -122,8 +58,29 @@ fn clickflow_counts_every_window_as_the_reference_kafka_streams_job_does() {
     let (peer_counts, peer_alerts) = (unique_topic("peer-counts"), unique_topic("peer-alerts"));
     create_topic(&bootstrap, &peer_counts, 1, true);
     create_topic(&bootstrap, &peer_alerts, 1, true);
-    let job = Job::start(&dir, &topics.input, &peer_counts, &peer_alerts);
-    job.wait_for("caught up");
+    let classpath = std::env::var(CLASSPATH_ENV).unwrap_or_else(|_| {
+        panic!(
+            "{CLASSPATH_ENV} is not set, and this test runs the reference Kafka Streams job. \
+             Run the whole suite with `scripts/test`, or `export \
+             {CLASSPATH_ENV}=$(scripts/kafka-streams-build)`."
+        )
+    });
+    let mut job = ReferenceJob::start(&ReferenceJobSettings {
+        classpath: &classpath,
+        bootstrap: &bootstrap,
+        topics: &ReferenceTopics {
+            input: topics.input.clone(),
+            counts: peer_counts.clone(),
+            alerts: peer_alerts,
+            ..ReferenceTopics::default()
+        },
+        application_id: &unique_topic("peer-app"),
+        state_dir: &dir.path().join("state"),
+        threads: 2,
+        log: &dir.path().join("kafka-streams.log"),
+    })
+    .unwrap();
+    job.wait_for(CAUGHT_UP, JOB_TIMEOUT).unwrap();
     let records = consume_all(
         &bootstrap,
         &peer_counts,
