@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::Config;
 use support::kafka::{
     ConsumedRecord, add_partitions, bootstrap, consume_all, create_topic, limit_consumer_rate,
-    produce_to_partition, unique_topic,
+    produce_to_partition, unique_topic, watermarks,
 };
 use support::metrics::{free_port, scrape};
 use support::pipeline::{
@@ -320,8 +320,22 @@ fn reading_starts_at_a_timestamp_or_at_the_end() {
         &unique_topic("txn"),
     );
     settings.push("kafka.start=\"latest\"".to_owned());
+    let port = free_port();
+    settings.push(format!("metrics.listen=\"127.0.0.1:{port}\""));
     let serve = Serve::start(&["-w", "2"], &settings);
     wait_for_assignment(&serve, 4);
+    // Before its first record, a partition read from its end shows that end as its next
+    // offset, and no lag.
+    let metrics = scrape(port);
+    for (partition, (_, end)) in watermarks(&bootstrap, &topics.input) {
+        let labels = format!("{{topic=\"{}\",partition=\"{partition}\"}}", topics.input);
+        assert!(end > 0, "partition {partition} is empty");
+        assert_eq!(
+            metrics.get(&format!("clickflow_partition_next_offset{labels}")),
+            Some(&(end as f64)),
+            "partition {partition}: {metrics:?}"
+        );
+    }
     produce_lines(&bootstrap, &topics.input, late);
     let counts = settled_counts(&bootstrap, &counts_topic, &expected.counts);
     let (_, log) = serve.stop();

@@ -12,8 +12,6 @@
 //! about 1% of a core for a service with nothing to do.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use clickflow_events::DeadLetterReason;
@@ -25,6 +23,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use tracing::error;
 
 use crate::KafkaError;
+use crate::repeating::Repeating;
 use crate::status::IngestStatus;
 
 /// How often delivery reports are served. They only log and count failures; librdkafka
@@ -53,49 +52,16 @@ pub struct DeadLetter<'a> {
 pub struct DeadLetterProducer {
     producer: Arc<BaseProducer<DeliveryLogger>>,
     topic: Arc<str>,
-    /// Kept for its thread, which the last clone stops.
-    _reports: Arc<ReportServer>,
+    /// The thread that serves the producer's delivery reports; the last clone stops it.
+    _reports: Arc<Repeating>,
 }
 
-/// The thread that serves the producer's delivery reports; it ends when this is dropped.
-struct ReportServer {
-    stop: Option<Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl ReportServer {
-    fn start(producer: Arc<BaseProducer<DeliveryLogger>>) -> Result<Self, KafkaError> {
-        let (stop, stopped) = channel();
-        let thread = std::thread::Builder::new()
-            .name("clickflow-dead-letters".to_owned())
-            .spawn(move || serve_reports(&producer, &stopped))
-            .map_err(KafkaError::Thread)?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
-        })
-    }
-}
-
-impl Drop for ReportServer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// Serves what is ready without waiting in librdkafka, then sleeps, until `stopped`
-/// disconnects.
-fn serve_reports(producer: &BaseProducer<DeliveryLogger>, stopped: &Receiver<()>) {
-    loop {
+/// Serves the producer's delivery reports every `REPORT_INTERVAL`, without waiting in
+/// librdkafka, from a thread of its own.
+fn serve_reports(producer: Arc<BaseProducer<DeliveryLogger>>) -> Result<Repeating, KafkaError> {
+    Repeating::start("clickflow-dead-letters", REPORT_INTERVAL, move || {
         producer.poll(Duration::ZERO);
-        match stopped.recv_timeout(REPORT_INTERVAL) {
-            Err(RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-    }
+    })
 }
 
 impl DeadLetterProducer {
@@ -125,7 +91,7 @@ impl DeadLetterProducer {
                 })?,
         );
         Ok(Self {
-            _reports: Arc::new(ReportServer::start(Arc::clone(&producer))?),
+            _reports: Arc::new(serve_reports(Arc::clone(&producer))?),
             producer,
             topic: topic.into(),
         })

@@ -2,7 +2,7 @@
 //! the load generator.
 //!
 //! - [`source`]: the Kafka source inside the dataflow, one consumer per worker, with the
-//!   partition map of [`partitions`];
+//!   partition map of [`partitions`] and the partitions that [`input_topics`] finds;
 //! - [`dead_letters`]: refused records, to the dead-letter topic;
 //! - [`output`]: the transactional writer of the output topics;
 //! - [`rule_log`]: the alert rules created and deleted at run time, kept in a topic;
@@ -17,9 +17,11 @@
 pub mod admin;
 pub mod dead_letters;
 pub mod generator;
+pub mod input_topics;
 pub mod output;
 pub mod partitions;
 pub mod producer;
+mod repeating;
 pub mod rule_log;
 pub mod source;
 pub mod status;
@@ -37,8 +39,14 @@ pub enum KafkaError {
         source: rdkafka::error::KafkaError,
     },
     /// A thread could not be started.
-    #[error("cannot start the output writer thread: {0}")]
-    Thread(#[source] std::io::Error),
+    #[error("cannot start thread {name}: {source}")]
+    Thread {
+        /// The thread's name.
+        name: &'static str,
+        /// Why it could not start.
+        #[source]
+        source: std::io::Error,
+    },
     /// The output writer panicked.
     #[error("the output writer panicked")]
     WriterPanicked,

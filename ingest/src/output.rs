@@ -204,7 +204,10 @@ impl OutputWriter {
                 }
                 written
             })
-            .map_err(KafkaError::Thread)?;
+            .map_err(|source| KafkaError::Thread {
+                name: "clickflow-output",
+                source,
+            })?;
         let sender = StepSender {
             sender,
             backpressure: Backpressure::default(),

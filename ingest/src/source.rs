@@ -2,8 +2,10 @@
 //!
 //! Each worker owns a deterministic set of partitions ([`crate::partitions::owner`]),
 //! assigned explicitly to its own `BaseConsumer` (no consumer group, no offset commits:
-//! state is rebuilt by replaying the retention horizon). Metadata is re-read every few
-//! seconds, so partitions added later are picked up. librdkafka fetches in the
+//! state is rebuilt by replaying the retention horizon), among the partitions that the
+//! process's [`crate::input_topics::TopicWatcher`] finds: partitions added later are picked up, and no worker
+//! waits for a metadata or offset lookup. Until the watcher's first round, a worker's time
+//! stays where it is. librdkafka fetches in the
 //! background; the source polls its consumer without blocking, a batch at a time, when
 //! librdkafka's queue becomes non-empty, every `POLL_INTERVAL` (to notice idle
 //! partitions and follow the other workers), and at once again while batches come full.
@@ -20,7 +22,7 @@
 //! are too late only if that time has passed their retention.
 
 use std::cell::Cell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -34,7 +36,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
 use timely::container::CapacityContainerBuilder;
 use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
@@ -45,6 +46,7 @@ use tracing::{info, warn};
 
 use crate::KafkaError;
 use crate::dead_letters::{DeadLetter, DeadLetterProducer};
+use crate::input_topics::InputPartitions;
 use crate::output::Backpressure;
 use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
 use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
@@ -61,11 +63,8 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// least watermark rather than a tick (see [`input_time`]): two polls that found nothing.
 const QUIET_AFTER: Duration = POLL_INTERVAL.saturating_mul(2);
 
-/// How often partition metadata is re-read to find new partitions.
-const METADATA_REFRESH: Duration = Duration::from_secs(5);
-
-/// How long a metadata or offset lookup may take.
-const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a worker waits before it assigns partitions again after an assignment failed.
+const ASSIGN_RETRY: Duration = Duration::from_secs(1);
 
 /// How the source's consumers fetch (librdkafka properties; `kafka.consumer` in the
 /// configuration overrides them):
@@ -154,6 +153,9 @@ pub struct SourceContext {
     pub process: usize,
     /// While on, the source reads nothing (the output writer is behind).
     pub backpressure: Backpressure,
+    /// The input partitions, as this process's [`crate::input_topics::TopicWatcher`]
+    /// finds them.
+    pub inputs: InputPartitions,
 }
 
 /// The updates a source feeds the dataflow: `(event, time, +1)`.
@@ -224,15 +226,16 @@ pub fn kafka_source<'s>(
 ) -> Result<SourceStreams<'s>, KafkaError> {
     let worker = scope.index();
     let peers = scope.peers();
-    let mut consumer: BaseConsumer<StatsContext> = consumer_config(&config, worker)
-        .create_with_context(StatsContext {
-            status: context.status.clone(),
-            unfetched: Mutex::default(),
-        })
-        .map_err(|source| KafkaError::Client {
-            what: "input consumer",
-            source,
-        })?;
+    let mut consumer: BaseConsumer<StatsContext> =
+        consumer_config(&config, &format!("clickflow-source-{worker}"))
+            .create_with_context(StatsContext {
+                status: context.status.clone(),
+                unfetched: Mutex::default(),
+            })
+            .map_err(|source| KafkaError::Client {
+                what: "input consumer",
+                source,
+            })?;
 
     let mut builder =
         OperatorBuilder::new(format!("KafkaSource({})", config.topics.join(",")), scope);
@@ -268,8 +271,8 @@ pub fn kafka_source<'s>(
         worker,
         peers,
         partitions: Vec::new(),
-        started_topics: BTreeSet::new(),
-        next_refresh: Instant::now(),
+        seen_round: 0,
+        assign_after: Instant::now(),
         polled_at: Instant::now(),
         paused_since: None,
         context,
@@ -308,13 +311,19 @@ pub fn kafka_source<'s>(
                     .session(&report_capability)
                     .give(report);
             }
-            let next = input_time(
-                time,
-                &reader.partitions,
-                reader.polled_at,
-                reader.time_policy(),
-                heard.get().max(reader.largest_announced),
-            );
+            // Before its first partitions, a worker does not follow the others: records of
+            // partitions it has not assigned yet would enter later than the times they hold.
+            let next = if reader.seen_round == 0 {
+                time
+            } else {
+                input_time(
+                    time,
+                    &reader.partitions,
+                    reader.polled_at,
+                    reader.time_policy(),
+                    heard.get().max(reader.largest_announced),
+                )
+            };
             events_capability.downgrade(&next);
             watermark_capability.downgrade(&next);
             report_capability.downgrade(&next);
@@ -343,10 +352,10 @@ struct Reader {
     worker: usize,
     peers: usize,
     partitions: Vec<OwnedPartition>,
-    /// The input topics whose partitions present when their metadata was first read have
-    /// been assigned (at the configured start position).
-    started_topics: BTreeSet<String>,
-    next_refresh: Instant,
+    /// The watcher's last round whose partitions of this worker are all assigned.
+    seen_round: u64,
+    /// When to try again after an assignment failed.
+    assign_after: Instant,
     /// When the last batch was polled: partitions' silence is measured up to then.
     polled_at: Instant,
     /// Since when the source has been paused by [`Backpressure`], if it is.
@@ -391,10 +400,7 @@ impl Reader {
     /// Polls up to a batch of records into `updates` at `time`; says whether it stopped
     /// because the batch was full.
     fn read_batch(&mut self, time: Time) -> bool {
-        if Instant::now() >= self.next_refresh {
-            self.refresh_assignment();
-            self.next_refresh = Instant::now() + METADATA_REFRESH;
-        }
+        self.follow_partitions();
         let mut polled = 0;
         // One clock reading per batch: a partition's last record is the batch's time, and
         // its silence is measured from there (a full batch takes milliseconds to poll).
@@ -478,133 +484,69 @@ impl Reader {
         })?
     }
 
-    /// Finds this worker's partitions of every input topic and assigns the new ones. A
-    /// topic counts as started once its metadata has been read (or it was found not to
-    /// exist) and its partitions found then have been assigned; until then, a failure (a
-    /// topic not available, start offsets by timestamp, assignment) leaves it to the next
-    /// refresh with the configured start position.
-    fn refresh_assignment(&mut self) {
-        let mut found = TopicPartitionList::new();
-        let mut read_topics = Vec::new();
-        for topic in &self.config.topics {
-            let metadata = match self.consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT) {
-                Ok(metadata) => metadata,
-                Err(error) => {
-                    warn!(topic, %error, "cannot read input topic metadata; retrying");
-                    return;
-                }
-            };
-            for topic_metadata in metadata.topics() {
-                match topic_metadata.error() {
-                    None => {}
-                    // A topic created later has no partitions at the start: all of its
-                    // partitions are added while running.
-                    Some(RDKafkaRespErr::RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) => {
-                        warn!(topic, "input topic does not exist yet; looking again later");
-                        read_topics.push(topic.clone());
-                        continue;
-                    }
-                    Some(error) => {
-                        warn!(topic, error = ?error, "input topic is not available yet; retrying");
-                        continue;
-                    }
-                }
-                read_topics.push(topic.clone());
-                for partition in topic_metadata.partitions() {
-                    let id = partition.id();
-                    let known = self
-                        .partitions
-                        .iter()
-                        .any(|owned| owned.partition == id && &owned.topic == topic);
-                    if !known && owner(topic, id, self.peers) == self.worker {
-                        let _ = found.add_partition_offset(topic, id, self.start_offset(topic));
-                    }
-                }
-            }
-        }
-        if found.count() > 0 && !self.assign(found) {
+    /// Assigns this worker's partitions that the watcher has found since its last round and
+    /// that it does not read yet, each at its start; after a failure, none of them is
+    /// assigned, and the worker tries again `ASSIGN_RETRY` later.
+    fn follow_partitions(&mut self) {
+        if Instant::now() < self.assign_after {
             return;
         }
-        self.started_topics.extend(read_topics);
-    }
-
-    /// Assigns newly found partitions (start offsets by timestamp resolved first); false if
-    /// that failed, and none of them is assigned.
-    fn assign(&mut self, found: TopicPartitionList) -> bool {
-        let found = match self.resolve_timestamps(found) {
-            Ok(found) => found,
-            Err(error) => {
-                warn!(%error, "cannot look up start offsets by timestamp; retrying");
-                return false;
-            }
+        let Some((round, found)) = self.context.inputs.newer_than(self.seen_round) else {
+            return;
         };
-        if let Err(error) = self.consumer.incremental_assign(&found) {
+        let mut new = TopicPartitionList::new();
+        for (topic, read) in found.iter() {
+            for &id in &read.partitions {
+                let known = self
+                    .partitions
+                    .iter()
+                    .any(|owned| owned.partition == id && &owned.topic == topic);
+                if !known && owner(topic, id, self.peers) == self.worker {
+                    let _ = new.add_partition_offset(topic, id, read.start(id));
+                }
+            }
+        }
+        if new.count() > 0
+            && let Err(error) = self.consumer.incremental_assign(&new)
+        {
             warn!(%error, "cannot assign input partitions; retrying");
-            return false;
+            self.assign_after = Instant::now() + ASSIGN_RETRY;
+            return;
         }
-        for element in found.elements() {
-            let next_offset = match element.offset() {
-                Offset::Offset(offset) => offset,
-                _ => 0,
-            };
-            info!(
-                topic = element.topic(),
-                partition = element.partition(),
-                worker = self.worker,
-                "reading input partition"
-            );
-            self.partitions.push(OwnedPartition::new(
-                element.topic(),
-                element.partition(),
-                self.config.admission,
+        self.seen_round = round;
+        for element in new.elements() {
+            self.own(element.topic(), element.partition(), element.offset());
+        }
+    }
+
+    /// Starts keeping `partition` of `topic`, just assigned at `start`.
+    fn own(&mut self, topic: &str, partition: i32, start: Offset) {
+        let next_offset = match start {
+            Offset::Offset(offset) => offset,
+            _ => 0,
+        };
+        self.partitions.push(OwnedPartition::new(
+            topic,
+            partition,
+            self.config.admission,
+            next_offset,
+        ));
+        self.context.status.set_partition(
+            topic,
+            partition,
+            PartitionStatus {
+                worker: self.worker,
                 next_offset,
-            ));
-            self.context.status.set_partition(
-                element.topic(),
-                element.partition(),
-                PartitionStatus {
-                    worker: self.worker,
-                    next_offset,
-                    ..PartitionStatus::default()
-                },
-            );
-        }
-        true
-    }
-
-    /// Where a newly found partition of `topic` starts: the configured position for the
-    /// partitions the topic has when it starts, the beginning for partitions added later.
-    fn start_offset(&self, topic: &str) -> Offset {
-        match (self.started_topics.contains(topic), self.config.start) {
-            (true, _) | (false, StartPosition::Earliest) => Offset::Beginning,
-            (false, StartPosition::Latest) => Offset::End,
-            (false, StartPosition::Timestamp(ms)) => Offset::Offset(ms as i64),
-        }
-    }
-
-    /// Turns timestamp start positions into offsets.
-    fn resolve_timestamps(
-        &self,
-        found: TopicPartitionList,
-    ) -> rdkafka::error::KafkaResult<TopicPartitionList> {
-        let by_time = found
-            .elements()
-            .iter()
-            .any(|element| matches!(element.offset(), Offset::Offset(_)));
-        if !by_time {
-            return Ok(found);
-        }
-        let resolved = self.consumer.offsets_for_times(found, LOOKUP_TIMEOUT)?;
-        let mut with_end = TopicPartitionList::new();
-        for element in resolved.elements() {
-            // No record at or after the time: start at the end.
-            let offset = match element.offset() {
-                Offset::Offset(offset) if offset >= 0 => Offset::Offset(offset),
-                _ => Offset::End,
-            };
-            with_end.add_partition_offset(element.topic(), element.partition(), offset)?;
-        }
-        Ok(with_end)
+                ..PartitionStatus::default()
+            },
+        );
+        info!(
+            topic,
+            partition,
+            worker = self.worker,
+            next_offset,
+            "reading input partition"
+        );
     }
 
     /// Outside process 0: what changed in this worker's partitions since its last report,
@@ -711,12 +653,13 @@ fn refuse(context: &SourceContext, message: &BorrowedMessage<'_>, reason: DeadLe
     });
 }
 
-fn consumer_config(config: &SourceConfig, worker: usize) -> ClientConfig {
+/// A consumer of the input topics' configuration, with `client_id`.
+pub(crate) fn consumer_config(config: &SourceConfig, client_id: &str) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("bootstrap.servers", &config.bootstrap)
         .set("group.id", "clickflow")
-        .set("client.id", format!("clickflow-source-{worker}"))
+        .set("client.id", client_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "false")

@@ -22,6 +22,7 @@ use clickflow_dataflow::{
     AlertRule, RuleChanges, Time, ViewStore, alert_rules, build_views, publish_steps,
 };
 use clickflow_ingest::dead_letters::DeadLetterProducer;
+use clickflow_ingest::input_topics::TopicWatcher;
 use clickflow_ingest::output::{OutputWriter, StepSender};
 use clickflow_ingest::rule_log::{LoggedRules, RuleLog};
 use clickflow_ingest::source::{SourceContext, kafka_source};
@@ -200,12 +201,16 @@ pub fn run_service(
         .map(StepSender::backpressure)
         .unwrap_or_default();
     let sender = Mutex::new(sender);
+    // Looks the input partitions up until the workers have stopped.
+    let topic_watcher =
+        TopicWatcher::start(&source_config).context("cannot watch the input topics")?;
     let context = SourceContext {
         status: service.status.clone(),
         dead_letters: dead_letters.clone(),
         measure_freshness: publishes,
         process: cluster.process as usize,
         backpressure,
+        inputs: topic_watcher.partitions(),
     };
     let worker_service = service.clone();
     let worker_writer_stopped = Arc::clone(&writer_stopped);
@@ -269,6 +274,7 @@ pub fn run_service(
             first_error = first_error.or(Some(error));
         }
     }
+    drop(topic_watcher);
     let written = writer
         .map_or(Ok(()), |writer| writer.finish().context("output writer"))
         .and_then(|()| {

@@ -8,6 +8,7 @@
 //! panics with instructions: it never passes silently. Every helper panics with a message
 //! that names the topic and the cause when Kafka refuses or does not answer in time.
 
+use std::collections::BTreeMap;
 use std::env;
 use std::process;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -331,15 +332,23 @@ pub fn consume_all(
 /// The number of records in `topic` now: the sum over its partitions of the high minus
 /// the low watermark (with transactions, commit markers count too).
 pub fn record_count(bootstrap: &str, topic: &str) -> i64 {
+    watermarks(bootstrap, topic)
+        .values()
+        .map(|(low, high)| high - low)
+        .sum()
+}
+
+/// Each partition's low and high watermark in `topic` now.
+pub fn watermarks(bootstrap: &str, topic: &str) -> BTreeMap<i32, (i64, i64)> {
     let consumer = consumer(bootstrap, "read_uncommitted");
     partitions(bootstrap, topic)
         .map(|partition| {
-            let (low, high) = consumer
+            let watermarks = consumer
                 .fetch_watermarks(topic, partition, TIMEOUT)
                 .unwrap_or_else(|e| panic!("watermarks of {topic}/{partition}: {e}"));
-            high - low
+            (partition, watermarks)
         })
-        .sum()
+        .collect()
 }
 
 /// A consumer that commits nothing, reading with `isolation` (`read_committed` or

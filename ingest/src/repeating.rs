@@ -1,0 +1,74 @@
+//! A thread of its own that repeats a task at an interval until its handle is dropped.
+
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::KafkaError;
+
+/// A thread that runs a task at once and then every interval; dropping this stops it
+/// (after the run in progress) and waits for it.
+pub(crate) struct Repeating {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Repeating {
+    /// Starts thread `name`, which runs `task` every `interval`.
+    pub(crate) fn start(
+        name: &'static str,
+        interval: Duration,
+        mut task: impl FnMut() + Send + 'static,
+    ) -> Result<Self, KafkaError> {
+        let (stop, stopped) = channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || {
+                loop {
+                    task();
+                    match stopped.recv_timeout(interval) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })
+            .map_err(|source| KafkaError::Thread { name, source })?;
+        Ok(Self {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Repeating {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[test]
+    fn the_task_runs_at_once_and_not_after_the_handle_is_dropped() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let repeating = Repeating::start("test-repeating", Duration::from_secs(3600), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        while runs.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // The drop waits for the thread, which ends without waiting out its interval.
+        drop(repeating);
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+}
