@@ -29,6 +29,7 @@
 //!   (`"cleared"`, e.g. its rule was deleted). A changing value of a standing alert is not
 //!   a transition; an alert whose window leaves retention does not clear.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -281,27 +282,53 @@ fn step_updates(step: &Step) -> usize {
 }
 
 /// Writes `records` in one transaction, retrying (with the same records) until it
-/// commits or [`RETRY_FOR`] has passed since the first failure.
+/// commits or [`RETRY_FOR`] has passed since the step's first failure.
 fn commit(
     producer: &BaseProducer<DefaultProducerContext>,
     config: &OutputConfig,
     records: &[OutputRecord],
 ) -> Result<(), KafkaError> {
-    let mut failing_since = None;
+    let failing = FailingSince::default();
     for attempt in 1_u64.. {
-        let error = match write_transaction(producer, config, records) {
+        let error = match write_transaction(producer, config, records, &failing) {
             Ok(()) => return Ok(()),
             Err(error) => error,
         };
-        let since = *failing_since.get_or_insert_with(Instant::now);
-        if is_fatal(&error) || since.elapsed() > RETRY_FOR {
+        if is_fatal(&error) || !failing.may_retry() {
             return Err(output_error(error));
         }
         warn!(attempt, %error, "output transaction failed; aborting it and writing the step again");
-        abort(producer);
+        abort(producer, &failing);
         std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
     }
     unreachable!("the attempts never run out")
+}
+
+/// When the writing of a step first failed: its retries, whole or in place, share this one
+/// clock, so that a step stops being retried [`RETRY_FOR`] after its first failure.
+struct FailingSince {
+    since: Cell<Option<Instant>>,
+    /// How long after the first failure retries stop: [`RETRY_FOR`].
+    window: Duration,
+}
+
+impl Default for FailingSince {
+    fn default() -> Self {
+        Self {
+            since: Cell::new(None),
+            window: RETRY_FOR,
+        }
+    }
+}
+
+impl FailingSince {
+    /// Notes a failure now (the first one starts the clock); says whether the step may
+    /// still be retried.
+    fn may_retry(&self) -> bool {
+        let since = self.since.get().unwrap_or_else(Instant::now);
+        self.since.set(Some(since));
+        since.elapsed() <= self.window
+    }
 }
 
 /// One transaction with `records`; a commit that may be retried is retried in place.
@@ -309,6 +336,7 @@ fn write_transaction(
     producer: &BaseProducer<DefaultProducerContext>,
     config: &OutputConfig,
     records: &[OutputRecord],
+    failing: &FailingSince,
 ) -> Result<(), RdKafkaError> {
     let began = Instant::now();
     producer.begin_transaction()?;
@@ -335,7 +363,7 @@ fn write_transaction(
     let sent = Instant::now();
     await_deliveries(producer);
     let delivered = Instant::now();
-    retry_in_place(|| producer.commit_transaction(OPERATION_TIMEOUT))?;
+    retry_in_place(failing, || producer.commit_transaction(OPERATION_TIMEOUT))?;
     tracing::debug!(
         records = records.len(),
         sending_ms = (sent - began).as_millis() as u64,
@@ -367,19 +395,21 @@ fn pause(producer: &BaseProducer<DefaultProducerContext>) {
 }
 
 /// Aborts the current transaction, if any, so that the next one can begin.
-fn abort(producer: &BaseProducer<DefaultProducerContext>) {
-    if let Err(error) = retry_in_place(|| producer.abort_transaction(OPERATION_TIMEOUT)) {
+fn abort(producer: &BaseProducer<DefaultProducerContext>, failing: &FailingSince) {
+    if let Err(error) = retry_in_place(failing, || producer.abort_transaction(OPERATION_TIMEOUT)) {
         warn!(%error, "aborting the output transaction failed");
     }
 }
 
 /// Runs a transaction operation again while librdkafka says that it may be retried as it
-/// is (a timeout, a coordinator that moved), up to [`RETRY_FOR`].
-fn retry_in_place(operation: impl Fn() -> Result<(), RdKafkaError>) -> Result<(), RdKafkaError> {
-    let started = Instant::now();
+/// is (a timeout, a coordinator that moved) and the step may still be retried.
+fn retry_in_place(
+    failing: &FailingSince,
+    operation: impl Fn() -> Result<(), RdKafkaError>,
+) -> Result<(), RdKafkaError> {
     loop {
         match operation() {
-            Err(error) if is_retriable(&error) && started.elapsed() < RETRY_FOR => {
+            Err(error) if is_retriable(&error) && failing.may_retry() => {
                 warn!(%error, "output transaction operation failed; retrying it");
                 std::thread::sleep(Duration::from_millis(100));
             }
@@ -498,7 +528,47 @@ fn json_value(value: &impl Serialize) -> String {
 
 #[cfg(test)]
 mod tests {
+    use rdkafka::error::RDKafkaErrorCode;
+
     use super::*;
+
+    /// An operation that fails with a retriable error `failures` times, then succeeds;
+    /// counts its calls.
+    fn failing_times(
+        failures: usize,
+        calls: &Cell<usize>,
+    ) -> impl Fn() -> Result<(), RdKafkaError> {
+        move || {
+            calls.set(calls.get() + 1);
+            if calls.get() <= failures {
+                Err(RdKafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[test]
+    fn an_operation_is_retried_in_place_while_its_step_may_be_retried() {
+        let calls = Cell::new(0);
+        let fresh = FailingSince::default();
+        assert!(retry_in_place(&fresh, failing_times(2, &calls)).is_ok());
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn retries_in_place_stop_when_the_step_has_failed_for_the_retry_window() {
+        let failing = FailingSince {
+            window: Duration::from_millis(50),
+            ..FailingSince::default()
+        };
+        // An earlier attempt of the step failed, a retry window ago.
+        assert!(failing.may_retry());
+        std::thread::sleep(Duration::from_millis(60));
+        let calls = Cell::new(0);
+        assert!(retry_in_place(&failing, failing_times(1, &calls)).is_err());
+        assert_eq!(calls.get(), 1);
+    }
 
     fn page_view(page: &str, count: u64) -> PageViewRow {
         PageViewRow {
