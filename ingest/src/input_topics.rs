@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::KafkaError;
 use crate::repeating::Repeating;
@@ -72,7 +72,9 @@ pub struct TopicWatcher {
 impl TopicWatcher {
     /// Starts watching `config`'s input topics; the first round starts at once.
     pub fn start(config: &SourceConfig) -> Result<Self, KafkaError> {
+        // It reads no records: no statistics either.
         let consumer: BaseConsumer = consumer_config(config, "clickflow-topics")
+            .set("statistics.interval.ms", "0")
             .create()
             .map_err(|source| KafkaError::Client {
                 what: "input topic watcher",
@@ -86,6 +88,13 @@ impl TopicWatcher {
         let (topics, start) = (config.topics.clone(), config.start);
         let mut found = FoundTopics::new();
         let thread = Repeating::start("clickflow-topics", METADATA_REFRESH, move || {
+            // Client errors (a broker down) queue up unless served; the lookups below
+            // report what they cost.
+            while let Some(served) = consumer.poll(Duration::ZERO) {
+                if let Err(error) = served {
+                    debug!(%error, "input topic watcher client error");
+                }
+            }
             for topic in &topics {
                 read_topic(&consumer, start, topic, &mut found);
             }

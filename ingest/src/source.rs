@@ -3,12 +3,13 @@
 //! Each worker owns a deterministic set of partitions ([`crate::partitions::owner`]),
 //! assigned explicitly to its own `BaseConsumer` (no consumer group, no offset commits:
 //! state is rebuilt by replaying the retention horizon), among the partitions that the
-//! process's [`crate::input_topics::TopicWatcher`] finds: partitions added later are picked up, and no worker
-//! waits for a metadata or offset lookup. Until the watcher's first round, a worker's time
-//! stays where it is. librdkafka fetches in the
-//! background; the source polls its consumer without blocking, a batch at a time, when
-//! librdkafka's queue becomes non-empty, every `POLL_INTERVAL` (to notice idle
-//! partitions and follow the other workers), and at once again while batches come full.
+//! process's [`crate::input_topics::TopicWatcher`] finds: partitions added later are
+//! picked up, and once the dataflow runs, no worker waits for a metadata or offset
+//! lookup. Until the watcher's first round, a worker's time stays where it is. librdkafka
+//! fetches in the background; the source polls its consumer without blocking, a batch at
+//! a time, when librdkafka's queue becomes non-empty, every `POLL_INTERVAL` (to notice
+//! idle partitions and follow the other workers), and at once again while batches come
+//! full.
 //! With the fetch settings of [`FETCH_PROPERTIES`], a live rate brings a fetch response
 //! every `fetch.wait.max.ms` (10 ms), so the wake-ups come about as often as the timer.
 //!
@@ -62,6 +63,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(10);
 /// How long the source's partitions stay without records before its time advances to their
 /// least watermark rather than a tick (see [`input_time`]): two polls that found nothing.
 const QUIET_AFTER: Duration = POLL_INTERVAL.saturating_mul(2);
+
+/// How long a worker may wait for its input topics' metadata as it starts (see
+/// [`learn_leaders`]).
+const LEADERS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a worker waits before it assigns partitions again after an assignment failed.
 const ASSIGN_RETRY: Duration = Duration::from_secs(1);
@@ -236,6 +241,7 @@ pub fn kafka_source<'s>(
                 what: "input consumer",
                 source,
             })?;
+    learn_leaders(&consumer, &config.topics);
 
     let mut builder =
         OperatorBuilder::new(format!("KafkaSource({})", config.topics.join(",")), scope);
@@ -651,6 +657,18 @@ fn refuse(context: &SourceContext, message: &BorrowedMessage<'_>, reason: DeadLe
         partition: message.partition(),
         offset: message.offset(),
     });
+}
+
+/// Reads the metadata of `topics` into `consumer` (before the dataflow runs), so that it
+/// knows their partitions' leaders when the partitions are assigned and fetches at once;
+/// otherwise it would look them up at its next scan of topics, up to a second later. A
+/// failure costs only that wait.
+fn learn_leaders(consumer: &BaseConsumer<StatsContext>, topics: &[String]) {
+    for topic in topics {
+        if let Err(error) = consumer.fetch_metadata(Some(topic), LEADERS_TIMEOUT) {
+            warn!(topic, %error, "cannot read input topic metadata before the start");
+        }
+    }
 }
 
 /// A consumer of the input topics' configuration, with `client_id`.
