@@ -53,11 +53,16 @@ fn settings(bootstrap: &str, transactional_id: &str) -> Vec<String> {
 
 /// One page view of `page` a minute ago, as a record for a partition.
 fn view(page: &str) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
+    view_minutes_ago(page, 1)
+}
+
+/// One page view of `page` `minutes` ago, as a record for a partition.
+fn view_minutes_ago(page: &str, minutes: u128) -> Vec<(Option<Vec<u8>>, Vec<u8>)> {
     let time = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis()
-        - 60_000;
+        - minutes * 60_000;
     let line = format!(r#"{{"user_id":"u1","page":"{page}","timestamp":{time}}}"#);
     vec![(None, line.into_bytes())]
 }
@@ -121,15 +126,7 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
     let mut settings = settings(&bootstrap, "source-faults-start");
     settings.push("kafka.start=\"latest\"".to_owned());
     let serve = Serve::start(&["-w", "1"], &settings);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !serve.log().contains("input topic is not available yet") {
-        assert!(
-            Instant::now() < deadline,
-            "no metadata error:\n{}",
-            serve.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    await_unavailable_topic(&serve);
     cluster
         .topic_error(INPUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
         .unwrap();
@@ -149,6 +146,61 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
         !pages.is_empty() && pages.iter().all(|page| page == AFTER),
         "{pages:?}\n{log}"
     );
+}
+
+/// Waits until `serve`'s log shows the metadata error of a topic that is not available.
+fn await_unavailable_topic(serve: &Serve) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !serve.log().contains("input topic is not available yet") {
+        assert!(
+            Instant::now() < deadline,
+            "no metadata error:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A worker holds its time until it has read every input topic. Here a second topic is
+/// not available at the start; the first one's records are ten minutes later than the
+/// second one's, and retention is a minute. Were the time to follow the first topic, the
+/// second one's records would enter past their windows' retention and never show.
+#[test]
+fn the_frontier_waits_for_an_input_topic_not_available_at_the_start() {
+    const HELD: &str = "in-held";
+    let cluster = MockCluster::new(1).unwrap();
+    let bootstrap = cluster.bootstrap_servers();
+    topics(&cluster);
+    cluster.create_topic(HELD, 1, 1).unwrap();
+    for partition in 0..2 {
+        produce_to_partition(&bootstrap, INPUT, partition, &view(AFTER));
+    }
+    produce_to_partition(&bootstrap, HELD, 0, &view_minutes_ago(BEFORE, 11));
+    cluster
+        .topic_error(HELD, RDKafkaRespErr::RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)
+        .unwrap();
+    let mut settings: Vec<String> = settings(&bootstrap, "source-faults-held")
+        .into_iter()
+        .filter(|setting| {
+            !setting.starts_with("kafka.idle_timeout_ms")
+                && !setting.starts_with("kafka.input_topics")
+        })
+        .collect();
+    settings.extend([
+        format!("kafka.input_topics=[\"{INPUT}\", \"{HELD}\"]"),
+        "kafka.idle_timeout_ms=60000".to_owned(),
+        "views.retention_ms=60000".to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "1"], &settings);
+    await_unavailable_topic(&serve);
+    // Time for the first topic's records to be read meanwhile.
+    std::thread::sleep(Duration::from_secs(1));
+    cluster
+        .topic_error(HELD, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+        .unwrap();
+    let pages = pages_in(&bootstrap, BEFORE, Duration::from_secs(30));
+    let (_, log) = serve.stop();
+    assert!(pages.iter().any(|page| page == BEFORE), "{pages:?}\n{log}");
 }
 
 /// Sends page views of `/steady` (event time now) to the input's two partitions in turn,

@@ -1,5 +1,5 @@
 //! The input topics' partitions, looked up from a thread of the process's own, so that no
-//! worker ever waits for the broker to answer a lookup.
+//! worker waits for the broker to answer a lookup while the dataflow runs.
 //!
 //! Every `METADATA_REFRESH` the watcher reads each input topic's metadata: the partitions
 //! it has now, so that partitions added later are picked up. At a topic's first read, it
@@ -37,7 +37,7 @@ const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// What the watcher found of one input topic.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TopicPartitions {
-    /// The partitions of the last read.
+    /// The partitions of the last read that found the topic.
     pub partitions: Vec<i32>,
     /// Where the partitions found at the topic's first read start, when not at their
     /// beginning.
@@ -54,7 +54,8 @@ impl TopicPartitions {
     }
 }
 
-/// What the watcher found in its latest round: every input topic read so far.
+/// What the watcher found in its latest round: every input topic read so far (a topic
+/// whose every lookup failed is not in it).
 pub type FoundTopics = BTreeMap<String, TopicPartitions>;
 
 struct Shared {

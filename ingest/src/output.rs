@@ -299,6 +299,10 @@ fn commit(
         }
         warn!(attempt, %error, "output transaction failed; aborting it and writing the step again");
         abort(producer, &failing);
+        if !failing.may_retry() {
+            // The abort used up the retry window: the cause is the failure before it.
+            return Err(output_error(error));
+        }
         std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
     }
     unreachable!("the attempts never run out")

@@ -69,7 +69,7 @@ const QUIET_AFTER: Duration = POLL_INTERVAL.saturating_mul(2);
 const LEADERS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a worker waits before it assigns partitions again after an assignment failed.
-const ASSIGN_RETRY: Duration = Duration::from_secs(1);
+const ASSIGN_RETRY: Duration = Duration::from_secs(5);
 
 /// How the source's consumers fetch (librdkafka properties; `kafka.consumer` in the
 /// configuration overrides them):
@@ -278,6 +278,8 @@ pub fn kafka_source<'s>(
         peers,
         partitions: Vec::new(),
         seen_round: 0,
+        every_topic_found: false,
+        started: Instant::now(),
         assign_after: Instant::now(),
         polled_at: Instant::now(),
         paused_since: None,
@@ -317,9 +319,7 @@ pub fn kafka_source<'s>(
                     .session(&report_capability)
                     .give(report);
             }
-            // Before its first partitions, a worker does not follow the others: records of
-            // partitions it has not assigned yet would enter later than the times they hold.
-            let next = if reader.seen_round == 0 {
+            let next = if reader.holds_time() {
                 time
             } else {
                 input_time(
@@ -360,6 +360,10 @@ struct Reader {
     partitions: Vec<OwnedPartition>,
     /// The watcher's last round whose partitions of this worker are all assigned.
     seen_round: u64,
+    /// Whether every input topic was in that round (read, or found not to exist yet).
+    every_topic_found: bool,
+    /// When the source was built.
+    started: Instant,
     /// When to try again after an assignment failed.
     assign_after: Instant,
     /// When the last batch was polled: partitions' silence is measured up to then.
@@ -384,6 +388,16 @@ impl Reader {
             tick: self.config.tick_ms,
             quiet_after: QUIET_AFTER,
         }
+    }
+
+    /// Whether the worker's time stays where it is, rather than following its partitions
+    /// or the other workers: until it has assigned its partitions of every input topic,
+    /// for at most the idle timeout. Records of a partition assigned later would otherwise
+    /// enter at a time later than their own, past retention in a replay. A topic that
+    /// cannot be read for the idle timeout stops holding back the frontier, as an idle
+    /// partition does.
+    fn holds_time(&self) -> bool {
+        !self.every_topic_found && self.started.elapsed() < self.config.idle_timeout
     }
 
     /// Whether the source may read now: not while [`Backpressure`] is on. A paused
@@ -520,6 +534,11 @@ impl Reader {
             return;
         }
         self.seen_round = round;
+        self.every_topic_found = self
+            .config
+            .topics
+            .iter()
+            .all(|topic| found.contains_key(topic));
         for element in new.elements() {
             self.own(element.topic(), element.partition(), element.offset());
         }

@@ -274,7 +274,6 @@ pub fn run_service(
             first_error = first_error.or(Some(error));
         }
     }
-    drop(topic_watcher);
     let written = writer
         .map_or(Ok(()), |writer| writer.finish().context("output writer"))
         .and_then(|()| {
@@ -298,6 +297,9 @@ pub fn run_service(
     if let (Err(_), Some(worker)) = (&written, &first_error) {
         error!(error = format!("{worker:#}"), "a worker failed too");
     }
+    // The watcher may be in the middle of a lookup (up to seconds with a broker down):
+    // waiting for it comes after the output and the dead letters.
+    drop(topic_watcher);
     written?;
     delivered?;
     info!("stopped");
