@@ -5,11 +5,11 @@
 //! state is rebuilt by replaying the retention horizon), among the partitions that the
 //! process's [`crate::input_topics::TopicWatcher`] finds: partitions added later are
 //! picked up, and once the dataflow runs, no worker waits for a metadata or offset
-//! lookup. Until the watcher's first round, a worker's time stays where it is. librdkafka
-//! fetches in the background; the source polls its consumer without blocking, a batch at
-//! a time, when librdkafka's queue becomes non-empty, every `POLL_INTERVAL` (to notice
-//! idle partitions and follow the other workers), and at once again while batches come
-//! full.
+//! lookup. Until a worker has its partitions of every input topic (for at most the idle
+//! timeout), its time stays where it is. librdkafka fetches in the background; the source
+//! polls its consumer without blocking, a batch at a time, when librdkafka's queue becomes
+//! non-empty, every `POLL_INTERVAL` (to notice idle partitions and follow the other
+//! workers), and at once again while batches come full.
 //! With the fetch settings of [`FETCH_PROPERTIES`], a live rate brings a fetch response
 //! every `fetch.wait.max.ms` (10 ms), so the wake-ups come about as often as the timer.
 //!
