@@ -1,7 +1,8 @@
 //! Fault injection for `clickflow serve`'s Kafka source, on librdkafka's in-process mock
 //! cluster: an input topic that is not available when the service starts keeps the
-//! configured start position until it is, and the sources pause while the output writer
-//! cannot write.
+//! configured start position until it is, and holds the frontier back meanwhile; the
+//! sources pause while the output writer cannot write; and dead letters still queued when the
+//! writer fails are delivered before the service exits.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -16,7 +17,7 @@ use rdkafka::message::Message;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 use support::kafka::produce_to_partition;
 use support::metrics::{free_port, scrape};
@@ -34,6 +35,41 @@ fn topics(cluster: &MockCluster<'static, DefaultProducerContext>) {
     for name in [DEAD_LETTERS, COUNTS, ALERTS] {
         cluster.create_topic(name, 1, 1).unwrap();
     }
+}
+
+/// Which of two brokers leads what (the input is on broker 1).
+struct Brokers {
+    /// The output topics, and the coordinator of the writer's transactions.
+    output: i32,
+    /// The dead-letter topic.
+    dead_letters: i32,
+}
+
+/// A cluster of two brokers with the topics of [`topics`], placed as `brokers` says, for
+/// a writer with `transactional_id`.
+fn two_brokers(
+    transactional_id: &str,
+    brokers: Brokers,
+) -> MockCluster<'static, DefaultProducerContext> {
+    let cluster = MockCluster::new(2).unwrap();
+    topics(&cluster);
+    for partition in [0, 1] {
+        cluster.partition_leader(INPUT, partition, Some(1)).unwrap();
+    }
+    cluster
+        .partition_leader(DEAD_LETTERS, 0, Some(brokers.dead_letters))
+        .unwrap();
+    for output in [COUNTS, ALERTS] {
+        cluster
+            .partition_leader(output, 0, Some(brokers.output))
+            .unwrap();
+    }
+    let coordinator = MockCoordinator::Transaction(transactional_id.to_owned());
+    cluster.coordinator(coordinator, brokers.output).unwrap();
+    // The consumers' group is never joined, but librdkafka keeps its coordinator connected.
+    let group = MockCoordinator::Group("clickflow".to_owned());
+    cluster.coordinator(group, 1).unwrap();
+    cluster
 }
 
 /// `serve` settings for the topics of [`topics`] on `bootstrap`, with no rules' log (the
@@ -67,9 +103,14 @@ fn view_minutes_ago(page: &str, minutes: u128) -> Vec<(Option<Vec<u8>>, Vec<u8>)
     vec![(None, line.into_bytes())]
 }
 
-/// Reads the counts topic (one partition) from its beginning, passing each record's value
-/// to `read` until it returns true or `timeout` passes.
-fn read_counts(bootstrap: &str, timeout: Duration, mut read: impl FnMut(Value) -> bool) {
+/// Reads `topic` (one partition) from its beginning, passing each record's value to
+/// `read` until it returns true or `timeout` passes.
+fn read_values(
+    bootstrap: &str,
+    topic: &str,
+    timeout: Duration,
+    mut read: impl FnMut(&[u8]) -> bool,
+) {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "source-faults-reader")
@@ -77,17 +118,24 @@ fn read_counts(bootstrap: &str, timeout: Duration, mut read: impl FnMut(Value) -
         .unwrap();
     let mut assignment = TopicPartitionList::new();
     assignment
-        .add_partition_offset(COUNTS, 0, Offset::Beginning)
+        .add_partition_offset(topic, 0, Offset::Beginning)
         .unwrap();
     consumer.assign(&assignment).unwrap();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100))
-            && read(serde_json::from_slice(message.payload().unwrap()).unwrap())
+            && read(message.payload().unwrap_or_default())
         {
             return;
         }
     }
+}
+
+/// Reads the counts topic as [`read_values`] does, each value as JSON.
+fn read_counts(bootstrap: &str, timeout: Duration, mut read: impl FnMut(Value) -> bool) {
+    read_values(bootstrap, COUNTS, timeout, |value| {
+        read(serde_json::from_slice(value).unwrap())
+    });
 }
 
 /// The pages of the records in the counts topic, read until one of `wanted` comes (or
@@ -203,6 +251,66 @@ fn the_frontier_waits_for_an_input_topic_not_available_at_the_start() {
     assert!(pages.iter().any(|page| page == BEFORE), "{pages:?}\n{log}");
 }
 
+/// When the output writer fails (here fenced), the service stops at once, but the dead
+/// letters it has refused and not yet delivered (the broker that leads the dead-letter
+/// topic is down until the writer has failed) are delivered before it exits: none is
+/// purged from the producer's queue.
+#[test]
+fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
+    let transactional_id = "source-faults-fenced";
+    let cluster = two_brokers(
+        transactional_id,
+        Brokers {
+            output: 1,
+            dead_letters: 2,
+        },
+    );
+    let bootstrap = cluster.bootstrap_servers();
+    let mut serve = Serve::start(&["-w", "1"], &settings(&bootstrap, transactional_id));
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/first"));
+    assert_eq!(
+        pages_in(&bootstrap, "/first", Duration::from_secs(60)),
+        vec!["/first"]
+    );
+
+    cluster.broker_down(2).unwrap();
+    cluster.request_errors(
+        RDKafkaApiKey::AddPartitionsToTxn,
+        &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
+    );
+    let refused: Vec<String> = (0..5).map(|n| format!("not json {n}")).collect();
+    let records: Vec<_> = refused
+        .iter()
+        .map(|value| (None, value.clone().into_bytes()))
+        .collect();
+    produce_to_partition(&bootstrap, INPUT, 0, &records);
+    // A step for the writer, whose transaction is refused.
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/second"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !serve.log().contains("output writer stopped") {
+        assert!(
+            Instant::now() < deadline,
+            "writer not stopped:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.broker_up(2).unwrap();
+    while serve.running() {
+        assert!(Instant::now() < deadline, "still running:\n{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = serve.log();
+    assert!(log.to_lowercase().contains("fenced"), "{log}");
+    let mut delivered = Vec::new();
+    read_values(&bootstrap, DEAD_LETTERS, Duration::from_secs(30), |value| {
+        delivered.push(String::from_utf8_lossy(value).into_owned());
+        delivered.len() == refused.len()
+    });
+    assert_eq!(delivered, refused, "{log}");
+}
+
 /// Sends page views of `/steady` (event time now) to the input's two partitions in turn,
 /// about one a millisecond, until `stop`; counts them in `sent`.
 fn send_steadily(bootstrap: &str, stop: &AtomicBool, sent: &AtomicU64) {
@@ -264,19 +372,15 @@ fn steady_views(bootstrap: &str, expected: u64) -> u64 {
 /// is back, every record is counted.
 #[test]
 fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
-    let cluster = MockCluster::new(2).unwrap();
-    let bootstrap = cluster.bootstrap_servers();
-    topics(&cluster);
     let transactional_id = "source-faults-backpressure";
-    for partition in [0, 1] {
-        cluster.partition_leader(INPUT, partition, Some(1)).unwrap();
-    }
-    cluster.partition_leader(DEAD_LETTERS, 0, Some(1)).unwrap();
-    cluster.partition_leader(COUNTS, 0, Some(2)).unwrap();
-    cluster.partition_leader(ALERTS, 0, Some(2)).unwrap();
-    cluster
-        .coordinator(MockCoordinator::Transaction(transactional_id.to_owned()), 2)
-        .unwrap();
+    let cluster = two_brokers(
+        transactional_id,
+        Brokers {
+            output: 2,
+            dead_letters: 1,
+        },
+    );
+    let bootstrap = cluster.bootstrap_servers();
     let port = free_port();
     let mut settings = settings(&bootstrap, transactional_id);
     settings.extend([
