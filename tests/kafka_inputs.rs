@@ -25,7 +25,7 @@ use support::pipeline::{
 };
 use support::reference::reference;
 use support::run::{TempDir, binary, stdout_of};
-use support::serve::Serve;
+use support::serve::{Serve, local_hostfile};
 use support::timestamp::parse_iso;
 
 fn now_ms() -> u128 {
@@ -350,13 +350,8 @@ fn two_processes_give_the_same_output_as_batch() {
     let lines = generate(&dir, 13, 3_000);
     let expected = batch(&dir, &lines);
     produce_lines(&bootstrap, &topics.input, &lines);
-    let hostfile = dir.path().join("hosts");
-    std::fs::write(
-        &hostfile,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .unwrap();
-    let hostfile = hostfile.to_str().unwrap();
+    let hostfile = local_hostfile(&dir, 2);
+    let hostfile = hostfile.as_str();
     let settings = topics.serve_settings(&bootstrap);
     let first = Serve::start(
         &["-n", "2", "-p", "0", "-w", "2", "-h", hostfile],

@@ -21,7 +21,8 @@ use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::Value;
 use support::kafka::produce_to_partition;
 use support::metrics::{free_port, scrape};
-use support::serve::Serve;
+use support::run::TempDir;
+use support::serve::{Serve, local_hostfile};
 
 const INPUT: &str = "in";
 const DEAD_LETTERS: &str = "in.dlq";
@@ -44,6 +45,18 @@ struct Brokers {
     /// The dead-letter topic.
     dead_letters: i32,
 }
+
+/// The output on broker 2, all else on broker 1.
+const OUTPUT_ON_2: Brokers = Brokers {
+    output: 2,
+    dead_letters: 1,
+};
+
+/// The dead-letter topic on broker 2, all else on broker 1.
+const DEAD_LETTERS_ON_2: Brokers = Brokers {
+    output: 1,
+    dead_letters: 2,
+};
 
 /// A cluster of two brokers with the topics of [`topics`], placed as `brokers` says, for
 /// a writer with `transactional_id`.
@@ -149,6 +162,18 @@ fn pages_in(bootstrap: &str, wanted: &str, timeout: Duration) -> Vec<String> {
         done
     });
     pages
+}
+
+/// Writes a view of `/first` to each of the input's `partitions`, and waits until the
+/// counts topic shows that page (and no other before it).
+fn await_first_view(bootstrap: &str, partitions: &[i32]) {
+    for &partition in partitions {
+        produce_to_partition(bootstrap, INPUT, partition, &view("/first"));
+    }
+    assert_eq!(
+        pages_in(bootstrap, "/first", Duration::from_secs(60)),
+        vec!["/first"]
+    );
 }
 
 /// The pages of the start-position test: written before and after the service starts.
@@ -258,20 +283,10 @@ fn the_frontier_waits_for_an_input_topic_not_available_at_the_start() {
 #[test]
 fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
     let transactional_id = "source-faults-fenced";
-    let cluster = two_brokers(
-        transactional_id,
-        Brokers {
-            output: 1,
-            dead_letters: 2,
-        },
-    );
+    let cluster = two_brokers(transactional_id, DEAD_LETTERS_ON_2);
     let bootstrap = cluster.bootstrap_servers();
     let mut serve = Serve::start(&["-w", "1"], &settings(&bootstrap, transactional_id));
-    produce_to_partition(&bootstrap, INPUT, 0, &view("/first"));
-    assert_eq!(
-        pages_in(&bootstrap, "/first", Duration::from_secs(60)),
-        vec!["/first"]
-    );
+    await_first_view(&bootstrap, &[0]);
 
     cluster.broker_down(2).unwrap();
     cluster.request_errors(
@@ -365,41 +380,15 @@ fn steady_views(bootstrap: &str, expected: u64) -> u64 {
     last_counts.values().sum()
 }
 
-/// While the output writer cannot write (the broker that leads the output topics and
-/// coordinates its transactions is down), worker 0 waits once the writer's queue is full,
-/// and the other worker's source pauses too instead of reading on into memory: neither
-/// partition's next offset moves for seconds while records keep arriving. Once the broker
-/// is back, every record is counted.
-#[test]
-fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
-    let transactional_id = "source-faults-backpressure";
-    let cluster = two_brokers(
-        transactional_id,
-        Brokers {
-            output: 2,
-            dead_letters: 1,
-        },
-    );
+/// Sends steadily to the input while broker 2 (the output's, see [`two_brokers`]) is down,
+/// until the next offsets on the metrics endpoint `port` stand still for 3 s while at
+/// least 100 records arrive (or a minute passes); brings the broker back. Returns whether
+/// they stood still, and how many records were sent.
+fn read_while_the_output_broker_is_down(
+    cluster: &MockCluster<'static, DefaultProducerContext>,
+    port: u16,
+) -> (bool, u64) {
     let bootstrap = cluster.bootstrap_servers();
-    let port = free_port();
-    let mut settings = settings(&bootstrap, transactional_id);
-    settings.extend([
-        format!("metrics.listen=\"127.0.0.1:{port}\""),
-        // A new logical time, and so a step for the writer, every millisecond of input.
-        "kafka.tick_ms=1".to_owned(),
-    ]);
-    let serve = Serve::start(&["-w", "2"], &settings);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.log().matches("reading input partition").count() < 2 {
-        assert!(Instant::now() < deadline, "not assigned:\n{}", serve.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    produce_to_partition(&bootstrap, INPUT, 0, &view("/first"));
-    assert_eq!(
-        pages_in(&bootstrap, "/first", Duration::from_secs(60)),
-        vec!["/first"]
-    );
-
     let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
     let paused = std::thread::scope(|scope| {
         scope.spawn(|| send_steadily(&bootstrap, &stop, &sent));
@@ -429,11 +418,82 @@ fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
         stop.store(true, Ordering::SeqCst);
         paused
     });
-    let counted = steady_views(&bootstrap, sent.load(Ordering::SeqCst));
+    (paused, sent.load(Ordering::SeqCst))
+}
+
+/// While the output writer cannot write (the broker that leads the output topics and
+/// coordinates its transactions is down), worker 0 waits once the writer's queue is full,
+/// and the other worker's source pauses too instead of reading on into memory: neither
+/// partition's next offset moves for seconds while records keep arriving. Once the broker
+/// is back, every record is counted.
+#[test]
+fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
+    let transactional_id = "source-faults-backpressure";
+    let cluster = two_brokers(transactional_id, OUTPUT_ON_2);
+    let bootstrap = cluster.bootstrap_servers();
+    let port = free_port();
+    let mut settings = settings(&bootstrap, transactional_id);
+    settings.extend([
+        format!("metrics.listen=\"127.0.0.1:{port}\""),
+        // A new logical time, and so a step for the writer, every millisecond of input.
+        "kafka.tick_ms=1".to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "2"], &settings);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.log().matches("reading input partition").count() < 2 {
+        assert!(Instant::now() < deadline, "not assigned:\n{}", serve.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    await_first_view(&bootstrap, &[0]);
+
+    let (paused, sent) = read_while_the_output_broker_is_down(&cluster, port);
+    let counted = steady_views(&bootstrap, sent);
     let (_, log) = serve.stop();
     assert!(
         paused,
         "the sources went on reading while the writer could not write:\n{log}"
     );
-    assert_eq!(counted, sent.load(Ordering::SeqCst), "{log}");
+    assert_eq!(counted, sent, "{log}");
+}
+
+/// With two processes, the output writer is in process 0; process 1 learns that it cannot
+/// write only from the views' frontier, which stops where process 0's worker waits. Once
+/// that frontier has stood still for longer than the idle timeout, process 1's source
+/// pauses too instead of sending on what process 0 cannot take: its partition's next
+/// offset stands still while records keep arriving. Once the broker is back, every record
+/// is counted.
+#[test]
+fn other_processes_pause_while_the_output_writer_cannot_keep_up() {
+    let transactional_id = "source-faults-processes";
+    let cluster = two_brokers(transactional_id, OUTPUT_ON_2);
+    let bootstrap = cluster.bootstrap_servers();
+    let dir = TempDir::new("source-faults-processes").unwrap();
+    let hostfile = local_hostfile(&dir, 2);
+    let hostfile = hostfile.as_str();
+    let mut settings = settings(&bootstrap, transactional_id);
+    settings.push("kafka.tick_ms=1".to_owned());
+    let start = |process: &str, port: u16| {
+        let mut settings = settings.clone();
+        settings.push(format!("metrics.listen=\"127.0.0.1:{port}\""));
+        Serve::start(
+            &["-n", "2", "-p", process, "-w", "1", "-h", hostfile],
+            &settings,
+        )
+    };
+    let first = start("0", free_port());
+    let second_port = free_port();
+    let second = start("1", second_port);
+    await_first_view(&bootstrap, &[0, 1]);
+
+    let (paused, sent) = read_while_the_output_broker_is_down(&cluster, second_port);
+    let counted = steady_views(&bootstrap, sent);
+    let (_, second_log) = second.stop();
+    let (_, log) = first.stop();
+    let logs = format!("{log}\nprocess 1:\n{second_log}");
+    assert!(
+        paused,
+        "process 1 went on reading while the writer could not write:\n{logs}"
+    );
+    assert!(second_log.contains("pausing the input"), "{logs}");
+    assert_eq!(counted, sent, "{logs}");
 }

@@ -24,6 +24,7 @@ pub mod producer;
 mod repeating;
 pub mod rule_log;
 pub mod source;
+mod stall;
 pub mod status;
 
 /// A Kafka client failed.

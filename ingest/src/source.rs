@@ -42,7 +42,7 @@ use timely::dataflow::channels::pact::{Exchange, Pipeline};
 use timely::dataflow::operators::generic::builder_rc::OperatorBuilder;
 use timely::dataflow::operators::generic::{Operator, OutputBuilder};
 use timely::dataflow::operators::vec::Broadcast;
-use timely::dataflow::{Scope, Stream};
+use timely::dataflow::{ProbeHandle, Scope, Stream};
 use tracing::{info, warn};
 
 use crate::KafkaError;
@@ -50,6 +50,7 @@ use crate::dead_letters::{DeadLetter, DeadLetterProducer};
 use crate::input_topics::InputPartitions;
 use crate::output::Backpressure;
 use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
+use crate::stall::FrontierStall;
 use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
 
 /// Records polled per activation at most; the source re-activates itself when it stops
@@ -67,6 +68,10 @@ const QUIET_AFTER: Duration = POLL_INTERVAL.saturating_mul(2);
 /// How long a worker may wait for its input topics' metadata as it starts (see
 /// [`learn_leaders`]).
 const LEADERS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How much longer than the idle timeout the views' frontier stands still before the
+/// sources ahead of it pause (see [`crate::stall`]).
+const STALL_BEYOND_IDLE: Duration = Duration::from_secs(5);
 
 /// How long a worker waits before it assigns partitions again after an assignment failed.
 const ASSIGN_RETRY: Duration = Duration::from_secs(5);
@@ -223,11 +228,13 @@ impl<'s> SourceStreams<'s> {
     }
 }
 
-/// Builds this worker's Kafka source.
+/// Builds this worker's Kafka source; `views` is to probe the frontier of every view (see
+/// [`crate::stall`]).
 pub fn kafka_source<'s>(
     scope: Scope<'s, Time>,
     config: Arc<SourceConfig>,
     context: SourceContext,
+    views: ProbeHandle<Time>,
 ) -> Result<SourceStreams<'s>, KafkaError> {
     let worker = scope.index();
     let peers = scope.peers();
@@ -271,6 +278,7 @@ pub fn kafka_source<'s>(
     let announced = Rc::new(Cell::new(None::<Time>));
 
     let heard = Rc::clone(&announced);
+    let stall = FrontierStall::new(config.idle_timeout + STALL_BEYOND_IDLE, Instant::now());
     let mut reader = Reader {
         config,
         consumer,
@@ -283,6 +291,9 @@ pub fn kafka_source<'s>(
         assign_after: Instant::now(),
         polled_at: Instant::now(),
         paused_since: None,
+        views,
+        stall,
+        stalled: false,
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
@@ -298,7 +309,7 @@ pub fn kafka_source<'s>(
         ] = <[_; 3]>::try_from(capabilities).unwrap_or_else(|_| unreachable!("three outputs"));
         move |_frontiers| {
             let time = *events_capability.time();
-            let full = reader.unpaused() && reader.read_batch(time);
+            let full = reader.unpaused(time) && reader.read_batch(time);
             let entered = (!reader.updates.is_empty()).then_some(time);
             if entered.is_some() {
                 events_output
@@ -368,8 +379,14 @@ struct Reader {
     assign_after: Instant,
     /// When the last batch was polled: partitions' silence is measured up to then.
     polled_at: Instant,
-    /// Since when the source has been paused by [`Backpressure`], if it is.
+    /// Since when the source has been paused, if it is.
     paused_since: Option<Instant>,
+    /// The frontier of every view.
+    views: ProbeHandle<Time>,
+    /// Whether that frontier has stood still behind this source for long.
+    stall: FrontierStall,
+    /// Whether the source is paused for that.
+    stalled: bool,
     context: SourceContext,
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
@@ -400,11 +417,31 @@ impl Reader {
         !self.every_topic_found && self.started.elapsed() < self.config.idle_timeout
     }
 
-    /// Whether the source may read now: not while [`Backpressure`] is on. A paused
-    /// source polls nothing, and the pause does not count as its partitions' silence:
-    /// once it reads again, each partition is as close to going idle as when it paused.
-    fn unpaused(&mut self) -> bool {
-        if self.context.backpressure.is_on() {
+    /// Whether the source may read now, at `time`: not while [`Backpressure`] is on, nor
+    /// while the views' frontier has stood still behind it for long (see
+    /// [`crate::stall`]). A paused source polls nothing, and the pause does not count as
+    /// its partitions' silence: once it reads again, each partition is as close to going
+    /// idle as when it paused.
+    fn unpaused(&mut self, time: Time) -> bool {
+        let frontier = self
+            .views
+            .with_frontier(|frontier| frontier.first().copied());
+        let stalled = self.stall.holds_back(frontier, time, Instant::now());
+        if stalled != self.stalled {
+            self.stalled = stalled;
+            if stalled {
+                warn!(
+                    worker = self.worker,
+                    frontier, time, "the views' frontier stands still; pausing the input"
+                );
+            } else {
+                info!(
+                    worker = self.worker,
+                    "the views' frontier moves; resuming the input"
+                );
+            }
+        }
+        if stalled || self.context.backpressure.is_on() {
             self.paused_since.get_or_insert_with(Instant::now);
             return false;
         }

@@ -28,6 +28,7 @@ use clickflow_ingest::rule_log::{LoggedRules, RuleLog};
 use clickflow_ingest::source::{SourceContext, kafka_source};
 use clickflow_ingest::status::IngestStatus;
 use differential_dataflow::AsCollection;
+use timely::dataflow::ProbeHandle;
 use timely::dataflow::operators::Concat;
 use timely::dataflow::operators::vec::Map;
 use tracing::{error, info};
@@ -243,7 +244,13 @@ pub fn run_service(
         let rule_changes = (index == 0).then(|| service.rules.changes());
         let dataflow = worker.next_dataflow_index();
         let built = worker.dataflow::<Time, _, _>(|scope| {
-            let source = kafka_source(scope, Arc::clone(&source_config), context.clone())?;
+            let probe = ProbeHandle::new();
+            let source = kafka_source(
+                scope,
+                Arc::clone(&source_config),
+                context.clone(),
+                probe.clone(),
+            )?;
             let rules = alert_rules(source.progress.clone(), rule_changes);
             // A rule change must take effect even when every partition is idle.
             let rule_times = rules.inner.clone().map(|(_, time, _)| time);
@@ -251,7 +258,7 @@ pub fn run_service(
             source.report_to(service.status.clone(), service.store.clone());
             let views = build_views(source.events.as_collection(), rules, &views);
             publish_steps(views.page_views.clone(), views.alerts.clone(), publish);
-            views.export(&service.store);
+            views.probe_with(&probe).export(&service.store);
             Ok::<_, clickflow_ingest::KafkaError>(())
         });
         if let Err(error) = built {

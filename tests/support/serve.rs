@@ -5,6 +5,7 @@ use std::fs::File;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::metrics::free_port;
 use super::run::{TempDir, binary};
 
 /// A running `clickflow serve`.
@@ -111,4 +112,15 @@ impl Drop for Serve {
             let _ = child.wait();
         }
     }
+}
+
+/// A timely hostfile in `dir` for `processes` processes on this machine, each on a port
+/// that nothing listens on now; returns its path.
+pub fn local_hostfile(dir: &TempDir, processes: usize) -> String {
+    let path = dir.path().join("hosts");
+    let hosts: String = (0..processes)
+        .map(|_| format!("127.0.0.1:{}\n", free_port()))
+        .collect();
+    std::fs::write(&path, hosts).unwrap();
+    path.to_str().unwrap().to_owned()
 }
