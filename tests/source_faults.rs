@@ -237,7 +237,8 @@ fn await_unavailable_topic(serve: &Serve) {
 /// A worker holds its time until it has read every input topic. Here a second topic is
 /// not available at the start; the first one's records are ten minutes later than the
 /// second one's, and retention is a minute. Were the time to follow the first topic, the
-/// second one's records would enter past their windows' retention and never show.
+/// second one's records would be past retention when read, refused as `too_late`, and
+/// never counted.
 #[test]
 fn the_frontier_waits_for_an_input_topic_not_available_at_the_start() {
     const HELD: &str = "in-held";
