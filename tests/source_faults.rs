@@ -383,12 +383,12 @@ fn steady_views(bootstrap: &str, expected: u64) -> u64 {
 
 /// Sends steadily to the input while broker 2 (the output's, see [`two_brokers`]) is down,
 /// until the next offsets on the metrics endpoint `port` stand still for 3 s while at
-/// least 100 records arrive (or a minute passes); brings the broker back. Returns whether
-/// they stood still, and how many records were sent.
+/// least 100 records arrive (or a minute passes); brings the broker back. Returns the
+/// metrics then, if they stood still, and how many records were sent.
 fn read_while_the_output_broker_is_down(
     cluster: &MockCluster<'static, DefaultProducerContext>,
     port: u16,
-) -> (bool, u64) {
+) -> (Option<BTreeMap<String, f64>>, u64) {
     let bootstrap = cluster.bootstrap_servers();
     let (stop, sent) = (AtomicBool::new(false), AtomicU64::new(0));
     let paused = std::thread::scope(|scope| {
@@ -408,11 +408,11 @@ fn read_while_the_output_broker_is_down(
                 now.0 - *at >= Duration::from_secs(3) && *offsets == now.1 && now.2 >= sent + 100
             });
             if still.is_some() {
-                break true;
+                break Some(scrape(port));
             }
             seen.push(now);
             if Instant::now() > deadline {
-                break false;
+                break None;
             }
         };
         cluster.broker_up(2).unwrap();
@@ -450,9 +450,13 @@ fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
     let (paused, sent) = read_while_the_output_broker_is_down(&cluster, port);
     let counted = steady_views(&bootstrap, sent);
     let (_, log) = serve.stop();
-    assert!(
-        paused,
-        "the sources went on reading while the writer could not write:\n{log}"
+    let Some(metrics) = paused else {
+        panic!("the sources went on reading while the writer could not write:\n{log}");
+    };
+    // Worker 0 waits in the step it publishes; worker 1's source shows its pause.
+    assert_eq!(
+        metrics[r#"clickflow_sources_paused{reason="output_writer"}"#], 1.0,
+        "{log}"
     );
     assert_eq!(counted, sent, "{log}");
 }
@@ -491,9 +495,12 @@ fn other_processes_pause_while_the_output_writer_cannot_keep_up() {
     let (_, second_log) = second.stop();
     let (_, log) = first.stop();
     let logs = format!("{log}\nprocess 1:\n{second_log}");
-    assert!(
-        paused,
-        "process 1 went on reading while the writer could not write:\n{logs}"
+    let Some(metrics) = paused else {
+        panic!("process 1 went on reading while the writer could not write:\n{logs}");
+    };
+    assert_eq!(
+        metrics[r#"clickflow_sources_paused{reason="frontier"}"#], 1.0,
+        "{logs}"
     );
     assert!(second_log.contains("pausing the input"), "{logs}");
     assert_eq!(counted, sent, "{logs}");

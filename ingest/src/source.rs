@@ -51,7 +51,9 @@ use crate::input_topics::InputPartitions;
 use crate::output::Backpressure;
 use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
 use crate::stall::FrontierStall;
-use crate::status::{DeadLetterCounts, IngestStatus, PartitionStatus, StatusReport, lock, now_ms};
+use crate::status::{
+    DeadLetterCounts, IngestStatus, PartitionStatus, PauseReason, StatusReport, lock, now_ms,
+};
 
 /// Records polled per activation at most; the source re-activates itself when it stops
 /// here with records left.
@@ -294,6 +296,7 @@ pub fn kafka_source<'s>(
         views,
         stall,
         stalled: false,
+        pause: None,
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
@@ -387,6 +390,8 @@ struct Reader {
     stall: FrontierStall,
     /// Whether the source is paused for that.
     stalled: bool,
+    /// Why the source is paused, if it is.
+    pause: Option<PauseReason>,
     context: SourceContext,
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
@@ -441,7 +446,14 @@ impl Reader {
                 );
             }
         }
-        if stalled || self.context.backpressure.is_on() {
+        let pause = if self.context.backpressure.is_on() {
+            Some(PauseReason::OutputWriter)
+        } else {
+            stalled.then_some(PauseReason::Frontier)
+        };
+        self.context.status.change_pause(self.pause, pause);
+        self.pause = pause;
+        if pause.is_some() {
             self.paused_since.get_or_insert_with(Instant::now);
             return false;
         }

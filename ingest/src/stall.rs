@@ -5,13 +5,14 @@
 //! the views stops where that worker is. [`crate::output::Backpressure`] pauses the
 //! sources of process 0 at once; the sources of other processes learn of it only through
 //! the frontier, which every worker sees. A source whose time is ahead of a frontier that
-//! has not moved for the stall time reads nothing until it moves, so that what it would
-//! read does not pile up in memory, here or in process 0.
+//! has not moved for the stall time polls nothing until it moves, so that the records it
+//! would read wait in Kafka rather than in the dataflow's memory (librdkafka's prefetch
+//! queue, bounded, still fills).
 //!
 //! The worker that holds the frontier is never ahead of it, so it keeps reading: a
 //! frontier held back by a partition that is slow, or has not spoken yet, moves on as
-//! before. The stall time is longer than the idle timeout, after which silent partitions
-//! stop holding the frontier back.
+//! before, and the others read again once it does. The stall time is longer than the idle
+//! timeout, after which silent partitions mostly stop holding the frontier back.
 
 use std::time::{Duration, Instant};
 

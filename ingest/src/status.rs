@@ -70,6 +70,26 @@ pub struct StatusReport {
     pub dead_letters: DeadLetterCounts,
 }
 
+/// Why a source reads nothing for now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PauseReason {
+    /// The output writer's queue is full ([`crate::output::Backpressure`]).
+    OutputWriter,
+    /// The views' frontier has stood still behind the source.
+    Frontier,
+}
+
+impl PauseReason {
+    const ALL: [PauseReason; 2] = [PauseReason::OutputWriter, PauseReason::Frontier];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            PauseReason::OutputWriter => "output_writer",
+            PauseReason::Frontier => "frontier",
+        }
+    }
+}
+
 /// Shared ingest and output status of one process. Cloning shares it.
 #[derive(Clone)]
 pub struct IngestStatus {
@@ -83,6 +103,8 @@ struct Inner {
     dead_letter_delivery_failures: AtomicU64,
     output_records: AtomicU64,
     transactions: AtomicU64,
+    /// Sources paused now, by [`PauseReason`].
+    paused_sources: [AtomicU64; PauseReason::ALL.len()],
     partitions: Mutex<BTreeMap<(String, i32), PartitionStatus>>,
     /// Per partition, `(time, next_offset)` marks: the records before `next_offset`
     /// entered the dataflow at logical times up to `time`.
@@ -121,6 +143,7 @@ impl Default for IngestStatus {
                 dead_letter_delivery_failures: AtomicU64::new(0),
                 output_records: AtomicU64::new(0),
                 transactions: AtomicU64::new(0),
+                paused_sources: Default::default(),
                 partitions: Mutex::new(BTreeMap::new()),
                 offsets: Mutex::new(BTreeMap::new()),
                 published: Mutex::new(Published {
@@ -152,6 +175,20 @@ impl IngestStatus {
         self.inner
             .dead_letter_delivery_failures
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes that a source that was paused for `from` (or read) is now paused for `to`
+    /// (or reads).
+    pub fn change_pause(&self, from: Option<PauseReason>, to: Option<PauseReason>) {
+        if from == to {
+            return;
+        }
+        if let Some(from) = from {
+            self.inner.paused_sources[from as usize].fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(to) = to {
+            self.inner.paused_sources[to as usize].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Events admitted so far.
@@ -448,6 +485,22 @@ impl IngestStatus {
             unlabelled(self.inner.transactions.load(Ordering::Relaxed).to_string()),
         );
         metric(
+            "clickflow_sources_paused",
+            "gauge",
+            "Sources (one per worker) that read nothing for now, by reason.",
+            PauseReason::ALL
+                .iter()
+                .map(|reason| {
+                    let paused =
+                        self.inner.paused_sources[*reason as usize].load(Ordering::Relaxed);
+                    (
+                        format!("{{reason=\"{}\"}}", reason.as_str()),
+                        paused.to_string(),
+                    )
+                })
+                .collect(),
+        );
+        metric(
             "clickflow_freshness_seconds",
             "histogram",
             "Record timestamp (produced) to publication in a committed output step, per event.",
@@ -665,6 +718,36 @@ mod tests {
         );
         assert!(
             text.contains("clickflow_frontier_timestamp_seconds 1764936000.120\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn paused_sources_are_counted_by_their_reason_as_it_changes() {
+        let status = IngestStatus::default();
+        let (writer, frontier) = (Some(PauseReason::OutputWriter), Some(PauseReason::Frontier));
+        status.change_pause(None, frontier);
+        status.change_pause(None, frontier);
+        status.change_pause(frontier, writer);
+        status.change_pause(writer, writer);
+        let text = status.prometheus_text();
+        assert!(
+            text.contains("clickflow_sources_paused{reason=\"output_writer\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_sources_paused{reason=\"frontier\"} 1\n"),
+            "{text}"
+        );
+        status.change_pause(writer, None);
+        status.change_pause(frontier, None);
+        let text = status.prometheus_text();
+        assert!(
+            text.contains("clickflow_sources_paused{reason=\"output_writer\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("clickflow_sources_paused{reason=\"frontier\"} 0\n"),
             "{text}"
         );
     }
