@@ -725,31 +725,22 @@ mod tests {
     #[test]
     fn paused_sources_are_counted_by_their_reason_as_it_changes() {
         let status = IngestStatus::default();
+        let shows = |writer: u64, frontier: u64| {
+            let text = status.prometheus_text();
+            for (reason, paused) in [("output_writer", writer), ("frontier", frontier)] {
+                let line = format!("clickflow_sources_paused{{reason=\"{reason}\"}} {paused}\n");
+                assert!(text.contains(&line), "{line} in {text}");
+            }
+        };
         let (writer, frontier) = (Some(PauseReason::OutputWriter), Some(PauseReason::Frontier));
         status.change_pause(None, frontier);
         status.change_pause(None, frontier);
         status.change_pause(frontier, writer);
         status.change_pause(writer, writer);
-        let text = status.prometheus_text();
-        assert!(
-            text.contains("clickflow_sources_paused{reason=\"output_writer\"} 1\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("clickflow_sources_paused{reason=\"frontier\"} 1\n"),
-            "{text}"
-        );
+        shows(1, 1);
         status.change_pause(writer, None);
         status.change_pause(frontier, None);
-        let text = status.prometheus_text();
-        assert!(
-            text.contains("clickflow_sources_paused{reason=\"output_writer\"} 0\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("clickflow_sources_paused{reason=\"frontier\"} 0\n"),
-            "{text}"
-        );
+        shows(0, 0);
     }
 
     #[test]
