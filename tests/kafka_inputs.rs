@@ -37,15 +37,7 @@ fn now_ms() -> u128 {
 
 /// Waits until `serve`'s log says that it reads `partitions` input partitions.
 fn wait_for_assignment(serve: &Serve, partitions: usize) {
-    let deadline = Instant::now() + SETTLE;
-    while serve.log().matches("reading input partition").count() < partitions {
-        assert!(
-            Instant::now() < deadline,
-            "partitions not assigned:\n{}",
-            serve.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    serve.await_log("reading input partition", partitions, SETTLE);
 }
 
 #[test]

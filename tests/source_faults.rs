@@ -203,11 +203,7 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
     cluster
         .topic_error(INPUT, RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.log().matches("reading input partition").count() < 2 {
-        assert!(Instant::now() < deadline, "not assigned:\n{}", serve.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    await_assignment(&serve);
     // The end offsets were looked up before the partitions were assigned: a record written
     // now is read.
     produce_to_partition(&bootstrap, INPUT, 0, &view(AFTER));
@@ -223,15 +219,16 @@ fn a_topic_unavailable_at_the_start_keeps_the_configured_start_position() {
 
 /// Waits until `serve`'s log shows the metadata error of a topic that is not available.
 fn await_unavailable_topic(serve: &Serve) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !serve.log().contains("input topic is not available yet") {
-        assert!(
-            Instant::now() < deadline,
-            "no metadata error:\n{}",
-            serve.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    serve.await_log(
+        "input topic is not available yet",
+        1,
+        Duration::from_secs(30),
+    );
+}
+
+/// Waits until `serve`'s log says that it reads both input partitions.
+fn await_assignment(serve: &Serve) {
+    serve.await_log("reading input partition", 2, Duration::from_secs(30));
 }
 
 /// A worker holds its time until it has read every input topic. Here a second topic is
@@ -302,17 +299,10 @@ fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
     produce_to_partition(&bootstrap, INPUT, 0, &records);
     // A step for the writer, whose transaction is refused.
     produce_to_partition(&bootstrap, INPUT, 0, &view("/second"));
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !serve.log().contains("output writer stopped") {
-        assert!(
-            Instant::now() < deadline,
-            "writer not stopped:\n{}",
-            serve.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    serve.await_log("output writer stopped", 1, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
     cluster.broker_up(2).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
     while serve.running() {
         assert!(Instant::now() < deadline, "still running:\n{}", serve.log());
         std::thread::sleep(Duration::from_millis(50));
@@ -440,11 +430,7 @@ fn sources_pause_while_the_output_writer_cannot_keep_up_and_nothing_is_lost() {
         "kafka.tick_ms=1".to_owned(),
     ]);
     let serve = Serve::start(&["-w", "2"], &settings);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while serve.log().matches("reading input partition").count() < 2 {
-        assert!(Instant::now() < deadline, "not assigned:\n{}", serve.log());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    await_assignment(&serve);
     await_first_view(&bootstrap, &[0]);
 
     let (paused, sent) = read_while_the_output_broker_is_down(&cluster, port);

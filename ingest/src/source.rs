@@ -295,7 +295,6 @@ pub fn kafka_source<'s>(
         paused_since: None,
         views,
         stall,
-        stalled: false,
         pause: None,
         context,
         updates: Vec::new(),
@@ -388,8 +387,6 @@ struct Reader {
     views: ProbeHandle<Time>,
     /// Whether that frontier has stood still behind this source for long.
     stall: FrontierStall,
-    /// Whether the source is paused for that.
-    stalled: bool,
     /// Why the source is paused, if it is.
     pause: Option<PauseReason>,
     context: SourceContext,
@@ -432,27 +429,26 @@ impl Reader {
             .views
             .with_frontier(|frontier| frontier.first().copied());
         let stalled = self.stall.holds_back(frontier, time, Instant::now());
-        if stalled != self.stalled {
-            self.stalled = stalled;
-            if stalled {
-                warn!(
-                    worker = self.worker,
-                    frontier, time, "the views' frontier stands still; pausing the input"
-                );
-            } else {
-                info!(
-                    worker = self.worker,
-                    "the views' frontier moves; resuming the input"
-                );
-            }
-        }
         let pause = if self.context.backpressure.is_on() {
             Some(PauseReason::OutputWriter)
         } else {
             stalled.then_some(PauseReason::Frontier)
         };
-        self.context.status.change_pause(self.pause, pause);
-        self.pause = pause;
+        if pause != self.pause {
+            let worker = self.worker;
+            match (self.pause, pause) {
+                (_, Some(PauseReason::Frontier)) => warn!(
+                    worker,
+                    frontier, time, "the views' frontier stands still; pausing the input"
+                ),
+                (Some(PauseReason::Frontier), None) => {
+                    info!(worker, "the views' frontier moves; resuming the input");
+                }
+                _ => {}
+            }
+            self.context.status.change_pause(self.pause, pause);
+            self.pause = pause;
+        }
         if pause.is_some() {
             self.paused_since.get_or_insert_with(Instant::now);
             return false;

@@ -48,6 +48,20 @@ impl Serve {
         std::fs::read_to_string(self.dir.path().join("serve.log")).unwrap_or_default()
     }
 
+    /// Waits until the log holds `text` at least `times` times; panics with the log after
+    /// `timeout`.
+    pub fn await_log(&self, text: &str, times: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.log().matches(text).count() < times {
+            assert!(
+                Instant::now() < deadline,
+                "`{text}` not {times} times in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The address of the gRPC API, once the log names it (waits up to 30 s).
     pub fn api_address(&self) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
