@@ -1,8 +1,13 @@
-//! A thread of its own that repeats a task at an interval until its handle is dropped.
+//! A thread of its own that repeats a task at an interval until its handle is dropped. A
+//! run that panics is logged, and the task runs again at the next interval: a background
+//! task that stopped for good would go unnoticed (no new partitions, no delivery reports).
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use tracing::error;
 
 use crate::KafkaError;
 
@@ -25,7 +30,9 @@ impl Repeating {
             .name(name.to_owned())
             .spawn(move || {
                 loop {
-                    task();
+                    if catch_unwind(AssertUnwindSafe(&mut task)).is_err() {
+                        error!(thread = name, "a background task panicked; it runs again");
+                    }
                     match stopped.recv_timeout(interval) {
                         Err(RecvTimeoutError::Timeout) => {}
                         Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
@@ -70,5 +77,27 @@ mod tests {
         // The drop waits for the thread, which ends without waiting out its interval.
         drop(repeating);
         assert_eq!(runs.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_run_that_panics_is_followed_by_the_next_one() {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let repeating = Repeating::start("test-panicking", Duration::from_millis(1), move || {
+            assert!(
+                counted.fetch_add(1, Ordering::SeqCst) > 0,
+                "the first run panics"
+            );
+        })
+        .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while runs.load(Ordering::SeqCst) < 3 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no run after the panic"
+            );
+            std::thread::yield_now();
+        }
+        drop(repeating);
     }
 }
