@@ -426,7 +426,6 @@ fn sum_of(list: &Value, field: &str) -> i64 {
         .sum()
 }
 
-/// `GET /metrics` from `port`, as name-with-labels → value.
 #[test]
 fn metrics_show_lag_per_partition_events_and_dead_letters_by_reason() {
     let bootstrap = bootstrap();
