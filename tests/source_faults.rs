@@ -1,7 +1,8 @@
 //! Fault injection for `clickflow serve`'s Kafka source, on librdkafka's in-process mock
 //! cluster: an input topic that is not available when the service starts keeps the
 //! configured start position until it is, and holds the frontier back meanwhile; the
-//! sources pause while the output writer cannot write; and dead letters still queued when the
+//! sources pause while the output writer cannot write, or while the dead-letter queue is
+//! full, and the service still stops when asked; and dead letters still queued when the
 //! writer fails are delivered before the service exits.
 #![allow(clippy::unwrap_used)]
 
@@ -83,6 +84,18 @@ fn two_brokers(
     let group = MockCoordinator::Group("clickflow".to_owned());
     cluster.coordinator(group, 1).unwrap();
     cluster
+}
+
+/// Makes broker 2 of `cluster` answer nothing for ten minutes, or (with `answering`) at
+/// once again, including the answers it held back. Unlike a broker taken down, its
+/// connections stay open: its clients wait, with nothing to reconnect.
+fn broker_2_answers(cluster: &MockCluster<'static, DefaultProducerContext>, answering: bool) {
+    let round_trip = if answering {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(600)
+    };
+    cluster.broker_round_trip_time(2, round_trip).unwrap();
 }
 
 /// `serve` settings for the topics of [`topics`] on `bootstrap`, with no rules' log (the
@@ -276,8 +289,8 @@ fn the_frontier_waits_for_an_input_topic_not_available_at_the_start() {
 
 /// When the output writer fails (here fenced), the service stops at once, but the dead
 /// letters it has refused and not yet delivered (the broker that leads the dead-letter
-/// topic is down until the writer has failed) are delivered before it exits: none is
-/// purged from the producer's queue.
+/// topic answers nothing until the writer has failed) are delivered before it exits: none
+/// is purged from the producer's queue.
 #[test]
 fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
     let transactional_id = "source-faults-fenced";
@@ -286,22 +299,17 @@ fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
     let mut serve = Serve::start(&["-w", "1"], &settings(&bootstrap, transactional_id));
     await_first_view(&bootstrap, &[0]);
 
-    cluster.broker_down(2).unwrap();
+    broker_2_answers(&cluster, false);
     cluster.request_errors(
         RDKafkaApiKey::AddPartitionsToTxn,
         &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_PRODUCER_FENCED],
     );
-    let refused: Vec<String> = (0..5).map(|n| format!("not json {n}")).collect();
-    let records: Vec<_> = refused
-        .iter()
-        .map(|value| (None, value.clone().into_bytes()))
-        .collect();
-    produce_to_partition(&bootstrap, INPUT, 0, &records);
+    let refused = refuse_to_partition_0(&bootstrap, 5);
     // A step for the writer, whose transaction is refused.
     produce_to_partition(&bootstrap, INPUT, 0, &view("/second"));
     serve.await_log("output writer stopped", 1, Duration::from_secs(60));
     std::thread::sleep(Duration::from_millis(500));
-    cluster.broker_up(2).unwrap();
+    broker_2_answers(&cluster, true);
     let deadline = Instant::now() + Duration::from_secs(60);
     while serve.running() {
         assert!(Instant::now() < deadline, "still running:\n{}", serve.log());
@@ -309,12 +317,147 @@ fn dead_letters_queued_when_the_writer_fails_are_delivered_before_the_exit() {
     }
     let log = serve.log();
     assert!(log.to_lowercase().contains("fenced"), "{log}");
+    assert_eq!(dead_letters(&bootstrap, refused.len()), refused, "{log}");
+}
+
+/// Writes `count` records that are not JSON to the input's partition 0; returns their
+/// values.
+fn refuse_to_partition_0(bootstrap: &str, count: usize) -> Vec<String> {
+    let refused: Vec<String> = (0..count).map(|n| format!("not json {n}")).collect();
+    let records: Vec<_> = refused
+        .iter()
+        .map(|value| (None, value.clone().into_bytes()))
+        .collect();
+    produce_to_partition(bootstrap, INPUT, 0, &records);
+    refused
+}
+
+/// The values in the dead-letter topic, read from its beginning until there are `count`
+/// (or 30 s pass).
+fn dead_letters(bootstrap: &str, count: usize) -> Vec<String> {
     let mut delivered = Vec::new();
-    read_values(&bootstrap, DEAD_LETTERS, Duration::from_secs(30), |value| {
+    read_values(bootstrap, DEAD_LETTERS, Duration::from_secs(30), |value| {
         delivered.push(String::from_utf8_lossy(value).into_owned());
-        delivered.len() == refused.len()
+        delivered.len() == count
     });
-    assert_eq!(delivered, refused, "{log}");
+    delivered
+}
+
+/// The gauge of sources paused because a dead letter waits for room.
+const PAUSED_FOR_DEAD_LETTERS: &str = r#"clickflow_sources_paused{reason="dead_letters"}"#;
+
+/// A service whose dead-letter producer's queue holds two records, with its metrics on
+/// `port`, after a first view was counted and five records that are not JSON (`refused`)
+/// were written while the dead-letter broker answers nothing.
+struct RefusedWhileStalled {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    bootstrap: String,
+    serve: Serve,
+    port: u16,
+    refused: Vec<String>,
+}
+
+fn refused_while_stalled(transactional_id: &str) -> RefusedWhileStalled {
+    let cluster = two_brokers(transactional_id, DEAD_LETTERS_ON_2);
+    let bootstrap = cluster.bootstrap_servers();
+    let port = free_port();
+    let mut settings = settings(&bootstrap, transactional_id);
+    settings.extend([
+        format!("metrics.listen=\"127.0.0.1:{port}\""),
+        r#"kafka.producer={"queue.buffering.max.messages"="2"}"#.to_owned(),
+    ]);
+    let serve = Serve::start(&["-w", "1"], &settings);
+    await_first_view(&bootstrap, &[0]);
+    broker_2_answers(&cluster, false);
+    let refused = refuse_to_partition_0(&bootstrap, 5);
+    RefusedWhileStalled {
+        cluster,
+        bootstrap,
+        serve,
+        port,
+        refused,
+    }
+}
+
+/// Waits until the metric `name` on `port` is `value`; panics with the log after 60 s.
+fn await_metric(port: u16, name: &str, value: f64, serve: &Serve) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while scrape(port).get(name) != Some(&value) {
+        assert!(
+            Instant::now() < deadline,
+            "{name} is not {value}:\n{}",
+            serve.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// While the dead-letter topic cannot be written (its broker answers nothing) and the
+/// dead-letter producer's queue is full, the source pauses, and shows why, instead of
+/// waiting inside its worker. Once the broker answers, every refused record reaches the
+/// dead-letter topic in order, the record after them is counted, and the source reads
+/// again.
+#[test]
+fn a_full_dead_letter_queue_pauses_the_source_and_loses_nothing() {
+    let RefusedWhileStalled {
+        cluster,
+        bootstrap,
+        serve,
+        port,
+        refused,
+    } = refused_while_stalled("source-faults-dead-letters-full");
+    produce_to_partition(&bootstrap, INPUT, 0, &view("/after"));
+    await_metric(port, PAUSED_FOR_DEAD_LETTERS, 1.0, &serve);
+    broker_2_answers(&cluster, true);
+
+    assert_eq!(
+        dead_letters(&bootstrap, refused.len()),
+        refused,
+        "{}",
+        serve.log()
+    );
+    let pages = pages_in(&bootstrap, "/after", Duration::from_secs(60));
+    assert_eq!(
+        pages.last().map(String::as_str),
+        Some("/after"),
+        "{}",
+        serve.log()
+    );
+    await_metric(port, PAUSED_FOR_DEAD_LETTERS, 0.0, &serve);
+    let (stopped, log) = serve.stop();
+    assert!(stopped, "{log}");
+}
+
+/// A service whose source waits for room in the dead-letter queue still stops when asked,
+/// while the dead-letter broker answers nothing for good: within the dead letters' flush
+/// timeout at shutdown (30 s), not once librdkafka gives up the queued ones (5 minutes).
+/// The dead letter that never found room is logged, with its offset, as not delivered.
+#[test]
+fn the_service_stops_while_a_dead_letter_waits_for_room() {
+    // The cluster lives until the end of the test.
+    let RefusedWhileStalled {
+        cluster: _cluster,
+        serve,
+        port,
+        ..
+    } = refused_while_stalled("source-faults-dead-letters-stop");
+    // Two dead letters fill the queue; the third is refused, and finds no room.
+    let refused = r#"clickflow_dead_letters_total{reason="invalid_json"}"#;
+    await_metric(port, refused, 3.0, &serve);
+    let (exited, log) = serve.stop_within(Duration::from_secs(60));
+    assert!(
+        exited.is_some(),
+        "still running a minute after SIGTERM:\n{log}"
+    );
+    // The view of /first is offset 0; the third record refused (offset 3) found no room.
+    let given_up = log.lines().find(|line| {
+        line.contains("dead letter not delivered")
+            && line.contains("the service stopped while the dead-letter queue was full")
+    });
+    assert!(
+        given_up.is_some_and(|line| line.contains("offset=3")),
+        "{log}"
+    );
 }
 
 /// Sends page views of `/steady` (event time now) to the input's two partitions in turn,

@@ -10,7 +10,14 @@
 //! `ThreadedProducer` would poll with a timeout, and its `poll` spins through the last
 //! millisecond of every timeout (it hands librdkafka whole milliseconds left, so zero):
 //! about 1% of a core for a service with nothing to do.
+//!
+//! A source never waits for the producer: a dead letter that finds its queue full (the
+//! dead-letter topic has been unavailable for long) waits in the source's
+//! [`DeadLetterSender`], and the source reads nothing until it is queued. Its worker goes
+//! on with the rest of the dataflow, and the service can still stop.
 
+use std::collections::VecDeque;
+use std::fmt::Display;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +52,103 @@ pub struct DeadLetter<'a> {
     pub partition: i32,
     /// The record's offset.
     pub offset: i64,
+}
+
+impl DeadLetter<'_> {
+    fn owned(&self) -> OwnedDeadLetter {
+        OwnedDeadLetter {
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.to_vec(),
+            reason: self.reason,
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// A dead letter kept until the producer's queue has room for it.
+struct OwnedDeadLetter {
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    reason: DeadLetterReason,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl OwnedDeadLetter {
+    fn borrowed(&self) -> DeadLetter<'_> {
+        DeadLetter {
+            key: self.key.as_deref(),
+            value: &self.value,
+            reason: self.reason,
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+        }
+    }
+}
+
+/// One source's refused records: each is counted and sent as a dead letter, in order,
+/// without waiting. Those that find the producer's queue full wait here for
+/// [`DeadLetterSender::retry`]; any still waiting when the sender is dropped (the service
+/// stops) are logged and counted as not delivered.
+pub struct DeadLetterSender {
+    producer: DeadLetterProducer,
+    status: IngestStatus,
+    waiting: VecDeque<OwnedDeadLetter>,
+}
+
+impl DeadLetterSender {
+    /// A sender to `producer`, counting refused records in `status`.
+    pub fn new(producer: DeadLetterProducer, status: IngestStatus) -> Self {
+        Self {
+            producer,
+            status,
+            waiting: VecDeque::new(),
+        }
+    }
+
+    /// Counts a refused record and queues its dead letter, or keeps it (after any that
+    /// wait already) while the queue is full.
+    pub fn refuse(&mut self, dead_letter: &DeadLetter<'_>) {
+        self.status.add_dead_letter(dead_letter.reason);
+        if !self.waiting.is_empty() || !self.producer.try_send(dead_letter) {
+            self.waiting.push_back(dead_letter.owned());
+        }
+    }
+
+    /// Queues the dead letters that wait, in order, while there is room; says whether
+    /// none waits any more.
+    pub fn retry(&mut self) -> bool {
+        while let Some(waiting) = self.waiting.front() {
+            if !self.producer.try_send(&waiting.borrowed()) {
+                return false;
+            }
+            self.waiting.pop_front();
+        }
+        true
+    }
+
+    /// Whether a dead letter waits for room in the queue.
+    pub fn is_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+}
+
+impl Drop for DeadLetterSender {
+    fn drop(&mut self) {
+        if self.retry() {
+            return;
+        }
+        for waiting in self.waiting.drain(..) {
+            self.producer.report_lost(
+                &waiting.borrowed(),
+                &"the service stopped while the dead-letter queue was full",
+            );
+        }
+    }
 }
 
 /// Writes dead letters to the dead-letter topic. Cloning shares the producer.
@@ -97,8 +201,9 @@ impl DeadLetterProducer {
         })
     }
 
-    /// Queues a dead letter for delivery, waiting while the local queue is full.
-    pub fn send(&self, dead_letter: &DeadLetter<'_>) {
+    /// Queues a dead letter for delivery; says false, having queued nothing, when the local
+    /// queue is full. A dead letter that cannot be produced at all is logged and counted.
+    fn try_send(&self, dead_letter: &DeadLetter<'_>) -> bool {
         let partition = dead_letter.partition.to_string();
         let offset = dead_letter.offset.to_string();
         let headers = OwnedHeaders::new()
@@ -115,27 +220,37 @@ impl DeadLetterProducer {
         if let Some(key) = dead_letter.key {
             record = record.key(key);
         }
+        // Delivered records hold their place in the queue until their reports are served:
+        // when it is full, they are served now, rather than at the next interval, and the
+        // record is tried once more.
+        let mut served = false;
         loop {
             match self.producer.send(record) {
-                Ok(()) => return,
+                Ok(()) => return true,
                 Err((RdKafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned)) => {
-                    // Delivered records hold their place in the queue until their reports
-                    // are served: serve them now rather than at the next interval.
+                    if served {
+                        return false;
+                    }
                     record = returned;
                     self.producer.poll(Duration::ZERO);
-                    std::thread::sleep(Duration::from_millis(1));
+                    served = true;
                 }
                 Err((cause, _)) => {
-                    self.producer.context().lost(
-                        dead_letter.topic,
-                        dead_letter.partition,
-                        dead_letter.offset,
-                        &cause,
-                    );
-                    return;
+                    self.report_lost(dead_letter, &cause);
+                    return true;
                 }
             }
         }
+    }
+
+    /// Logs and counts `dead_letter` as not delivered, for `cause`.
+    fn report_lost(&self, dead_letter: &DeadLetter<'_>, cause: &dyn Display) {
+        self.producer.context().lost(
+            dead_letter.topic,
+            dead_letter.partition,
+            dead_letter.offset,
+            cause,
+        );
     }
 
     /// Waits until every queued dead letter is delivered (or `timeout` passes).
@@ -162,7 +277,7 @@ struct DeliveryLogger {
 }
 
 impl DeliveryLogger {
-    fn lost(&self, topic: &str, partition: i32, offset: i64, cause: &RdKafkaError) {
+    fn lost(&self, topic: &str, partition: i32, offset: i64, cause: &dyn Display) {
         self.status.add_dead_letter_delivery_failure();
         error!(topic, partition, offset, %cause, "dead letter not delivered");
     }
@@ -203,37 +318,79 @@ mod tests {
 
     use super::*;
 
-    fn delivery_failures(status: &IngestStatus) -> Option<String> {
-        let text = status.prometheus_text();
-        let line = text
-            .lines()
-            .find(|line| line.starts_with("clickflow_dead_letter_delivery_failures_total "))?;
-        line.split(' ').nth(1).map(str::to_owned)
+    /// A sender to a broker that never answers, whose producer's queue holds `queue`
+    /// dead letters, each given up after `timeout_ms`; and that producer.
+    fn unreachable(
+        queue: usize,
+        timeout_ms: u64,
+    ) -> (DeadLetterSender, DeadLetterProducer, IngestStatus) {
+        let status = IngestStatus::default();
+        let properties = [
+            ("message.timeout.ms", timeout_ms.to_string()),
+            ("queue.buffering.max.messages", queue.to_string()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value));
+        let producer =
+            DeadLetterProducer::new("127.0.0.1:1", "page-views.dlq", status.clone(), &properties)
+                .unwrap();
+        let sender = DeadLetterSender::new(producer.clone(), status.clone());
+        (sender, producer, status)
     }
 
-    /// Nobody polls the producer but its own thread: the failed delivery is still counted.
-    #[test]
-    fn a_dead_letter_that_cannot_be_delivered_is_counted() {
-        let status = IngestStatus::default();
-        let producer = DeadLetterProducer::new(
-            "127.0.0.1:1",
-            "page-views.dlq",
-            status.clone(),
-            &[("message.timeout.ms".to_owned(), "300".to_owned())],
-        )
-        .unwrap();
-        producer.send(&DeadLetter {
+    fn dead_letter(offset: i64) -> DeadLetter<'static> {
+        DeadLetter {
             key: None,
             value: b"{",
             reason: DeadLetterReason::InvalidJson,
             topic: "page-views",
             partition: 3,
-            offset: 7,
-        });
+            offset,
+        }
+    }
+
+    fn delivery_failures(status: &IngestStatus) -> u64 {
+        let text = status.prometheus_text();
+        text.lines()
+            .find_map(|line| line.strip_prefix("clickflow_dead_letter_delivery_failures_total "))
+            .and_then(|count| count.parse().ok())
+            .unwrap_or_else(|| panic!("no delivery failures in {text}"))
+    }
+
+    fn await_delivery_failures(status: &IngestStatus, count: u64) {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while delivery_failures(&status).as_deref() != Some("1") && Instant::now() < deadline {
+        while delivery_failures(status) < count && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(delivery_failures(&status).as_deref(), Some("1"));
+        assert_eq!(delivery_failures(status), count);
+    }
+
+    /// Nobody polls the producer but its own thread: the failed delivery is still counted.
+    #[test]
+    fn a_dead_letter_that_cannot_be_delivered_is_counted() {
+        let (mut sender, _producer, status) = unreachable(100, 300);
+        sender.refuse(&dead_letter(7));
+        assert!(!sender.is_waiting());
+        await_delivery_failures(&status, 1);
+        assert_eq!(status.dead_letters().iter().sum::<u64>(), 1);
+    }
+
+    /// With room for one dead letter in the queue, the second and third wait; once the
+    /// first is given up, the second takes its place and the third still waits. Dropping
+    /// the sender counts the third as not delivered at once; the second is still queued.
+    #[test]
+    fn dead_letters_wait_while_the_queue_is_full_and_are_counted_when_given_up() {
+        let (mut sender, producer, status) = unreachable(1, 2_000);
+        for offset in 1..=3 {
+            sender.refuse(&dead_letter(offset));
+        }
+        assert!(sender.is_waiting());
+        assert!(!sender.retry());
+        assert_eq!(status.dead_letters().iter().sum::<u64>(), 3);
+        await_delivery_failures(&status, 1);
+        assert!(!sender.retry(), "the third dead letter has no room");
+        drop(sender);
+        assert_eq!(delivery_failures(&status), 2, "the third is given up");
+        await_delivery_failures(&status, 3);
+        drop(producer);
     }
 }

@@ -14,7 +14,8 @@
 //! every `fetch.wait.max.ms` (10 ms), so the wake-ups come about as often as the timer.
 //!
 //! Records are decoded and admitted against their partition's own watermark; refused
-//! records go to the dead-letter topic with the spec's headers. Admitted events enter at
+//! records go to the dead-letter topic with the spec's headers (the source pauses while
+//! one waits for room in the dead-letter producer's queue). Admitted events enter at
 //! the worker's current logical time, which then advances to the least watermark of its
 //! active partitions. A worker whose partitions are all idle (no record for the idle
 //! timeout, and none left to fetch as far as librdkafka's statistics show), or that owns
@@ -30,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use clickflow_dataflow::{ArrivedEvent, Time, ViewStore};
-use clickflow_events::{AdmissionConfig, DeadLetterReason, decode_event, parse_iso8601};
+use clickflow_events::{AdmissionConfig, decode_event, parse_iso8601};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -46,7 +47,7 @@ use timely::dataflow::{ProbeHandle, Scope, Stream};
 use tracing::{info, warn};
 
 use crate::KafkaError;
-use crate::dead_letters::{DeadLetter, DeadLetterProducer};
+use crate::dead_letters::{DeadLetter, DeadLetterProducer, DeadLetterSender};
 use crate::input_topics::InputPartitions;
 use crate::output::Backpressure;
 use crate::partitions::{OwnedPartition, TimePolicy, input_time, owner};
@@ -296,6 +297,7 @@ pub fn kafka_source<'s>(
         views,
         stall,
         pause: None,
+        dead_letters: DeadLetterSender::new(context.dead_letters.clone(), context.status.clone()),
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
@@ -389,6 +391,8 @@ struct Reader {
     stall: FrontierStall,
     /// Why the source is paused, if it is.
     pause: Option<PauseReason>,
+    /// Where refused records go; while one waits there, the source reads nothing.
+    dead_letters: DeadLetterSender,
     context: SourceContext,
     updates: EventUpdates,
     record_timestamps: Vec<i64>,
@@ -420,7 +424,8 @@ impl Reader {
     }
 
     /// Whether the source may read now, at `time`: not while [`Backpressure`] is on, nor
-    /// while the views' frontier has stood still behind it for long (see
+    /// while a dead letter waits for room in the dead-letter queue (it is offered again
+    /// here), nor while the views' frontier has stood still behind it for long (see
     /// [`crate::stall`]). A paused source polls nothing, and the pause does not count as
     /// its partitions' silence: once it reads again, each partition is as close to going
     /// idle as when it paused.
@@ -429,8 +434,11 @@ impl Reader {
             .views
             .with_frontier(|frontier| frontier.first().copied());
         let stalled = self.stall.holds_back(frontier, time, Instant::now());
+        let dead_letters_queued = self.dead_letters.retry();
         let pause = if self.context.backpressure.is_on() {
             Some(PauseReason::OutputWriter)
+        } else if !dead_letters_queued {
+            Some(PauseReason::DeadLetters)
         } else {
             stalled.then_some(PauseReason::Frontier)
         };
@@ -441,8 +449,15 @@ impl Reader {
                     worker,
                     frontier, time, "the views' frontier stands still; pausing the input"
                 ),
+                (_, Some(PauseReason::DeadLetters)) => warn!(
+                    worker,
+                    "the dead-letter producer's queue is full; pausing the input"
+                ),
                 (Some(PauseReason::Frontier), None) => {
                     info!(worker, "the views' frontier moves; resuming the input");
+                }
+                (Some(PauseReason::DeadLetters), None) => {
+                    info!(worker, "the dead letters are queued; resuming the input");
                 }
                 _ => {}
             }
@@ -471,7 +486,7 @@ impl Reader {
         // its silence is measured from there (a full batch takes milliseconds to poll).
         let now = Instant::now();
         self.polled_at = now;
-        while polled < MAX_BATCH {
+        while polled < MAX_BATCH && !self.dead_letters.is_waiting() {
             match self.consumer.poll(Duration::ZERO) {
                 None => break,
                 Some(Err(error)) => warn!(%error, "kafka consumer error"),
@@ -481,7 +496,7 @@ impl Reader {
                         &mut self.partitions,
                         &mut self.updates,
                         &self.config,
-                        &self.context,
+                        &mut self.dead_letters,
                         &message,
                         time,
                         now,
@@ -669,7 +684,7 @@ fn admit(
     partitions: &mut [OwnedPartition],
     updates: &mut EventUpdates,
     config: &SourceConfig,
-    context: &SourceContext,
+    dead_letters: &mut DeadLetterSender,
     message: &BorrowedMessage<'_>,
     time: Time,
     now: Instant,
@@ -705,22 +720,17 @@ fn admit(
             Some(message.timestamp().to_millis().unwrap_or_else(now_ms))
         }
         Err(reason) => {
-            refuse(context, message, reason);
+            dead_letters.refuse(&DeadLetter {
+                key: message.key(),
+                value,
+                reason,
+                topic,
+                partition,
+                offset,
+            });
             None
         }
     }
-}
-
-fn refuse(context: &SourceContext, message: &BorrowedMessage<'_>, reason: DeadLetterReason) {
-    context.status.add_dead_letter(reason);
-    context.dead_letters.send(&DeadLetter {
-        key: message.key(),
-        value: message.payload().unwrap_or_default(),
-        reason,
-        topic: message.topic(),
-        partition: message.partition(),
-        offset: message.offset(),
-    });
 }
 
 /// Reads the metadata of `topics` into `consumer` (before the dataflow runs), so that it

@@ -77,15 +77,23 @@ pub enum PauseReason {
     OutputWriter,
     /// The views' frontier has stood still behind the source.
     Frontier,
+    /// A dead letter waits for room in the dead-letter producer's queue
+    /// ([`crate::dead_letters::DeadLetterSender`]).
+    DeadLetters,
 }
 
 impl PauseReason {
-    const ALL: [PauseReason; 2] = [PauseReason::OutputWriter, PauseReason::Frontier];
+    const ALL: [PauseReason; 3] = [
+        PauseReason::OutputWriter,
+        PauseReason::Frontier,
+        PauseReason::DeadLetters,
+    ];
 
     fn as_str(self) -> &'static str {
         match self {
             PauseReason::OutputWriter => "output_writer",
             PauseReason::Frontier => "frontier",
+            PauseReason::DeadLetters => "dead_letters",
         }
     }
 }
@@ -725,22 +733,29 @@ mod tests {
     #[test]
     fn paused_sources_are_counted_by_their_reason_as_it_changes() {
         let status = IngestStatus::default();
-        let shows = |writer: u64, frontier: u64| {
+        let shows = |writer: u64, frontier: u64, dead_letters: u64| {
             let text = status.prometheus_text();
-            for (reason, paused) in [("output_writer", writer), ("frontier", frontier)] {
+            for (reason, paused) in [
+                ("output_writer", writer),
+                ("frontier", frontier),
+                ("dead_letters", dead_letters),
+            ] {
                 let line = format!("clickflow_sources_paused{{reason=\"{reason}\"}} {paused}\n");
                 assert!(text.contains(&line), "{line} in {text}");
             }
         };
         let (writer, frontier) = (Some(PauseReason::OutputWriter), Some(PauseReason::Frontier));
+        let dead_letters = Some(PauseReason::DeadLetters);
         status.change_pause(None, frontier);
         status.change_pause(None, frontier);
         status.change_pause(frontier, writer);
         status.change_pause(writer, writer);
-        shows(1, 1);
+        status.change_pause(None, dead_letters);
+        shows(1, 1, 1);
         status.change_pause(writer, None);
         status.change_pause(frontier, None);
-        shows(0, 0);
+        status.change_pause(dead_letters, frontier);
+        shows(0, 1, 0);
     }
 
     #[test]

@@ -91,31 +91,36 @@ impl Serve {
 
     /// Stops the service with SIGTERM and returns whether it exited successfully within
     /// 30 s, with its log.
-    pub fn stop(mut self) -> (bool, String) {
-        let success = self.terminate();
-        (success, self.log())
+    pub fn stop(self) -> (bool, String) {
+        let (exited, log) = self.stop_within(Duration::from_secs(30));
+        (exited == Some(true), log)
     }
 
-    fn terminate(&mut self) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return false;
-        };
+    /// Stops the service with SIGTERM and returns, with its log, whether it exited
+    /// successfully, if it exited within `timeout` (else it is killed).
+    pub fn stop_within(mut self, timeout: Duration) -> (Option<bool>, String) {
+        let exited = self.terminate(timeout);
+        (exited, self.log())
+    }
+
+    fn terminate(&mut self, timeout: Duration) -> Option<bool> {
+        let mut child = self.child.take()?;
         if let Ok(Some(status)) = child.try_wait() {
-            return status.success();
+            return Some(status.success());
         }
         let _ = Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                return Some(status.success());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
         let _ = child.wait();
-        false
+        None
     }
 }
 
