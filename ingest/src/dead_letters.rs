@@ -96,16 +96,14 @@ impl OwnedDeadLetter {
 /// stops) are logged and counted as not delivered.
 pub struct DeadLetterSender {
     producer: DeadLetterProducer,
-    status: IngestStatus,
     waiting: VecDeque<OwnedDeadLetter>,
 }
 
 impl DeadLetterSender {
-    /// A sender to `producer`, counting refused records in `status`.
-    pub fn new(producer: DeadLetterProducer, status: IngestStatus) -> Self {
+    /// A sender to `producer`, counting refused records in the producer's status.
+    pub fn new(producer: DeadLetterProducer) -> Self {
         Self {
             producer,
-            status,
             waiting: VecDeque::new(),
         }
     }
@@ -113,7 +111,10 @@ impl DeadLetterSender {
     /// Counts a refused record and queues its dead letter, or keeps it (after any that
     /// wait already) while the queue is full.
     pub fn refuse(&mut self, dead_letter: &DeadLetter<'_>) {
-        self.status.add_dead_letter(dead_letter.reason);
+        self.producer
+            .context()
+            .status
+            .add_dead_letter(dead_letter.reason);
         if !self.waiting.is_empty() || !self.producer.try_send(dead_letter) {
             self.waiting.push_back(dead_letter.owned());
         }
@@ -243,9 +244,13 @@ impl DeadLetterProducer {
         }
     }
 
+    fn context(&self) -> &DeliveryLogger {
+        self.producer.context()
+    }
+
     /// Logs and counts `dead_letter` as not delivered, for `cause`.
     fn report_lost(&self, dead_letter: &DeadLetter<'_>, cause: &dyn Display) {
-        self.producer.context().lost(
+        self.context().lost(
             dead_letter.topic,
             dead_letter.partition,
             dead_letter.offset,
@@ -271,7 +276,8 @@ fn header<'a>(key: &'a str, value: &'a [u8]) -> Header<'a, &'a [u8]> {
     }
 }
 
-/// Logs and counts dead letters that could not be delivered.
+/// The producer's context: counts refused records, and logs and counts dead letters that
+/// could not be delivered.
 struct DeliveryLogger {
     status: IngestStatus,
 }
@@ -333,7 +339,7 @@ mod tests {
         let producer =
             DeadLetterProducer::new("127.0.0.1:1", "page-views.dlq", status.clone(), &properties)
                 .unwrap();
-        let sender = DeadLetterSender::new(producer.clone(), status.clone());
+        let sender = DeadLetterSender::new(producer.clone());
         (sender, producer, status)
     }
 

@@ -297,7 +297,7 @@ pub fn kafka_source<'s>(
         views,
         stall,
         pause: None,
-        dead_letters: DeadLetterSender::new(context.dead_letters.clone(), context.status.clone()),
+        dead_letters: DeadLetterSender::new(context.dead_letters.clone()),
         context,
         updates: Vec::new(),
         record_timestamps: Vec::new(),
