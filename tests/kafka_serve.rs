@@ -2,8 +2,8 @@
 //! out in the output topics with exactly the values `clickflow batch` computes for the
 //! same events; refused records land in the dead-letter topic with the right reason and
 //! headers; a restart that replays from `earliest` reproduces the same output (also with
-//! another tick and a lowered dataflow priority); and a broker restart in mid-stream
-//! loses and duplicates nothing.
+//! another tick and a lowered dataflow priority); a record without a value is a dead
+//! letter without one; and a broker restart in mid-stream loses and duplicates nothing.
 #![allow(clippy::unwrap_used)]
 
 mod support;
@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::Duration;
 
-use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
+use support::kafka::{bootstrap, consume_all, create_topic, produce_without_value, unique_topic};
 use support::pipeline::{
     SETTLE, Topics, alert_states, assert_counts_equal, batch, generate, produce_and_await_counts,
     produce_lines, settled_counts,
@@ -109,6 +109,39 @@ fn output_topics_and_dead_letters_match_batch_and_a_replay_reproduces_them() {
     let (_, log) = serve.stop();
     assert_counts_equal(&replayed, &counts, &log);
     assert_eq!(replayed_alerts, alerts);
+}
+
+/// A record without a value (a tombstone) is refused, and its dead letter keeps its key
+/// and has no value either: not an empty one, which is another record.
+#[test]
+fn a_record_without_a_value_is_a_dead_letter_without_one() {
+    let bootstrap = bootstrap();
+    let topics = Topics::create(&bootstrap, "no-value");
+    let offset = produce_without_value(&bootstrap, &topics.input, 2, b"u-tombstone");
+    let serve = Serve::start(&["-w", "1"], &topics.serve_settings(&bootstrap));
+    let dead_letters = consume_all(
+        &bootstrap,
+        &topics.dead_letters,
+        true,
+        |records| !records.is_empty(),
+        SETTLE,
+    );
+    let (_, log) = serve.stop();
+    let [dead_letter] = dead_letters.as_slice() else {
+        panic!("one dead letter expected, got {dead_letters:?}:\n{log}");
+    };
+    assert_eq!(dead_letter.key.as_deref(), Some(&b"u-tombstone"[..]));
+    assert_eq!(dead_letter.value, None, "a value was added");
+    let header = |name: &str| {
+        dead_letter
+            .headers
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| String::from_utf8_lossy(value).into_owned())
+    };
+    assert_eq!(header("clickflow.reason").as_deref(), Some("invalid_json"));
+    assert_eq!(header("clickflow.partition").as_deref(), Some("2"));
+    assert_eq!(header("clickflow.offset"), Some(offset.to_string()));
 }
 
 #[test]

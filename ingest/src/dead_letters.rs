@@ -42,8 +42,8 @@ const REPORT_INTERVAL: Duration = Duration::from_millis(100);
 pub struct DeadLetter<'a> {
     /// The record's key.
     pub key: Option<&'a [u8]>,
-    /// The record's value.
-    pub value: &'a [u8],
+    /// The record's value; `None` for a record without one, which stays without one.
+    pub value: Option<&'a [u8]>,
     /// Why it was refused.
     pub reason: DeadLetterReason,
     /// The input topic.
@@ -58,7 +58,7 @@ impl DeadLetter<'_> {
     fn owned(&self) -> OwnedDeadLetter {
         OwnedDeadLetter {
             key: self.key.map(<[u8]>::to_vec),
-            value: self.value.to_vec(),
+            value: self.value.map(<[u8]>::to_vec),
             reason: self.reason,
             topic: self.topic.to_owned(),
             partition: self.partition,
@@ -70,7 +70,7 @@ impl DeadLetter<'_> {
 /// A dead letter kept until the producer's queue has room for it.
 struct OwnedDeadLetter {
     key: Option<Vec<u8>>,
-    value: Vec<u8>,
+    value: Option<Vec<u8>>,
     reason: DeadLetterReason,
     topic: String,
     partition: i32,
@@ -81,7 +81,7 @@ impl OwnedDeadLetter {
     fn borrowed(&self) -> DeadLetter<'_> {
         DeadLetter {
             key: self.key.as_deref(),
-            value: &self.value,
+            value: self.value.as_deref(),
             reason: self.reason,
             topic: &self.topic,
             partition: self.partition,
@@ -215,9 +215,10 @@ impl DeadLetterProducer {
             .insert(header("clickflow.topic", dead_letter.topic.as_bytes()))
             .insert(header("clickflow.partition", partition.as_bytes()))
             .insert(header("clickflow.offset", offset.as_bytes()));
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic)
-            .payload(dead_letter.value)
-            .headers(headers);
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.topic).headers(headers);
+        if let Some(value) = dead_letter.value {
+            record = record.payload(value);
+        }
         if let Some(key) = dead_letter.key {
             record = record.key(key);
         }
@@ -346,7 +347,7 @@ mod tests {
     fn dead_letter(offset: i64) -> DeadLetter<'static> {
         DeadLetter {
             key: None,
-            value: b"{",
+            value: Some(b"{"),
             reason: DeadLetterReason::InvalidJson,
             topic: "page-views",
             partition: 3,

@@ -701,9 +701,11 @@ fn admit(
         return None;
     };
     owned.next_offset = offset + 1;
-    let value = message.payload().unwrap_or_default();
-    let admitted = decode_event(value, config.max_event_bytes)
-        .and_then(|event| owned.admission.admit_at(event.time, time).map(|()| event));
+    let admitted = decode_event(
+        message.payload().unwrap_or_default(),
+        config.max_event_bytes,
+    )
+    .and_then(|event| owned.admission.admit_at(event.time, time).map(|()| event));
     match admitted {
         Ok(event) => {
             // Only admitted records count as activity: a partition that receives nothing
@@ -722,7 +724,7 @@ fn admit(
         Err(reason) => {
             dead_letters.refuse(&DeadLetter {
                 key: message.key(),
-                value,
+                value: message.payload(),
                 reason,
                 topic,
                 partition,

@@ -125,7 +125,7 @@ pub fn produce(
     topic: &str,
     records: &[(Option<Vec<u8>>, Vec<u8>)],
 ) -> Vec<(i32, i64)> {
-    produce_records(bootstrap, topic, None, records)
+    produce_records(bootstrap, topic, None, &with_values(records))
 }
 
 /// Limits what the broker sends consumers with `client.id` `client` to
@@ -166,7 +166,24 @@ pub fn produce_to_partition(
     partition: i32,
     records: &[(Option<Vec<u8>>, Vec<u8>)],
 ) -> Vec<(i32, i64)> {
-    produce_records(bootstrap, topic, Some(partition), records)
+    produce_records(bootstrap, topic, Some(partition), &with_values(records))
+}
+
+/// Produces one record with `key` and no value (a tombstone) to `partition` of `topic`, as
+/// [`produce`] does; returns its offset.
+pub fn produce_without_value(bootstrap: &str, topic: &str, partition: i32, key: &[u8]) -> i64 {
+    produce_records(bootstrap, topic, Some(partition), &[(Some(key), None)])[0].1
+}
+
+/// A record to produce: its key and its value, either of which may be absent.
+type RecordRef<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// `(key, value)` records, borrowed, each with its value.
+fn with_values(records: &[(Option<Vec<u8>>, Vec<u8>)]) -> Vec<RecordRef<'_>> {
+    records
+        .iter()
+        .map(|(key, value)| (key.as_deref(), Some(value.as_slice())))
+        .collect()
 }
 
 /// Where a record was written, or why it was not.
@@ -194,7 +211,7 @@ fn produce_records(
     bootstrap: &str,
     topic: &str,
     partition: Option<i32>,
-    records: &[(Option<Vec<u8>>, Vec<u8>)],
+    records: &[RecordRef<'_>],
 ) -> Vec<(i32, i64)> {
     let deliveries = Deliveries(Mutex::new(vec![None; records.len()]));
     let producer: BaseProducer<Deliveries> = reference_producer_config(bootstrap)
@@ -202,8 +219,10 @@ fn produce_records(
         .create_with_context(deliveries)
         .unwrap_or_else(|e| panic!("creating a producer for {bootstrap}: {e}"));
     for (index, (key, value)) in records.iter().enumerate() {
-        let mut record =
-            BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, index).payload(value);
+        let mut record = BaseRecord::<[u8], [u8], usize>::with_opaque_to(topic, index);
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
         if let Some(key) = key {
             record = record.key(key);
         }
