@@ -1,7 +1,7 @@
 //! clickflow against the system it replaces: the reference pipeline's Kafka Streams job
 //! (`benches/kafka-streams/ReferenceJob.java`, views per page per minute), run on the same
 //! input topic of a real Apache Kafka. Every window's count in clickflow's
-//! `page-view-counts` topic must equal the job's. The job's class path comes from
+//! `page-view-counts` topic must equal the job's, with its bounds written the same way. The job's class path comes from
 //! `CLICKFLOW_KAFKA_STREAMS_CLASSPATH`, which `scripts/test` sets with
 //! `scripts/kafka-streams-build`.
 #![allow(clippy::unwrap_used)]
@@ -14,10 +14,9 @@ use std::time::Duration;
 use clickflow_benches::harness::peer::{CAUGHT_UP, ReferenceJob, ReferenceJobSettings};
 use clickflow_ingest::admin::ReferenceTopics;
 
-use support::kafka::{bootstrap, consume_all, create_topic, unique_topic};
-use support::pipeline::{
-    Topics, batch, generate_with_malformed, produce_lines, settled_counts, upserts,
-};
+use serde_json::Value;
+use support::kafka::{ConsumedRecord, bootstrap, consume_all, create_topic, unique_topic};
+use support::pipeline::{Topics, batch, generate_with_malformed, produce_lines, settled_counts};
 use support::run::TempDir;
 use support::serve::Serve;
 
@@ -27,12 +26,26 @@ const CLASSPATH_ENV: &str = "CLICKFLOW_KAFKA_STREAMS_CLASSPATH";
 /// How long the job may take to start and count everything.
 const JOB_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Each window's count, from a page-view-counts topic's final upserts.
-fn counts(upserts: BTreeMap<(String, u64), serde_json::Value>) -> BTreeMap<(String, u64), u64> {
-    upserts
-        .into_iter()
-        .map(|(window, value)| (window, value["count"].as_u64().unwrap()))
+/// Each window's count and end, by page and start, as a page-view-counts topic's records
+/// write them (the bounds as strings): the last record of each window.
+fn windows(records: &[ConsumedRecord]) -> BTreeMap<(String, String), (u64, String)> {
+    records
+        .iter()
+        .map(|record| {
+            let value: Value = serde_json::from_slice(record.value.as_deref().unwrap()).unwrap();
+            let text = |field: &str| value[field].as_str().unwrap().to_owned();
+            let count = value["count"].as_u64().unwrap();
+            (
+                (text("page"), text("window_start")),
+                (count, text("window_end")),
+            )
+        })
         .collect()
+}
+
+/// The number of events the windows of `records` count.
+fn counted(records: &[ConsumedRecord]) -> u64 {
+    windows(records).values().map(|(count, _)| count).sum()
 }
 
 #[test]
@@ -47,13 +60,22 @@ fn clickflow_counts_every_window_as_the_reference_kafka_streams_job_does() {
 
     let expected = batch(&dir, &lines);
     let serve = Serve::start(&["-w", "2"], &topics.serve_settings(&bootstrap));
-    let clickflow = counts(settled_counts(&bootstrap, &topics.counts, &expected.counts));
+    settled_counts(&bootstrap, &topics.counts, &expected.counts);
     let (_, log) = serve.stop();
+    let events = lines.len() as u64;
+    let written = consume_all(
+        &bootstrap,
+        &topics.counts,
+        true,
+        |records| counted(records) == events,
+        Duration::from_secs(30),
+    );
     assert_eq!(
-        clickflow.values().sum::<u64>(),
-        lines.len() as u64,
+        counted(&written),
+        events,
         "clickflow did not count every event:\n{log}"
     );
+    let clickflow = windows(&written);
 
     let (peer_counts, peer_alerts) = (unique_topic("peer-counts"), unique_topic("peer-alerts"));
     create_topic(&bootstrap, &peer_counts, 1, true);
@@ -85,9 +107,9 @@ fn clickflow_counts_every_window_as_the_reference_kafka_streams_job_does() {
         &bootstrap,
         &peer_counts,
         true,
-        |records| counts(upserts(records)) == clickflow,
+        |records| windows(records) == clickflow,
         Duration::from_secs(60),
     );
     drop(job);
-    assert_eq!(counts(upserts(&records)), clickflow);
+    assert_eq!(windows(&records), clickflow);
 }

@@ -12,4 +12,4 @@ mod timestamp;
 pub use admission::{Admission, AdmissionConfig};
 pub use decode::{DEFAULT_MAX_EVENT_BYTES, decode_event};
 pub use event::{DeadLetterReason, Event, EventTime};
-pub use timestamp::{MAX_EVENT_TIME, format_iso8601_utc, parse_iso8601};
+pub use timestamp::{MAX_EVENT_TIME, format_iso8601_instant, format_iso8601_utc, parse_iso8601};

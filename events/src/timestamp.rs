@@ -66,7 +66,9 @@ pub fn parse_iso8601(text: &str) -> Option<EventTime> {
         .filter(|&ms| ms <= MAX_EVENT_TIME)
 }
 
-/// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+/// Formats epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`, always with milliseconds (one
+/// width for tables). A year after 9999 (the end of a window that holds the last event
+/// time) is written in ISO-8601's expanded form, `+` and its digits.
 ///
 /// The digits are written straight into the 24 bytes (the output topics format two of
 /// these per record, so a formatting machinery per field showed in the writer's profile).
@@ -88,7 +90,24 @@ pub fn format_iso8601_utc(time: EventTime) -> String {
     put(14, 2, in_day / 60_000 % 60);
     put(17, 2, in_day / 1000 % 60);
     put(20, 3, in_day % 1000);
-    String::from_utf8(text.to_vec()).expect("ASCII digits and separators")
+    let text = String::from_utf8(text.to_vec()).expect("ASCII digits and separators");
+    if year > 9999 {
+        format!("+{year}{}", &text[4..])
+    } else {
+        text
+    }
+}
+
+/// Formats epoch milliseconds as Java's `Instant.toString()` does, and so as a Kafka
+/// Streams job writes window bounds: [`format_iso8601_utc`] without the fraction when the
+/// milliseconds are zero (`2026-11-24T12:00:00Z`, `2026-11-24T12:00:00.120Z`).
+pub fn format_iso8601_instant(time: EventTime) -> String {
+    let mut text = format_iso8601_utc(time);
+    if time.is_multiple_of(1000) {
+        let z = text.len() - 1;
+        text.replace_range(z - 4..z, "");
+    }
+    text
 }
 
 struct Cursor<'a> {
@@ -281,7 +300,37 @@ mod tests {
         assert_eq!(format_iso8601_utc(NOON + 7), "2026-11-24T12:00:00.007Z");
     }
 
+    /// What `java.time.Instant.ofEpochMilli(time).toString()` prints on Java 17.
+    #[test]
+    fn instants_are_formatted_as_java_formats_them() {
+        for (time, java) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (7, "1970-01-01T00:00:00.007Z"),
+            (120, "1970-01-01T00:00:00.120Z"),
+            (60_000, "1970-01-01T00:01:00Z"),
+            (1_795_521_600_000, "2026-11-24T12:00:00Z"),
+            (MAX_EVENT_TIME, "9999-12-31T23:59:59.999Z"),
+            (MAX_EVENT_TIME + 1, "+10000-01-01T00:00:00Z"),
+            (MAX_EVENT_TIME + 300_001, "+10000-01-01T00:05:00Z"),
+        ] {
+            assert_eq!(format_iso8601_instant(time), java, "{time}");
+        }
+        assert_eq!(
+            format_iso8601_utc(MAX_EVENT_TIME + 1),
+            "+10000-01-01T00:00:00.000Z"
+        );
+    }
+
     proptest::proptest! {
+        #[test]
+        fn instants_parse_back_and_differ_from_the_fixed_width_form_only_in_whole_seconds(
+            time in 0..=MAX_EVENT_TIME
+        ) {
+            let text = format_iso8601_instant(time);
+            proptest::prop_assert_eq!(parse_iso8601(&text), Some(time));
+            proptest::prop_assert_eq!(text == format_iso8601_utc(time), !time.is_multiple_of(1000));
+        }
+
         #[test]
         fn formats_every_event_time_as_the_fixed_width_form_that_parses_back(
             time in 0..=MAX_EVENT_TIME

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use clickflow_dataflow::{
     AlertRow, AlertState, AlertTransition, PageViewRow, Step, Time, alert_transitions, changed_rows,
 };
-use clickflow_events::format_iso8601_utc;
+use clickflow_events::format_iso8601_instant;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError as RdKafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DefaultProducerContext, Producer};
@@ -478,14 +478,14 @@ fn alert_records(updates: &[(AlertRow, Time, isize)], retention_ms: u64) -> Vec<
                 "{}|{}|{}",
                 row.rule,
                 row.page,
-                format_iso8601_utc(row.window_start)
+                format_iso8601_instant(row.window_start)
             ),
             value: json_value(&AlertValue {
                 alert: &row.rule,
                 page: &row.page,
                 count: row.value,
-                window_start: format_iso8601_utc(row.window_start),
-                window_end: format_iso8601_utc(row.window_end),
+                window_start: format_iso8601_instant(row.window_start),
+                window_end: format_iso8601_instant(row.window_end),
                 state,
             }),
         });
@@ -499,8 +499,8 @@ pub fn page_view_value(row: &PageViewRow) -> String {
         page: &row.page,
         count: row.view_count,
         unique_users: row.unique_users,
-        window_start: format_iso8601_utc(row.window_start),
-        window_end: format_iso8601_utc(row.window_end),
+        window_start: format_iso8601_instant(row.window_start),
+        window_end: format_iso8601_instant(row.window_end),
     })
 }
 
@@ -665,12 +665,12 @@ mod tests {
         assert_eq!(records[0].key, "/a");
         let value: serde_json::Value = serde_json::from_str(&records[0].value).unwrap();
         assert_eq!(value["count"], 2);
-        assert_eq!(value["window_start"], "1970-01-01T00:01:00.000Z");
-        assert_eq!(value["window_end"], "1970-01-01T00:02:00.000Z");
+        assert_eq!(value["window_start"], "1970-01-01T00:01:00Z");
+        assert_eq!(value["window_end"], "1970-01-01T00:02:00Z");
         assert_eq!(records[1].key, "/b");
         assert_eq!(
             records[1].value,
-            r#"{"page":"/b","count":1,"unique_users":1,"window_start":"1970-01-01T00:01:00.000Z","window_end":"1970-01-01T00:02:00.000Z"}"#,
+            r#"{"page":"/b","count":1,"unique_users":1,"window_start":"1970-01-01T00:01:00Z","window_end":"1970-01-01T00:02:00Z"}"#,
             "the spec's fields, in its order"
         );
     }
@@ -758,7 +758,7 @@ mod tests {
             fired[0].value
         );
         assert!(fired[0].value.contains("\"count\":2"));
-        assert_eq!(fired[0].key, "high_traffic|/a|1970-01-01T00:01:00.000Z");
+        assert_eq!(fired[0].key, "high_traffic|/a|1970-01-01T00:01:00Z");
         let grew = step_records(step(vec![], vec![(alert(2), 6, -1), (alert(3), 6, 1)]), 100);
         assert_eq!(grew, vec![]);
         let cleared = step_records(step(vec![], vec![(alert(3), 7, -1)]), 100);
