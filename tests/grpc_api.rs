@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use clickflow_proto::v1;
 use clickflow_proto::v1::clickflow_client::ClickflowClient;
+use prost::Message;
 use serde_json::Value;
 use support::kafka::{bootstrap, create_topic, produce, unique_topic};
 use support::pipeline::{Topics, batch, generate, produce_lines, settled_counts};
@@ -540,11 +541,37 @@ async fn settled_frontier(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn subscriptions_equal_queries_and_resume_without_gaps() {
-    let mut f = Fixture::start("grpc-subscribe", 23, 2_000, &[]).await;
+    // Small buffers and messages: the snapshot comes in several messages, and the resumed
+    // subscription starts with more messages than its buffer holds.
+    let settings = [
+        "api.subscriber_buffer=16",
+        "api.subscription_message_bytes=2048",
+    ];
+    let mut f = Fixture::start("grpc-subscribe", 23, 2_000, &settings).await;
     let mut early = Replica::default();
     let mut stream = subscribe(&mut f.client, true, 0).await;
-    let first = stream.message().await.unwrap().unwrap();
-    early.apply(first);
+    let mut snapshot_messages = Vec::new();
+    loop {
+        let message = stream.message().await.unwrap().unwrap();
+        let size = message.encoded_len();
+        let Some(v1::subscribe_response::Message::Snapshot(snapshot)) = &message.message else {
+            early.apply(message);
+            break;
+        };
+        snapshot_messages.push((size, snapshot.more));
+        early.apply(message);
+    }
+    let (last, earlier) = snapshot_messages.split_last().unwrap();
+    assert!(
+        !earlier.is_empty() && earlier.iter().all(|(_, more)| *more) && !last.1,
+        "{snapshot_messages:?}"
+    );
+    assert!(
+        snapshot_messages
+            .iter()
+            .all(|(size, _)| *size <= 2048 + 256),
+        "{snapshot_messages:?}"
+    );
     early.follow_until(&mut stream, 1).await;
     // More events arrive; the first subscriber follows a little, then leaves.
     let dir = TempDir::new("grpc-subscribe-more").unwrap();

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub subscriber_buffer: usize,
     /// Encoded bytes buffered per subscriber before it is cut off.
     pub subscriber_buffer_bytes: usize,
+    /// The size a subscription's snapshots and update batches are split at.
+    pub subscription_message_bytes: usize,
     pub(crate) feed: broadcast::Sender<Arc<FeedBatch>>,
     pub(crate) durations: Arc<RequestDurations>,
     subscribers: Arc<AtomicUsize>,
@@ -59,6 +61,7 @@ impl ApiState {
             funnel_steps: ViewConfig::default().funnel_steps,
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 4 << 20,
+            subscription_message_bytes: 1 << 20,
             feed: broadcast::channel(FEED_BACKLOG).0,
             durations: Arc::default(),
             subscribers: Arc::default(),

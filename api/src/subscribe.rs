@@ -51,16 +51,24 @@ pub(crate) struct FeedBatch {
     progress: EncodedSubscribeResponse,
     /// Per view, `changes` as update batches, encoded when first asked for.
     encoded: [OnceLock<Vec<(Time, EncodedSubscribeResponse)>>; 4],
+    /// The size update batches are split at.
+    message_bytes: usize,
 }
 
 impl FeedBatch {
-    /// The batch of `changes` that brings the views to `as_of`.
-    pub(crate) fn new(as_of: v1::AsOf, changes: [Vec<TimedUpdates>; 4]) -> Self {
+    /// The batch of `changes` that brings the views to `as_of`, whose update batches are
+    /// split at `message_bytes`.
+    pub(crate) fn new(
+        as_of: v1::AsOf,
+        changes: [Vec<TimedUpdates>; 4],
+        message_bytes: usize,
+    ) -> Self {
         Self {
             progress: progress(as_of.clone()).into(),
             as_of,
             changes,
             encoded: Default::default(),
+            message_bytes,
         }
     }
 
@@ -69,8 +77,9 @@ impl FeedBatch {
         self.encoded[view as usize].get_or_init(|| {
             self.changes[view as usize]
                 .iter()
-                .filter_map(|(time, updates)| {
-                    update_batch(*time, updates, &mut |_, _| true)
+                .flat_map(|(time, updates)| {
+                    update_batch(*time, updates, &mut |_, _| true, self.message_bytes)
+                        .into_iter()
                         .map(|message| (*time, message.into()))
                 })
                 .collect()
@@ -87,6 +96,8 @@ type Queued<T> = (Result<T, Status>, usize);
 pub struct Subscription<T> {
     messages: ReceiverStream<Queued<T>>,
     queued_bytes: Arc<AtomicUsize>,
+    /// Told each time the client takes a message.
+    room: Arc<Notify>,
 }
 
 impl<T> Stream for Subscription<T> {
@@ -96,6 +107,7 @@ impl<T> Stream for Subscription<T> {
         Pin::new(&mut self.messages).poll_next(context).map(|next| {
             next.map(|(message, size)| {
                 self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                self.room.notify_one();
                 message
             })
         })
@@ -106,14 +118,17 @@ impl<T> Stream for Subscription<T> {
 fn buffer<T>(state: &ApiState) -> (Outbox<T>, Subscription<T>) {
     let (sender, receiver) = mpsc::channel(state.subscriber_buffer.max(2));
     let queued_bytes = Arc::new(AtomicUsize::new(0));
+    let room = Arc::new(Notify::new());
     let outbox = Outbox {
         sender,
         queued_bytes: Arc::clone(&queued_bytes),
         max_bytes: state.subscriber_buffer_bytes,
+        room: Arc::clone(&room),
     };
     let subscription = Subscription {
         messages: ReceiverStream::new(receiver),
         queued_bytes,
+        room,
     };
     (outbox, subscription)
 }
@@ -135,7 +150,8 @@ pub async fn run_feed(state: ApiState) {
                 continue;
             }
             let changes = ViewKind::ALL.map(|view| read.recent_changes(view, from));
-            FeedBatch::new(convert::as_of(as_of, &state.status), changes)
+            let as_of = convert::as_of(as_of, &state.status);
+            FeedBatch::new(as_of, changes, state.subscription_message_bytes)
         };
         from = batch.as_of.frontier_ms;
         // No subscriber is no error.
@@ -185,6 +201,7 @@ pub fn subscribe(
     // feed.
     state.store.follow(view);
     let mut feed = state.feed.subscribe();
+    let message_bytes = state.subscription_message_bytes;
     let mut first = Vec::new();
     let sent_until = {
         let read = state.store.read();
@@ -198,6 +215,7 @@ pub fn subscribe(
                 &changes,
                 request.resume_from_ms,
                 &mut |row, _| keep(row),
+                message_bytes,
             ));
         } else if request.snapshot || final_only.is_some() {
             let mut rows: Vec<AnyRow> =
@@ -206,12 +224,15 @@ pub fn subscribe(
                 rows.retain(|row| final_only.pass(row, 1, frontier));
             }
             if request.snapshot {
-                first.push(message(v1::subscribe_response::Message::Snapshot(
-                    v1::Snapshot {
-                        as_of: Some(convert::as_of(as_of, &state.status)),
-                        rows: rows.iter().map(convert::any_row).collect(),
-                    },
-                )));
+                let snapshot_as_of = convert::as_of(as_of, &state.status);
+                let rows = rows.iter().map(convert::any_row).collect();
+                first.extend(in_messages(rows, message_bytes, |rows, more| {
+                    v1::subscribe_response::Message::Snapshot(v1::Snapshot {
+                        as_of: Some(snapshot_as_of.clone()),
+                        rows,
+                        more,
+                    })
+                }));
             }
         }
         if request.resume_from_ms > frontier {
@@ -228,8 +249,9 @@ pub fn subscribe(
     tokio::spawn(async move {
         let _guard = guard;
         let mut sent_until = sent_until;
+        // These come all at once, however many: each waits for the client to read.
         for message in first {
-            if !out.send(message.into()) {
+            if !out.send_when_room(message.into()).await {
                 return;
             }
         }
@@ -258,6 +280,7 @@ pub fn subscribe(
                                 .as_mut()
                                 .is_none_or(|final_only| final_only.pass(row, diff, sent_until))
                     },
+                    message_bytes,
                 );
                 if let Some(released) = final_only
                     .as_mut()
@@ -265,7 +288,12 @@ pub fn subscribe(
                 {
                     let released: Vec<TimedUpdates> =
                         vec![(frontier.saturating_sub(1), released.into())];
-                    updates.extend(update_batches(&released, 0, &mut |_, _| true));
+                    updates.extend(update_batches(
+                        &released,
+                        0,
+                        &mut |_, _| true,
+                        message_bytes,
+                    ));
                 }
                 updates.into_iter().map(Into::into).collect()
             };
@@ -398,18 +426,45 @@ struct Outbox<T> {
     sender: mpsc::Sender<Queued<T>>,
     queued_bytes: Arc<AtomicUsize>,
     max_bytes: usize,
+    /// Told each time the client takes a message.
+    room: Arc<Notify>,
 }
 
 impl<T: Message> Outbox<T> {
     /// Queues `message`; `false` when the client left or was cut off for being behind.
     fn send(&mut self, message: T) -> bool {
         let size = message.encoded_len();
-        let queued = self.queued_bytes.load(Ordering::Relaxed);
-        // The last slot is kept for the error that cuts a slow client off.
-        if self.sender.capacity() <= 1 || (queued > 0 && queued + size > self.max_bytes) {
+        if !self.has_room(size) {
             self.cut_off("the client reads too slowly".to_owned());
             return false;
         }
+        self.queue(message, size)
+    }
+
+    /// Queues `message` once the buffer has room for it, waiting for the client to read;
+    /// `false` when the client left. For the messages a subscription starts with, which
+    /// come all at once and may be more than the buffer holds; a client that reads them
+    /// too slowly is cut off later, when the feed has moved past what it has read.
+    async fn send_when_room(&mut self, message: T) -> bool {
+        let size = message.encoded_len();
+        while !self.has_room(size) {
+            tokio::select! {
+                () = self.room.notified() => {}
+                () = self.sender.closed() => return false,
+            }
+        }
+        self.queue(message, size)
+    }
+
+    /// Whether a message of `size` bytes fits: a slot besides the last, which is kept for
+    /// the error that cuts a slow client off, and the bytes (one message alone may be
+    /// larger).
+    fn has_room(&self, size: usize) -> bool {
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        self.sender.capacity() > 1 && (queued == 0 || queued + size <= self.max_bytes)
+    }
+
+    fn queue(&mut self, message: T, size: usize) -> bool {
         self.queued_bytes.fetch_add(size, Ordering::Relaxed);
         self.sender.try_send((Ok(message), size)).is_ok()
     }
@@ -431,27 +486,29 @@ fn key_of(row: &AnyRow) -> &str {
     }
 }
 
-/// One `UpdateBatch` message per time at or after `from` with updates that `pass` lets
-/// through.
+/// The `UpdateBatch` messages of every time at or after `from` with updates that `pass`
+/// lets through (see [`update_batch`]).
 fn update_batches(
     changes: &[TimedUpdates],
     from: Time,
     pass: &mut impl FnMut(&AnyRow, isize) -> bool,
+    message_bytes: usize,
 ) -> Vec<v1::SubscribeResponse> {
     changes
         .iter()
         .filter(|(time, _)| *time >= from)
-        .filter_map(|(time, updates)| update_batch(*time, updates, pass))
+        .flat_map(|(time, updates)| update_batch(*time, updates, pass, message_bytes))
         .collect()
 }
 
-/// The `UpdateBatch` message of the `updates` at `time` that `pass` lets through; `None`
-/// if none does.
+/// The `UpdateBatch` messages of the `updates` at `time` that `pass` lets through: none if
+/// none does, else one, or several in a row of about `message_bytes` at most each.
 fn update_batch(
     time: Time,
     updates: &[(AnyRow, isize)],
     pass: &mut impl FnMut(&AnyRow, isize) -> bool,
-) -> Option<v1::SubscribeResponse> {
+    message_bytes: usize,
+) -> Vec<v1::SubscribeResponse> {
     let updates: Vec<v1::Update> = updates
         .iter()
         .filter(|(row, diff)| pass(row, *diff))
@@ -460,12 +517,45 @@ fn update_batch(
             diff: *diff as i64,
         })
         .collect();
-    (!updates.is_empty()).then(|| {
-        message(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
+    if updates.is_empty() {
+        return Vec::new();
+    }
+    in_messages(updates, message_bytes, |updates, more| {
+        v1::subscribe_response::Message::Updates(v1::UpdateBatch {
             time_ms: time,
             updates,
-        }))
+            more,
+        })
     })
+}
+
+/// `items` in messages that `make` composes from a run of them and whether more follow:
+/// one message, or several of about `message_bytes` at most each (an item larger than that
+/// is a message of its own). No items make one message with none.
+fn in_messages<T: Message>(
+    items: Vec<T>,
+    message_bytes: usize,
+    make: impl Fn(Vec<T>, bool) -> v1::subscribe_response::Message,
+) -> Vec<v1::SubscribeResponse> {
+    // An item's field tag and length prefix: a few bytes more than the item.
+    const FRAMING: usize = 8;
+    let mut runs = vec![Vec::new()];
+    let mut run_bytes = 0;
+    for item in items {
+        let size = item.encoded_len() + FRAMING;
+        let run = runs.last_mut().expect("at least one run");
+        if !run.is_empty() && run_bytes + size > message_bytes {
+            runs.push(Vec::new());
+            run_bytes = 0;
+        }
+        run_bytes += size;
+        runs.last_mut().expect("at least one run").push(item);
+    }
+    let last = runs.len() - 1;
+    runs.into_iter()
+        .enumerate()
+        .map(|(index, run)| message(make(run, index < last)))
+        .collect()
 }
 
 fn progress(as_of: v1::AsOf) -> v1::SubscribeResponse {
@@ -495,6 +585,11 @@ mod tests {
 
     /// A feed batch to `time + 1` with one page-view update at `time` per page.
     fn batch_of_pages(time: Time, pages: &[&str]) -> Arc<FeedBatch> {
+        split_batch_of_pages(time, pages, state().subscription_message_bytes)
+    }
+
+    /// [`batch_of_pages`], its update batches split at `message_bytes`.
+    fn split_batch_of_pages(time: Time, pages: &[&str], message_bytes: usize) -> Arc<FeedBatch> {
         let updates: Vec<(AnyRow, isize)> = pages
             .iter()
             .map(|page| {
@@ -519,6 +614,7 @@ mod tests {
                 Vec::new(),
                 Vec::new(),
             ],
+            message_bytes,
         ))
     }
 
@@ -705,5 +801,157 @@ mod tests {
             "no more than its buffer: {}",
             earlier.len()
         );
+    }
+
+    /// Many updates at one time come in several messages of about `message_bytes` at most,
+    /// all at that time, with `more` on all but the last: for subscribers of the whole feed
+    /// (which share their encoding) and filtered ones alike.
+    #[tokio::test]
+    async fn many_updates_at_one_time_come_in_several_messages() {
+        let mut state = state();
+        state.subscription_message_bytes = 200;
+        let pages: Vec<String> = (0..50).map(|n| format!("/page-{n:02}")).collect();
+        let request = |key_prefix: &str| v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            key_prefix: key_prefix.into(),
+            ..Default::default()
+        };
+        let mut whole = subscribe(&state, request("")).unwrap();
+        let mut prefixed = subscribe(&state, request("/page-1")).unwrap();
+        let page_refs: Vec<&str> = pages.iter().map(String::as_str).collect();
+        state
+            .feed
+            .send(split_batch_of_pages(7, &page_refs, 200))
+            .unwrap();
+        let in_tens: Vec<String> = pages[10..20].to_vec();
+        for (stream, expected) in [(&mut whole, pages.clone()), (&mut prefixed, in_tens)] {
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(
+                pages_or_frontier(first),
+                Err(0),
+                "the empty store's progress"
+            );
+            let mut got = Vec::new();
+            let mut mores = Vec::new();
+            loop {
+                let message = stream.next().await.unwrap().unwrap();
+                let size = message.encoded_len();
+                match message.message().unwrap().message {
+                    Some(v1::subscribe_response::Message::Updates(batch)) => {
+                        assert_eq!(batch.time_ms, 7);
+                        assert!(size <= 200 + 16, "{size} bytes");
+                        mores.push(batch.more);
+                    }
+                    Some(v1::subscribe_response::Message::Progress(_)) => break,
+                    other => panic!("{other:?}"),
+                }
+                got.extend(pages_or_frontier(message).unwrap());
+            }
+            assert_eq!(got, expected);
+            assert!(mores.len() > 1, "{} messages", mores.len());
+            let (last, earlier) = mores.split_last().unwrap();
+            assert!(earlier.iter().all(|more| *more) && !last);
+        }
+    }
+
+    /// A progress message to `frontier_ms`.
+    fn progress_to(frontier_ms: Time) -> v1::Progress {
+        v1::Progress {
+            as_of: Some(v1::AsOf {
+                frontier_ms,
+                offsets: Vec::new(),
+            }),
+        }
+    }
+
+    /// A subscription's first messages, more than its buffer holds in messages and in
+    /// bytes, all reach a client that reads them slowly: each waits for room instead of
+    /// cutting the client off.
+    #[tokio::test]
+    async fn first_messages_wait_for_a_slow_client_to_make_room() {
+        let mut state = state();
+        state.subscriber_buffer = 4;
+        state.subscriber_buffer_bytes = 10;
+        let (mut out, mut subscription) = buffer(&state);
+        let sender = tokio::spawn(async move {
+            for frontier in 0..20 {
+                if !out.send_when_room(progress_to(frontier)).await {
+                    return false;
+                }
+            }
+            true
+        });
+        let mut got = Vec::new();
+        while got.len() < 20 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            let message = subscription.next().await.unwrap().unwrap();
+            got.push(message.as_of.unwrap().frontier_ms);
+        }
+        assert_eq!(got, (0..20).collect::<Vec<_>>());
+        assert!(sender.await.unwrap(), "every message was queued");
+    }
+
+    #[tokio::test]
+    async fn a_first_message_waiting_for_room_is_given_up_when_the_client_leaves() {
+        let mut state = state();
+        state.subscriber_buffer = 2;
+        let (mut out, subscription) = buffer(&state);
+        assert!(out.send_when_room(progress_to(1)).await);
+        let waiting = tokio::spawn(async move { out.send_when_room(progress_to(2)).await });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "no room: the message waits");
+        drop(subscription);
+        let sent = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(!sent.unwrap().unwrap());
+    }
+
+    /// Items go in runs of about `message_bytes`, in order, with `more` on all but the
+    /// last; an item larger than that is a message of its own; no items make one message.
+    #[test]
+    fn items_are_split_into_messages_of_about_the_size_given() {
+        let rows = |sizes: &[usize]| -> Vec<v1::Row> {
+            sizes
+                .iter()
+                .map(|size| v1::Row {
+                    row: Some(v1::row::Row::PageView(v1::PageViewRow {
+                        page: "x".repeat(*size),
+                        ..Default::default()
+                    })),
+                })
+                .collect()
+        };
+        let split = |items: Vec<v1::Row>, message_bytes: usize| -> Vec<(Vec<usize>, bool)> {
+            in_messages(items, message_bytes, |rows, more| {
+                v1::subscribe_response::Message::Snapshot(v1::Snapshot {
+                    as_of: None,
+                    rows,
+                    more,
+                })
+            })
+            .into_iter()
+            .map(|message| match message.message {
+                Some(v1::subscribe_response::Message::Snapshot(snapshot)) => {
+                    let pages = snapshot.rows.iter().map(|row| match &row.row {
+                        Some(v1::row::Row::PageView(row)) => row.page.len(),
+                        other => panic!("{other:?}"),
+                    });
+                    (pages.collect(), snapshot.more)
+                }
+                other => panic!("{other:?}"),
+            })
+            .collect()
+        };
+        // A row of a page of n bytes encodes in n + 4 bytes, plus 8 counted for framing.
+        assert_eq!(
+            split(rows(&[88, 88, 88, 500, 1]), 200),
+            [
+                (vec![88, 88], true),
+                (vec![88], true),
+                (vec![500], true),
+                (vec![1], false)
+            ]
+        );
+        assert_eq!(split(rows(&[1, 2, 3]), 1 << 20), [(vec![1, 2, 3], false)]);
+        assert_eq!(split(Vec::new(), 200), [(vec![], false)]);
     }
 }

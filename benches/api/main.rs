@@ -620,6 +620,7 @@ mod tests {
         let batch = response(v1::subscribe_response::Message::Updates(v1::UpdateBatch {
             time_ms: 7,
             updates: vec![update(1), update(-1), update(1)],
+            more: false,
         }));
         let counted = CountedResponse::decode(batch.as_slice()).unwrap();
         assert_eq!(counted.updates.map(|batch| batch.updates.len()), Some(3));

@@ -117,13 +117,13 @@ impl ToJson for Update {
 
 impl ToJson for Snapshot {
     fn to_json(&self) -> Value {
-        json!({"as_of": self.as_of.to_json(), "rows": self.rows.to_json()})
+        json!({"as_of": self.as_of.to_json(), "rows": self.rows.to_json(), "more": self.more})
     }
 }
 
 impl ToJson for UpdateBatch {
     fn to_json(&self) -> Value {
-        json!({"time_ms": self.time_ms, "updates": self.updates.to_json()})
+        json!({"time_ms": self.time_ms, "updates": self.updates.to_json(), "more": self.more})
     }
 }
 
@@ -285,6 +285,7 @@ mod tests {
                     }),
                     diff: -1,
                 }],
+                more: true,
             })),
         };
         assert_eq!(
@@ -292,7 +293,7 @@ mod tests {
             json!({"updates": {"time_ms": 60_000, "updates": [{"diff": -1, "row": {"page_view": {
                 "page": "/a", "window_start_ms": 0, "window_end_ms": 60_000,
                 "view_count": 3, "unique_users": 2,
-            }}}]}})
+            }}}], "more": true}})
         );
     }
 

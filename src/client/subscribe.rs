@@ -91,8 +91,9 @@ fn print_message(
     }
     match &message.message {
         Some(subscribe_response::Message::Snapshot(snapshot)) => {
+            let more = if snapshot.more { ", more follow" } else { "" };
             out.line(format_args!(
-                "snapshot {}: {} rows",
+                "snapshot {}: {} rows{more}",
                 format_as_of(snapshot.as_of.as_ref()),
                 snapshot.rows.len()
             ))?;

@@ -131,6 +131,9 @@ pub struct ApiConfig {
     pub subscriber_buffer: usize,
     /// Encoded bytes buffered per subscriber; a subscriber further behind is cut off.
     pub subscriber_buffer_bytes: usize,
+    /// About the most encoded bytes in one subscription message: larger snapshots and
+    /// update batches are split into several messages.
+    pub subscription_message_bytes: usize,
     /// How many nice levels (0 to 19) below the API and the view store the dataflow runs:
     /// the timely workers, their Kafka clients and the output writer.
     pub dataflow_nice: i32,
@@ -143,6 +146,7 @@ impl Default for ApiConfig {
             changelog_ms: 60_000,
             subscriber_buffer: 1024,
             subscriber_buffer_bytes: 4 << 20,
+            subscription_message_bytes: 1 << 20,
             dataflow_nice: 0,
         }
     }
@@ -230,6 +234,9 @@ impl ServeConfig {
         }
         if self.api.subscriber_buffer_bytes == 0 {
             bail!("api.subscriber_buffer_bytes: at least 1");
+        }
+        if self.api.subscription_message_bytes == 0 {
+            bail!("api.subscription_message_bytes: at least 1");
         }
         if !(0..=19).contains(&self.api.dataflow_nice) {
             bail!("api.dataflow_nice: from 0 to 19");

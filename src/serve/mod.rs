@@ -130,6 +130,7 @@ impl Service {
         state.session_gap_ms = config.views.session_gap_ms;
         state.subscriber_buffer = config.api.subscriber_buffer;
         state.subscriber_buffer_bytes = config.api.subscriber_buffer_bytes;
+        state.subscription_message_bytes = config.api.subscription_message_bytes;
         state.funnel_steps = config.views.view_config()?.funnel_steps;
         Ok(state)
     }
