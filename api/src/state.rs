@@ -14,7 +14,7 @@ use crate::subscribe::FeedBatch;
 
 /// Feed batches kept for subscribers that are behind; one that falls further behind is
 /// cut off.
-const FEED_BACKLOG: usize = 4096;
+pub(crate) const FEED_BACKLOG: usize = 4096;
 
 /// The services' shared state. Cloning shares it.
 #[derive(Clone)]

@@ -33,12 +33,16 @@ use tracing::debug;
 
 use crate::convert;
 use crate::error::ApiError;
-use crate::state::ApiState;
+use crate::state::{ApiState, FEED_BACKLOG};
 
 /// The least time between two reads of the store by the feed: publications that come
 /// closer together (a catch-up publishes in chunks) go out in one batch, so that hundreds
 /// of subscribers get a few hundred messages a second at most.
 const FEED_SPACING: Duration = Duration::from_millis(5);
+
+/// How often a subscription whose first messages wait for room checks whether the feed
+/// has moved so far on that it is cut off.
+const LAG_CHECK: Duration = Duration::from_millis(100);
 
 /// Every view's updates between two reads of the store.
 #[derive(Debug)]
@@ -251,7 +255,7 @@ pub fn subscribe(
         let mut sent_until = sent_until;
         // These come all at once, however many: each waits for the client to read.
         for message in first {
-            if !out.send_when_room(message.into()).await {
+            if !out.send_when_room(message.into(), &feed).await {
                 return;
             }
         }
@@ -286,21 +290,33 @@ pub fn subscribe(
                     .as_mut()
                     .map(|final_only| final_only.release(frontier))
                 {
-                    let released: Vec<TimedUpdates> =
-                        vec![(frontier.saturating_sub(1), released.into())];
-                    updates.extend(update_batches(
-                        &released,
+                    let released_at = frontier.saturating_sub(1);
+                    let released = update_batches(
+                        &[(released_at, released.into())],
                         0,
                         &mut |_, _| true,
                         message_bytes,
-                    ));
+                    );
+                    // Released rows at the time of the last updates continue them.
+                    if let (
+                        Some(_),
+                        Some(v1::SubscribeResponse {
+                            message: Some(last),
+                        }),
+                    ) = (released.first(), updates.last_mut())
+                        && let v1::subscribe_response::Message::Updates(last) = last
+                        && last.time_ms == released_at
+                    {
+                        last.more = true;
+                    }
+                    updates.extend(released);
                 }
                 updates.into_iter().map(Into::into).collect()
             };
-            for message in updates.into_iter().chain([batch.progress.clone()]) {
-                if !out.send(message) {
-                    return;
-                }
+            let mut messages = updates;
+            messages.push(batch.progress.clone());
+            if !out.send_all(messages) {
+                return;
             }
             sent_until = batch.as_of.frontier_ms;
         }
@@ -349,7 +365,7 @@ pub fn subscribe_alerts(
                     state: state as i32,
                     time_ms: transition.time,
                 };
-                if !out.send(message) {
+                if !out.send_all(vec![message]) {
                     return;
                 }
             }
@@ -431,37 +447,58 @@ struct Outbox<T> {
 }
 
 impl<T: Message> Outbox<T> {
-    /// Queues `message`; `false` when the client left or was cut off for being behind.
-    fn send(&mut self, message: T) -> bool {
-        let size = message.encoded_len();
-        if !self.has_room(size) {
+    /// Queues `messages` (those of one feed batch) together; `false` when the client left
+    /// or was cut off for being behind. They are a unit: more bytes than the budget (a
+    /// time's many updates, split) go out when nothing else is queued.
+    fn send_all(&mut self, messages: Vec<T>) -> bool {
+        let sized: Vec<(T, usize)> = messages
+            .into_iter()
+            .map(|message| {
+                let size = message.encoded_len();
+                (message, size)
+            })
+            .collect();
+        let bytes = sized.iter().map(|(_, size)| size).sum();
+        if !self.has_room(sized.len(), bytes) {
             self.cut_off("the client reads too slowly".to_owned());
             return false;
         }
-        self.queue(message, size)
+        sized
+            .into_iter()
+            .all(|(message, size)| self.queue(message, size))
     }
 
     /// Queues `message` once the buffer has room for it, waiting for the client to read;
-    /// `false` when the client left. For the messages a subscription starts with, which
-    /// come all at once and may be more than the buffer holds; a client that reads them
-    /// too slowly is cut off later, when the feed has moved past what it has read.
-    async fn send_when_room(&mut self, message: T) -> bool {
+    /// `false` when the client left, or when the `feed` it has not read meanwhile moved so
+    /// far on that it is cut off. For the messages a subscription starts with, which come
+    /// all at once and may be more than the buffer holds.
+    async fn send_when_room(
+        &mut self,
+        message: T,
+        feed: &broadcast::Receiver<Arc<FeedBatch>>,
+    ) -> bool {
         let size = message.encoded_len();
-        while !self.has_room(size) {
+        while !self.has_room(1, size) {
+            if feed.len() > FEED_BACKLOG {
+                let behind = feed.len();
+                self.cut_off(format!("fell {behind} feed batches behind as it started"));
+                return false;
+            }
             tokio::select! {
                 () = self.room.notified() => {}
                 () = self.sender.closed() => return false,
+                () = tokio::time::sleep(LAG_CHECK) => {}
             }
         }
         self.queue(message, size)
     }
 
-    /// Whether a message of `size` bytes fits: a slot besides the last, which is kept for
-    /// the error that cuts a slow client off, and the bytes (one message alone may be
-    /// larger).
-    fn has_room(&self, size: usize) -> bool {
+    /// Whether `count` messages of `bytes` in all fit: a slot for each besides the last,
+    /// which is kept for the error that cuts a slow client off, and the bytes (more may go
+    /// when nothing is queued).
+    fn has_room(&self, count: usize, bytes: usize) -> bool {
         let queued = self.queued_bytes.load(Ordering::Relaxed);
-        self.sender.capacity() > 1 && (queued == 0 || queued + size <= self.max_bytes)
+        self.sender.capacity() > count && (queued == 0 || queued + bytes <= self.max_bytes)
     }
 
     fn queue(&mut self, message: T, size: usize) -> bool {
@@ -805,11 +842,13 @@ mod tests {
 
     /// Many updates at one time come in several messages of about `message_bytes` at most,
     /// all at that time, with `more` on all but the last: for subscribers of the whole feed
-    /// (which share their encoding) and filtered ones alike.
+    /// (which share their encoding) and filtered ones alike. Together they are more than
+    /// the buffer's bytes, and go out as one message that large would.
     #[tokio::test]
     async fn many_updates_at_one_time_come_in_several_messages() {
         let mut state = state();
         state.subscription_message_bytes = 200;
+        state.subscriber_buffer_bytes = 300;
         let pages: Vec<String> = (0..50).map(|n| format!("/page-{n:02}")).collect();
         let request = |key_prefix: &str| v1::SubscribeRequest {
             view: v1::View::PageViewsPerMinute as i32,
@@ -818,6 +857,14 @@ mod tests {
         };
         let mut whole = subscribe(&state, request("")).unwrap();
         let mut prefixed = subscribe(&state, request("/page-1")).unwrap();
+        for stream in [&mut whole, &mut prefixed] {
+            let first = stream.next().await.unwrap().unwrap();
+            assert_eq!(
+                pages_or_frontier(first),
+                Err(0),
+                "the empty store's progress"
+            );
+        }
         let page_refs: Vec<&str> = pages.iter().map(String::as_str).collect();
         state
             .feed
@@ -825,12 +872,6 @@ mod tests {
             .unwrap();
         let in_tens: Vec<String> = pages[10..20].to_vec();
         for (stream, expected) in [(&mut whole, pages.clone()), (&mut prefixed, in_tens)] {
-            let first = stream.next().await.unwrap().unwrap();
-            assert_eq!(
-                pages_or_frontier(first),
-                Err(0),
-                "the empty store's progress"
-            );
             let mut got = Vec::new();
             let mut mores = Vec::new();
             loop {
@@ -873,9 +914,10 @@ mod tests {
         state.subscriber_buffer = 4;
         state.subscriber_buffer_bytes = 10;
         let (mut out, mut subscription) = buffer(&state);
+        let feed = state.feed.subscribe();
         let sender = tokio::spawn(async move {
             for frontier in 0..20 {
-                if !out.send_when_room(progress_to(frontier)).await {
+                if !out.send_when_room(progress_to(frontier), &feed).await {
                     return false;
                 }
             }
@@ -896,13 +938,38 @@ mod tests {
         let mut state = state();
         state.subscriber_buffer = 2;
         let (mut out, subscription) = buffer(&state);
-        assert!(out.send_when_room(progress_to(1)).await);
-        let waiting = tokio::spawn(async move { out.send_when_room(progress_to(2)).await });
+        let feed = state.feed.subscribe();
+        assert!(out.send_when_room(progress_to(1), &feed).await);
+        let waiting = tokio::spawn(async move { out.send_when_room(progress_to(2), &feed).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiting.is_finished(), "no room: the message waits");
         drop(subscription);
         let sent = tokio::time::timeout(Duration::from_secs(10), waiting).await;
         assert!(!sent.unwrap().unwrap());
+    }
+
+    /// A client that reads nothing while its first messages wait is cut off once the feed
+    /// has moved on further than it keeps: its wait does not hold the feed's batches.
+    #[tokio::test]
+    async fn a_first_message_waiting_for_room_is_cut_off_when_the_feed_moves_too_far_on() {
+        let mut state = state();
+        state.subscriber_buffer = 2;
+        let (mut out, mut subscription) = buffer(&state);
+        let feed = state.feed.subscribe();
+        assert!(out.send_when_room(progress_to(1), &feed).await);
+        let waiting = tokio::spawn(async move { out.send_when_room(progress_to(2), &feed).await });
+        for time in 0..FEED_BACKLOG as u64 {
+            state.feed.send(batch(time)).unwrap();
+        }
+        tokio::time::sleep(LAG_CHECK * 3).await;
+        assert!(!waiting.is_finished(), "still within the feed's backlog");
+        state.feed.send(batch(FEED_BACKLOG as u64)).unwrap();
+        let sent = tokio::time::timeout(Duration::from_secs(10), waiting).await;
+        assert!(!sent.unwrap().unwrap(), "cut off");
+        let first = subscription.next().await.unwrap().unwrap();
+        assert_eq!(first.as_of.unwrap().frontier_ms, 1);
+        let status = subscription.next().await.unwrap().unwrap_err();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
     }
 
     /// Items go in runs of about `message_bytes`, in order, with `more` on all but the
