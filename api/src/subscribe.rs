@@ -627,13 +627,24 @@ mod tests {
 
     /// [`batch_of_pages`], its update batches split at `message_bytes`.
     fn split_batch_of_pages(time: Time, pages: &[&str], message_bytes: usize) -> Arc<FeedBatch> {
-        let updates: Vec<(AnyRow, isize)> = pages
+        let windows: Vec<(&str, Time)> = pages.iter().map(|page| (*page, 60_000)).collect();
+        batch_of_windows(time, &windows, message_bytes)
+    }
+
+    /// A feed batch to `time + 1` with one page-view update at `time` per `(page, end)`: a
+    /// row of that page whose window ends then.
+    fn batch_of_windows(
+        time: Time,
+        windows: &[(&str, Time)],
+        message_bytes: usize,
+    ) -> Arc<FeedBatch> {
+        let updates: Vec<(AnyRow, isize)> = windows
             .iter()
-            .map(|page| {
+            .map(|(page, window_end)| {
                 let row = PageViewRow {
                     page: (*page).into(),
                     window_start: 0,
-                    window_end: 60_000,
+                    window_end: *window_end,
                     view_count: time,
                     unique_users: 1,
                 };
@@ -1020,5 +1031,65 @@ mod tests {
         );
         assert_eq!(split(rows(&[1, 2, 3]), 1 << 20), [(vec![1, 2, 3], false)]);
         assert_eq!(split(Vec::new(), 200), [(vec![], false)]);
+    }
+
+    /// A final-only subscription's rows released at a time come after that time's updates
+    /// of rows already final, as their continuation: `more` on all but the last message of
+    /// the time.
+    #[tokio::test]
+    async fn released_final_rows_continue_the_updates_at_their_time() {
+        let state = state();
+        let request = v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            final_only: true,
+            ..Default::default()
+        };
+        let mut stream = subscribe(&state, request).unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(
+            pages_or_frontier(first),
+            Err(0),
+            "the empty store's progress"
+        );
+        // "/early" ends at 3: held at time 5, released by the frontier 6.
+        state
+            .feed
+            .send(batch_of_windows(5, &[("/early", 3)], 1 << 20))
+            .unwrap();
+        // At time 10, a correction of "/late-fix" (final already: its end is before the
+        // frontier 6) passes, and "/now" (ending at 11) is released by the frontier 11.
+        state
+            .feed
+            .send(batch_of_windows(
+                10,
+                &[("/late-fix", 4), ("/now", 11)],
+                1 << 20,
+            ))
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 5 {
+            let message = stream.next().await.unwrap().unwrap();
+            let described = match message.message().unwrap().message {
+                Some(v1::subscribe_response::Message::Updates(batch)) => {
+                    let pages: Vec<String> = pages_or_frontier(message).unwrap();
+                    format!("{} {pages:?} more={}", batch.time_ms, batch.more)
+                }
+                Some(v1::subscribe_response::Message::Progress(progress)) => {
+                    format!("progress {}", progress.as_of.unwrap().frontier_ms)
+                }
+                other => panic!("{other:?}"),
+            };
+            got.push(described);
+        }
+        assert_eq!(
+            got,
+            [
+                r#"5 ["/early"] more=false"#,
+                "progress 6",
+                r#"10 ["/late-fix"] more=true"#,
+                r#"10 ["/now"] more=false"#,
+                "progress 11",
+            ]
+        );
     }
 }
