@@ -145,3 +145,27 @@ fn hand_computed_case_with_one_and_four_workers() {
     compare(&expected, &actual, input.as_bytes(), &cfg).unwrap_or_else(|report| panic!("{report}"));
     assert_eq!(one.first_difference(&four), None);
 }
+
+/// A run whose input is one of the files it writes (here the sessions of an earlier run
+/// into the same directory) is refused before it writes anything, and the file is left as
+/// it was.
+#[test]
+fn a_run_refuses_an_input_it_would_write_over() {
+    let dir = support::run::TempDir::new("batch-own-input").unwrap();
+    let input = dir.path().join("user_sessions.jsonl");
+    let events = event("u1", "/a", T) + "\n";
+    std::fs::write(&input, &events).unwrap();
+    let output = std::process::Command::new(support::run::binary())
+        .args(["batch", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted: {stderr}");
+    assert!(stderr.contains("which this run writes over"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), events);
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(written.len(), 1, "nothing else written: {written:?}");
+}

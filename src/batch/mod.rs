@@ -27,7 +27,7 @@ use timely::worker::Worker;
 
 use crate::options::{ClusterArgs, ViewArgs};
 use chunks::{Chunk, ChunkReader};
-use output::{DeadLetterWriter, write_views};
+use output::{DeadLetterWriter, refuse_own_output_as_input, write_views};
 use progress::Progress;
 
 /// Arguments of `clickflow batch`.
@@ -102,6 +102,7 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
     let reads_input = args.cluster.process == 0;
     let (reader, dead_letters, total_bytes) = if reads_input {
         let reader = ChunkReader::open(&args.input, args.chunk_bytes as usize)?;
+        refuse_own_output_as_input(&args.input, &args.output)?;
         let total_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
         std::fs::create_dir_all(&args.output).with_context(|| {
             format!(

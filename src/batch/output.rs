@@ -6,9 +6,10 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clickflow_dataflow::ViewSnapshot;
 use clickflow_events::DeadLetterReason;
 use serde::Serialize;
@@ -27,6 +28,29 @@ const VIEW_FILES: [&str; 4] = [
 /// Where `file` in `dir` is written until the run completes.
 fn partial(dir: &Path, file: &str) -> PathBuf {
     dir.join(format!("{file}.partial"))
+}
+
+/// Refuses an `input` that is one of the files a run writes in `dir`, or their partial
+/// copies (by name, link or symbolic link): the run would truncate or replace the events
+/// it reads.
+pub fn refuse_own_output_as_input(input: &Path, dir: &Path) -> anyhow::Result<()> {
+    let Ok(read) = std::fs::metadata(input) else {
+        return Ok(());
+    };
+    for file in VIEW_FILES.into_iter().chain([DEAD_LETTERS_FILE]) {
+        for written in [dir.join(file), partial(dir, file)] {
+            if std::fs::metadata(&written)
+                .is_ok_and(|written| (written.dev(), written.ino()) == (read.dev(), read.ino()))
+            {
+                bail!(
+                    "--input {} is {}, which this run writes over: give another --output",
+                    input.display(),
+                    written.display()
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `dead_letters.jsonl`, one `{"line","reason","raw"}` object per line.
@@ -151,5 +175,35 @@ mod tests {
         left.sort();
         assert_eq!(left.len(), 5, "no partial file left: {left:?}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_input_that_a_run_writes_over_is_refused_by_any_name() {
+        let root =
+            std::env::temp_dir().join(format!("clickflow-batch-input-{}", std::process::id()));
+        let (out, elsewhere) = (root.join("out"), root.join("elsewhere"));
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let views = out.join(VIEW_FILES[1]);
+        std::fs::write(&views, "{}\n").unwrap();
+        let partial_letters = partial(&out, DEAD_LETTERS_FILE);
+        std::fs::write(&partial_letters, "{}\n").unwrap();
+        let linked = elsewhere.join("linked.jsonl");
+        std::fs::hard_link(&views, &linked).unwrap();
+        let symlinked = elsewhere.join("symlinked.jsonl");
+        std::os::unix::fs::symlink(&partial_letters, &symlinked).unwrap();
+        let unrelated = elsewhere.join(VIEW_FILES[1]);
+        std::fs::write(&unrelated, "{}\n").unwrap();
+        for input in [&views, &partial_letters, &linked, &symlinked] {
+            let refused = refuse_own_output_as_input(input, &out)
+                .unwrap_err()
+                .to_string();
+            assert!(refused.contains("give another --output"), "{refused}");
+        }
+        for input in [&unrelated, &root.join("missing.jsonl")] {
+            refuse_own_output_as_input(input, &out).unwrap();
+        }
+        refuse_own_output_as_input(&views, &root.join("not-yet-created")).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
