@@ -530,7 +530,13 @@ fn failures_name_their_cause() {
         "{reading_rules}"
     );
     let writing_output = unreachable("");
-    assert!(writing_output.contains("output writer"), "{writing_output}");
+    assert!(
+        writing_output.contains("cannot start the output writer")
+            && writing_output.contains(&format!(
+                "output producer: cannot reach Kafka at 127.0.0.1:{port}"
+            )),
+        "{writing_output}"
+    );
 }
 
 #[test]

@@ -39,6 +39,17 @@ pub enum KafkaError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// The cluster did not answer at all.
+    #[error("{what}: cannot reach Kafka at {bootstrap}: {source}")]
+    Unreachable {
+        /// Which client.
+        what: &'static str,
+        /// The bootstrap servers.
+        bootstrap: String,
+        /// librdkafka's error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// A thread could not be started.
     #[error("cannot start thread {name}: {source}")]
     Thread {

@@ -188,9 +188,20 @@ impl OutputWriter {
         }
         producer
             .init_transactions(OPERATION_TIMEOUT)
-            .map_err(|source| KafkaError::Client {
-                what: "output producer transactions",
-                source,
+            .map_err(|source| {
+                // A cluster that does not answer even a metadata request is the cause to
+                // name, rather than the timeout it made the transactions wait for.
+                match producer.client().fetch_metadata(None, METADATA_WAIT) {
+                    Err(unanswered) => KafkaError::Unreachable {
+                        what: "output producer",
+                        bootstrap: config.bootstrap.clone(),
+                        source: unanswered,
+                    },
+                    Ok(_) => KafkaError::Client {
+                        what: "output producer transactions",
+                        source,
+                    },
+                }
             })?;
         let (sender, receiver) = sync_channel(STEP_QUEUE);
         let thread = std::thread::Builder::new()
