@@ -54,8 +54,16 @@ impl Default for ViewArgs {
 impl ViewArgs {
     /// The views' configuration.
     pub fn view_config(&self) -> anyhow::Result<ViewConfig> {
-        if self.window_ms == 0 || self.funnel_window_ms == 0 {
-            bail!("window_ms and funnel_window_ms must be at least 1");
+        for (name, window_ms) in [
+            ("window_ms (--window-ms)", self.window_ms),
+            (
+                "funnel_window_ms (--funnel-window-ms)",
+                self.funnel_window_ms,
+            ),
+        ] {
+            if window_ms == 0 {
+                bail!("{name}: at least 1");
+            }
         }
         Ok(ViewConfig {
             page_window_ms: self.window_ms,
@@ -75,15 +83,18 @@ impl ViewArgs {
     }
 }
 
+/// The funnel steps' key in `serve`'s configuration, and their flag in `batch`.
+const FUNNEL_STEPS: &str = "funnel_steps (--funnel-steps)";
+
 fn parse_funnel_steps(text: &str) -> anyhow::Result<Vec<FunnelStep>> {
     let steps = text
         .split(',')
         .map(|pair| {
             let (name, page) = pair
                 .split_once('=')
-                .with_context(|| format!("--funnel-steps: {pair:?} is not NAME=PAGE"))?;
+                .with_context(|| format!("{FUNNEL_STEPS}: {pair:?} is not NAME=PAGE"))?;
             if name.is_empty() || page.is_empty() {
-                bail!("--funnel-steps: {pair:?} has an empty name or page");
+                bail!("{FUNNEL_STEPS}: {pair:?} has an empty name or page");
             }
             Ok(FunnelStep {
                 name: name.into(),
@@ -95,19 +106,19 @@ fn parse_funnel_steps(text: &str) -> anyhow::Result<Vec<FunnelStep>> {
         let earlier = &steps[..index];
         if earlier.iter().any(|earlier| earlier.name == step.name) {
             bail!(
-                "--funnel-steps: more than one step is named {:?}",
+                "{FUNNEL_STEPS}: more than one step is named {:?}",
                 step.name
             );
         }
         if earlier.iter().any(|earlier| earlier.page == step.page) {
             bail!(
-                "--funnel-steps: page {:?} is used by more than one step",
+                "{FUNNEL_STEPS}: page {:?} is used by more than one step",
                 step.page
             );
         }
     }
     if steps.len() > usize::from(u8::MAX) {
-        bail!("--funnel-steps: at most {} steps", u8::MAX);
+        bail!("{FUNNEL_STEPS}: at most {} steps", u8::MAX);
     }
     Ok(steps)
 }

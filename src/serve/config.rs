@@ -304,9 +304,12 @@ fn listen_address(text: &str, key: &str) -> anyhow::Result<Option<SocketAddr>> {
     if text.is_empty() {
         return Ok(None);
     }
-    text.parse()
-        .map(Some)
-        .with_context(|| format!("{key}: {text:?} is not HOST:PORT"))
+    text.parse().map(Some).map_err(|_| {
+        anyhow::anyhow!(
+            "{key}: {text:?} is not an IP address and port, such as 127.0.0.1:9000, \
+             [::1]:9000 or 0.0.0.0:9000 (every interface); host names are not resolved"
+        )
+    })
 }
 
 /// The librdkafka property maps, whose keys keep their dots.
@@ -551,7 +554,15 @@ mod tests {
         assert!(error(&["kafka.bootstrapp=x"]).contains("bootstrapp"));
         assert!(error(&["kafka.start=yesterday"]).contains("kafka.start"));
         assert!(error(&["views.window_ms=-1"]).contains("window_ms"));
+        assert!(
+            error(&["views.funnel_window_ms=0"])
+                .contains("views: funnel_window_ms (--funnel-window-ms): at least 1")
+        );
         assert!(error(&["metrics.listen=nowhere"]).contains("metrics.listen"));
+        assert!(
+            error(&["api.listen=localhost:50051"])
+                .contains("api.listen: \"localhost:50051\" is not an IP address and port")
+        );
         assert!(error(&["views.funnel_steps=a=/x,b=/x"]).contains("more than one step"));
         assert!(error(&["views.funnel_steps=a=/x,a=/y"]).contains("named \"a\""));
         assert!(error(&["kafka"]).contains("KEY=VALUE"));
