@@ -26,6 +26,7 @@ use anyhow::{Context, bail};
 use clickflow_ingest::admin::RULES_TOPIC;
 use clickflow_ingest::output::OutputConfig;
 use clickflow_ingest::source::{SourceConfig, StartPosition};
+use rdkafka::config::ClientConfig;
 use serde::Deserialize;
 
 use crate::options::ViewArgs;
@@ -219,6 +220,31 @@ impl ServeConfig {
         topics.sort();
         if let Some(twice) = topics.windows(2).find(|pair| pair[0] == pair[1]) {
             bail!("kafka.input_topics: {:?} is listed twice", twice[0]);
+        }
+        for (key, topic) in [
+            ("kafka.dead_letter_topic", &self.kafka.dead_letter_topic),
+            (
+                "kafka.page_view_counts_topic",
+                &self.kafka.page_view_counts_topic,
+            ),
+            ("kafka.alerts_topic", &self.kafka.alerts_topic),
+            ("kafka.rules_topic", &self.kafka.rules_topic),
+        ] {
+            if self.kafka.input_topics.contains(topic) {
+                bail!("{key}: {topic:?} is also an input topic, whose records it would read back");
+            }
+        }
+        for (key, properties) in [
+            ("kafka.consumer", &self.kafka.consumer),
+            ("kafka.producer", &self.kafka.producer),
+        ] {
+            let mut client = ClientConfig::new();
+            for (property, value) in properties {
+                client.set(property, value);
+            }
+            client
+                .create_native_config()
+                .with_context(|| format!("{key}: librdkafka refuses a property"))?;
         }
         if self.kafka.bootstrap.trim().is_empty() {
             bail!("kafka.bootstrap: empty");
@@ -567,6 +593,16 @@ mod tests {
         assert!(error(&["views.funnel_steps=a=/x,a=/y"]).contains("named \"a\""));
         assert!(error(&["kafka"]).contains("KEY=VALUE"));
         assert!(error(&["kafka.tick_ms=0"]).contains("kafka.tick_ms"));
+        assert!(
+            error(&["kafka.dead_letter_topic=\"page-views\""])
+                .contains("kafka.dead_letter_topic: \"page-views\" is also an input topic")
+        );
+        let refused = error(&["kafka.producer.no.such.property=1"]);
+        assert!(
+            refused.contains("kafka.producer: librdkafka refuses a property")
+                && refused.contains("no.such.property"),
+            "{refused}"
+        );
         assert!(
             error(&["kafka.input_topics=[\"a\",\"b\",\"a\"]"])
                 .contains("kafka.input_topics: \"a\" is listed twice")
