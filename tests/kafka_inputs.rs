@@ -522,6 +522,23 @@ fn failures_name_their_cause() {
             "api.listen=\"\"",
         ])
     };
+    // Options that need no Kafka are refused before anything waits for it (30 s).
+    let started = Instant::now();
+    let cluster = run(&[
+        "serve",
+        "-n",
+        "2",
+        "-p",
+        "2",
+        "--set",
+        &format!("kafka.bootstrap=\"127.0.0.1:{port}\""),
+    ]);
+    assert!(
+        cluster.contains("--process 2 must be less than --processes 2")
+            && started.elapsed() < Duration::from_secs(20),
+        "after {:?}: {cluster}",
+        started.elapsed()
+    );
     let reading_rules = unreachable("rules");
     assert!(
         reading_rules.contains(&format!(

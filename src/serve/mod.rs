@@ -158,6 +158,8 @@ pub fn open_rule_log(
 /// Runs `clickflow serve`.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = ServeConfig::load(args.config.as_deref(), std::env::vars(), &args.set)?;
+    // The cluster's options and host file are checked before anything waits for Kafka.
+    args.cluster.timely_config()?;
     let rule_log = open_rule_log(&config, &args.cluster)?;
     let service = Service::new(&config, args.cluster.workers as usize, rule_log);
     let background = service.start_background(&config, &args.cluster)?;
