@@ -147,8 +147,8 @@ fn hand_computed_case_with_one_and_four_workers() {
 }
 
 /// A run whose input is one of the files it writes (here the sessions of an earlier run
-/// into the same directory) is refused before it writes anything, and the file is left as
-/// it was.
+/// into the same directory), or whose output is a file, is refused before it writes
+/// anything, and the input is left as it was.
 #[test]
 fn a_run_refuses_an_input_it_would_write_over() {
     let dir = support::run::TempDir::new("batch-own-input").unwrap();
@@ -168,4 +168,17 @@ fn a_run_refuses_an_input_it_would_write_over() {
     assert_eq!(std::fs::read_to_string(&input).unwrap(), events);
     let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(written.len(), 1, "nothing else written: {written:?}");
+
+    let elsewhere = dir.path().join("events.jsonl");
+    std::fs::rename(&input, &elsewhere).unwrap();
+    let output = std::process::Command::new(support::run::binary())
+        .args(["batch", "--input"])
+        .arg(&elsewhere)
+        .arg("--output")
+        .arg(&elsewhere)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("events.jsonl: not a directory"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&elsewhere).unwrap(), events);
 }

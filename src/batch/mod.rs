@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use clickflow_dataflow::{AlertRule, ArrivedEvent, Time, ViewConfig, ViewStore, build_views};
 use clickflow_events::{Admission, DeadLetterReason, Event, decode_event};
@@ -104,6 +104,9 @@ pub fn run(args: BatchArgs) -> anyhow::Result<()> {
         let reader = ChunkReader::open(&args.input, args.chunk_bytes as usize)?;
         refuse_own_output_as_input(&args.input, &args.output)?;
         let total_bytes = std::fs::metadata(&args.input).map(|m| m.len()).unwrap_or(0);
+        if args.output.exists() && !args.output.is_dir() {
+            bail!("--output {}: not a directory", args.output.display());
+        }
         std::fs::create_dir_all(&args.output).with_context(|| {
             format!(
                 "--output {}: cannot create directory",
