@@ -24,7 +24,7 @@ use crate::generate::GeneratorArgs;
 #[derive(Debug, clap::Args)]
 pub struct ProduceArgs {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     bootstrap: String,
     /// The topic to write to; it must exist (see `clickflow topics`).
     #[arg(long, default_value = INPUT_TOPIC)]

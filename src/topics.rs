@@ -14,7 +14,7 @@ use clickflow_ingest::admin::{
 #[derive(Debug, clap::Args)]
 pub struct TopicsArgs {
     /// Kafka bootstrap servers, `host:port[,host:port...]`.
-    #[arg(long, value_name = "HOST:PORT")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     bootstrap: String,
     /// The input topic (`retention.ms` = --input-retention-ms).
     #[arg(long, default_value = INPUT_TOPIC)]

@@ -333,6 +333,15 @@ fn produce_and_topics_fail_with_the_cause_in_bounded_time_when_the_broker_is_unr
             "{command:?} took {:?}",
             run.elapsed
         );
+        let empty = clickflow(&[command, &["--bootstrap", ""][..]].concat());
+        assert!(
+            !empty.status.success()
+                && empty
+                    .stderr
+                    .contains("a value is required for '--bootstrap"),
+            "{command:?} with an empty bootstrap:\n{}",
+            empty.stderr
+        );
     }
 }
 
