@@ -70,9 +70,13 @@ fn an_unreachable_server_is_an_error_naming_its_address() {
 }
 
 #[test]
-fn a_server_address_of_another_scheme_and_a_zero_timeout_are_refused() {
+fn a_server_address_of_another_scheme_or_without_a_port_and_a_zero_timeout_are_refused() {
     let output = clickflow(&["status", "--server", "ftp://127.0.0.1:1"], None);
     assert_fails_with(&output, &["--server", "ftp://", "HOST:PORT"]);
+    for portless in ["127.0.0.1", "http://127.0.0.1", "127.0.0.1:0"] {
+        let output = clickflow(&["status", "--server", portless], None);
+        assert_fails_with(&output, &["--server", portless, "no port", "50051"]);
+    }
     let output = clickflow(&["status", "--timeout-ms", "0"], None);
     assert_fails_with(&output, &["--timeout-ms", "0"]);
 }

@@ -68,7 +68,15 @@ impl ClientArgs {
         };
         let timeout = Duration::from_millis(self.timeout_ms);
         let endpoint = Endpoint::from_shared(address.clone())
-            .with_context(|| format!("--server {:?} is not a valid address", self.server))?
+            .with_context(|| format!("--server {:?} is not a valid address", self.server))?;
+        if endpoint.uri().port_u16().is_none_or(|port| port == 0) {
+            bail!(
+                "--server {:?}: no port, or not one from 1 to 65535; give HOST:PORT (`clickflow \
+                 serve` listens on port 50051 unless api.listen says otherwise)",
+                self.server
+            );
+        }
+        let endpoint = endpoint
             .connect_timeout(timeout)
             .timeout(timeout)
             // A subscription to a server that vanished ends instead of waiting forever.
