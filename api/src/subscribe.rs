@@ -6,8 +6,9 @@
 //! messages and in bytes. A view's feed messages are encoded once, by the first subscriber
 //! that takes them whole (no key prefix, not final-only), and shared by all such
 //! subscribers; the others encode their own. A subscriber that falls behind (its buffer
-//! is full, or the feed has moved past what it has read) is cut off with
-//! `RESOURCE_EXHAUSTED`; ingestion never waits for subscribers.
+//! has no room for the next feed batch, or the feed has moved past what it has read) is
+//! cut off with `RESOURCE_EXHAUSTED`; ingestion never waits for subscribers. A batch once
+//! admitted, and the messages a subscription starts with, go out as the client makes room.
 //!
 //! A subscription starts with a snapshot at the store's `as_of` `S` (or, when resuming
 //! from `R`, with the changelog's updates in `[R, S)`), then sends from the feed exactly
@@ -259,6 +260,8 @@ pub fn subscribe(
                 return;
             }
         }
+        // The feed batches that came meanwhile are part of the start too.
+        let mut starting = feed.len();
         loop {
             let Some(batch) = next_batch(&mut feed, &mut out).await else {
                 return;
@@ -315,8 +318,20 @@ pub fn subscribe(
             };
             let mut messages = updates;
             messages.push(batch.progress.clone());
-            if !out.send_all(messages) {
+            let admitted = if starting > 0 {
+                starting -= 1;
+                true
+            } else {
+                out.admits(&messages)
+            };
+            if !admitted {
+                out.cut_off("the client reads too slowly".to_owned());
                 return;
+            }
+            for message in messages {
+                if !out.send_when_room(message, &feed).await {
+                    return;
+                }
             }
             sent_until = batch.as_of.frontier_ms;
         }
@@ -365,7 +380,7 @@ pub fn subscribe_alerts(
                     state: state as i32,
                     time_ms: transition.time,
                 };
-                if !out.send_all(vec![message]) {
+                if !out.send(message) {
                     return;
                 }
             }
@@ -447,41 +462,37 @@ struct Outbox<T> {
 }
 
 impl<T: Message> Outbox<T> {
-    /// Queues `messages` (those of one feed batch) together; `false` when the client left
-    /// or was cut off for being behind. They are a unit: more bytes than the budget (a
-    /// time's many updates, split) go out when nothing else is queued.
-    fn send_all(&mut self, messages: Vec<T>) -> bool {
-        let sized: Vec<(T, usize)> = messages
-            .into_iter()
-            .map(|message| {
-                let size = message.encoded_len();
-                (message, size)
-            })
-            .collect();
-        let bytes = sized.iter().map(|(_, size)| size).sum();
-        if !self.has_room(sized.len(), bytes) {
+    /// Queues `message`; `false` when the client left or was cut off for being behind.
+    fn send(&mut self, message: T) -> bool {
+        let size = message.encoded_len();
+        if !self.has_room(size) {
             self.cut_off("the client reads too slowly".to_owned());
             return false;
         }
-        sized
-            .into_iter()
-            .all(|(message, size)| self.queue(message, size))
+        self.queue(message, size)
+    }
+
+    /// Whether the buffer takes the `messages` of one feed batch: it has a free slot, and
+    /// room for all their bytes or nothing queued. A subscriber whose buffer does not is
+    /// behind; one whose buffer does gets them all, each as room comes (there may be more
+    /// of them than slots, or than bytes, when one time's many updates are split).
+    fn admits(&self, messages: &[T]) -> bool {
+        self.has_room(messages.iter().map(Message::encoded_len).sum())
     }
 
     /// Queues `message` once the buffer has room for it, waiting for the client to read;
     /// `false` when the client left, or when the `feed` it has not read meanwhile moved so
-    /// far on that it is cut off. For the messages a subscription starts with, which come
-    /// all at once and may be more than the buffer holds.
+    /// far on that it is cut off.
     async fn send_when_room(
         &mut self,
         message: T,
         feed: &broadcast::Receiver<Arc<FeedBatch>>,
     ) -> bool {
         let size = message.encoded_len();
-        while !self.has_room(1, size) {
+        while !self.has_room(size) {
             if feed.len() > FEED_BACKLOG {
                 let behind = feed.len();
-                self.cut_off(format!("fell {behind} feed batches behind as it started"));
+                self.cut_off(format!("fell {behind} feed batches behind"));
                 return false;
             }
             tokio::select! {
@@ -493,12 +504,12 @@ impl<T: Message> Outbox<T> {
         self.queue(message, size)
     }
 
-    /// Whether `count` messages of `bytes` in all fit: a slot for each besides the last,
-    /// which is kept for the error that cuts a slow client off, and the bytes (more may go
-    /// when nothing is queued).
-    fn has_room(&self, count: usize, bytes: usize) -> bool {
+    /// Whether `bytes` more fit: a free slot besides the last, which is kept for the error
+    /// that cuts a slow client off, and room for the bytes (more may go when nothing is
+    /// queued).
+    fn has_room(&self, bytes: usize) -> bool {
         let queued = self.queued_bytes.load(Ordering::Relaxed);
-        self.sender.capacity() > count && (queued == 0 || queued + bytes <= self.max_bytes)
+        self.sender.capacity() > 1 && (queued == 0 || queued + bytes <= self.max_bytes)
     }
 
     fn queue(&mut self, message: T, size: usize) -> bool {
@@ -622,7 +633,7 @@ mod tests {
 
     /// A feed batch to `time + 1` with one page-view update at `time` per page.
     fn batch_of_pages(time: Time, pages: &[&str]) -> Arc<FeedBatch> {
-        split_batch_of_pages(time, pages, state().subscription_message_bytes)
+        split_batch_of_pages(time, pages, 1 << 20)
     }
 
     /// [`batch_of_pages`], its update batches split at `message_bytes`.
@@ -1091,5 +1102,48 @@ mod tests {
                 "progress 11",
             ]
         );
+    }
+
+    /// A feed batch with updates at more times than the buffer has slots (a catch-up puts
+    /// many times in one) reaches a client that reads: it is admitted while the buffer has
+    /// room, and its messages then go out as the client makes room.
+    #[tokio::test]
+    async fn a_feed_batch_of_more_messages_than_the_buffer_holds_reaches_a_reader() {
+        let mut state = state();
+        state.subscriber_buffer = 4;
+        let request = v1::SubscribeRequest {
+            view: v1::View::PageViewsPerMinute as i32,
+            ..Default::default()
+        };
+        let mut stream = subscribe(&state, request).unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(
+            pages_or_frontier(first),
+            Err(0),
+            "the empty store's progress"
+        );
+        let times: Vec<TimedUpdates> = (1..=10)
+            .map(|time| {
+                let pages = batch_of_pages(time, &["/a"]);
+                pages.changes[ViewKind::PageViews as usize][0].clone()
+            })
+            .collect();
+        let as_of = v1::AsOf {
+            frontier_ms: 11,
+            offsets: Vec::new(),
+        };
+        let changes = [times, Vec::new(), Vec::new(), Vec::new()];
+        state
+            .feed
+            .send(Arc::new(FeedBatch::new(as_of, changes, 1 << 20)))
+            .unwrap();
+        let mut got = Vec::new();
+        while got.last() != Some(&Err(11)) {
+            let message = tokio::time::timeout(Duration::from_secs(10), stream.next()).await;
+            got.push(pages_or_frontier(message.unwrap().unwrap().unwrap()));
+        }
+        let a = || Ok(vec!["/a".to_owned()]);
+        assert_eq!(got.len(), 11);
+        assert!(got[..10].iter().all(|updates| *updates == a()), "{got:?}");
     }
 }
