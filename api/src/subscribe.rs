@@ -1044,24 +1044,34 @@ mod tests {
         assert_eq!(split(Vec::new(), 200), [(vec![], false)]);
     }
 
-    /// A final-only subscription's rows released at a time come after that time's updates
-    /// of rows already final, as their continuation: `more` on all but the last message of
-    /// the time.
-    #[tokio::test]
-    async fn released_final_rows_continue_the_updates_at_their_time() {
-        let state = state();
+    /// A page-view subscription (`final_only` or not) to `state`'s empty store, past the
+    /// progress it starts with.
+    async fn past_the_start(
+        state: &ApiState,
+        final_only: bool,
+    ) -> Subscription<EncodedSubscribeResponse> {
         let request = v1::SubscribeRequest {
             view: v1::View::PageViewsPerMinute as i32,
-            final_only: true,
+            final_only,
             ..Default::default()
         };
-        let mut stream = subscribe(&state, request).unwrap();
+        let mut stream = subscribe(state, request).unwrap();
         let first = stream.next().await.unwrap().unwrap();
         assert_eq!(
             pages_or_frontier(first),
             Err(0),
             "the empty store's progress"
         );
+        stream
+    }
+
+    /// A final-only subscription's rows released at a time come after that time's updates
+    /// of rows already final, as their continuation: `more` on all but the last message of
+    /// the time.
+    #[tokio::test]
+    async fn released_final_rows_continue_the_updates_at_their_time() {
+        let state = state();
+        let mut stream = past_the_start(&state, true).await;
         // "/early" ends at 3: held at time 5, released by the frontier 6.
         state
             .feed
@@ -1111,17 +1121,7 @@ mod tests {
     async fn a_feed_batch_of_more_messages_than_the_buffer_holds_reaches_a_reader() {
         let mut state = state();
         state.subscriber_buffer = 4;
-        let request = v1::SubscribeRequest {
-            view: v1::View::PageViewsPerMinute as i32,
-            ..Default::default()
-        };
-        let mut stream = subscribe(&state, request).unwrap();
-        let first = stream.next().await.unwrap().unwrap();
-        assert_eq!(
-            pages_or_frontier(first),
-            Err(0),
-            "the empty store's progress"
-        );
+        let mut stream = past_the_start(&state, false).await;
         let times: Vec<TimedUpdates> = (1..=10)
             .map(|time| {
                 let pages = batch_of_pages(time, &["/a"]);
