@@ -108,8 +108,31 @@ fn clickflow_counts_every_window_as_the_reference_kafka_streams_job_does() {
         &peer_counts,
         true,
         |records| windows(records) == clickflow,
-        Duration::from_secs(60),
+        Duration::from_secs(120),
     );
     drop(job);
-    assert_eq!(windows(&records), clickflow);
+    let peer = windows(&records);
+    if peer != clickflow {
+        let differing: Vec<_> = clickflow
+            .iter()
+            .filter(|(window, value)| peer.get(*window) != Some(*value))
+            .map(|(window, value)| (window, Some(value), peer.get(window)))
+            .chain(
+                peer.iter()
+                    .filter(|(window, _)| !clickflow.contains_key(*window))
+                    .map(|(window, value)| (window, None, Some(value))),
+            )
+            .collect();
+        let log = std::fs::read_to_string(dir.path().join("kafka-streams.log")).unwrap_or_default();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("WARN") || line.contains("ERROR"))
+            .take(40)
+            .collect();
+        panic!(
+            "windows differ, as (window, clickflow's value, the job's value): {differing:?}\n\
+             the job's warnings and errors:\n{}",
+            warnings.join("\n")
+        );
+    }
 }
