@@ -157,3 +157,17 @@ fn alert_rules_name_their_comparison() {
     );
     assert_fails_with(&output, &["--comparison", "gt", "ge", "lt", "le", "eq"]);
 }
+
+/// A rule id the server would refuse is refused before connecting (no server runs here).
+#[test]
+fn alert_rule_ids_are_checked_before_connecting() {
+    for command in [
+        &["alerts", "create", "--id", "bad id!", "--threshold", "5"][..],
+        &["alerts", "delete", "--id", ""][..],
+    ] {
+        let output = clickflow(command, None);
+        assert_fails_with(&output, &["--id", "is not 1 to 128 characters"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("cannot connect"), "{stderr}");
+    }
+}

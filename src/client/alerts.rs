@@ -42,7 +42,7 @@ enum AlertsCommand {
     /// satisfies it.
     Create {
         /// The rule's id: 1 to 128 of A-Z a-z 0-9 _ . -
-        #[arg(long)]
+        #[arg(long, value_parser = rule_id)]
         id: String,
         /// The threshold.
         #[arg(long)]
@@ -60,7 +60,7 @@ enum AlertsCommand {
     /// Remove a rule; its alerts clear.
     Delete {
         /// The rule's id.
-        #[arg(long)]
+        #[arg(long, value_parser = rule_id)]
         id: String,
     },
     /// Print alert transitions (fired, cleared) as they happen, until Ctrl-C.
@@ -69,6 +69,13 @@ enum AlertsCommand {
         #[arg(long, default_value = "")]
         id: String,
     },
+}
+
+/// A rule id as the server takes it, checked before connecting.
+fn rule_id(id: &str) -> Result<String, String> {
+    clickflow_api::rules::validate_rule_id(id, "id")
+        .map(|()| id.to_owned())
+        .map_err(|error| error.to_string())
 }
 
 /// A metric, as named on the command line.
