@@ -587,18 +587,17 @@ fn in_messages<T: Message>(
 ) -> Vec<v1::SubscribeResponse> {
     // An item's field tag and length prefix: a few bytes more than the item.
     const FRAMING: usize = 8;
-    let mut runs = vec![Vec::new()];
-    let mut run_bytes = 0;
+    let (mut runs, mut run, mut run_bytes) = (Vec::new(), Vec::new(), 0);
     for item in items {
         let size = item.encoded_len() + FRAMING;
-        let run = runs.last_mut().expect("at least one run");
         if !run.is_empty() && run_bytes + size > message_bytes {
-            runs.push(Vec::new());
+            runs.push(std::mem::take(&mut run));
             run_bytes = 0;
         }
         run_bytes += size;
-        runs.last_mut().expect("at least one run").push(item);
+        run.push(item);
     }
+    runs.push(run);
     let last = runs.len() - 1;
     runs.into_iter()
         .enumerate()
